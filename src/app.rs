@@ -1,0 +1,104 @@
+//! Wiring: start the registry, build the shared [`Gateway`] state, bind the public and admin
+//! listeners, and run them until a signal stops the process.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr};
+use actix_web::{web, App, HttpServer};
+
+use crate::actors::registry::Registry;
+use crate::auth::keys::KeySet;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::http::admin::{self, AdminState};
+use crate::http::ws::{self, UpstreamClient};
+
+/// How often the metrics recorder's histograms are maintained.
+const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What every handshake handler shares.
+pub struct Gateway {
+    /// The validated config.
+    pub config: Arc<Config>,
+    /// Verification keys.
+    pub keys: Arc<KeySet>,
+    /// The admission actor.
+    pub registry: Addr<Registry>,
+}
+
+/// The addresses actually bound (port 0 resolved).
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    /// Public WebSocket listener.
+    pub public: SocketAddr,
+    /// Admin listener.
+    pub admin: SocketAddr,
+    /// True when the public listener speaks TLS.
+    pub tls: bool,
+}
+
+/// Run the gateway until SIGINT/SIGTERM. `announce` is called once both listeners are bound.
+///
+/// # Errors
+/// Bind failures, TLS material errors, metrics recorder errors.
+pub async fn run(config: Config, keys: KeySet, announce: impl FnOnce(Bound)) -> Result<()> {
+    let handle = crate::metrics::install().map_err(Error::Metrics)?;
+    for r in &config.routes {
+        crate::metrics::register_route(&r.path);
+    }
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
+        loop {
+            tick.tick().await;
+            handle.run_upkeep();
+        }
+    });
+
+    let config = Arc::new(config);
+    let registry = Registry::new(config.limits.clone()).start();
+    let gateway = web::Data::new(Gateway { config: Arc::clone(&config), keys: Arc::new(keys), registry });
+
+    let public_listener = TcpListener::bind(config.listen)?;
+    let public_addr = public_listener.local_addr()?;
+    let admin_listener = TcpListener::bind(config.admin_listen)?;
+    let admin_addr = admin_listener.local_addr()?;
+    if config.tls.is_none() && !public_addr.ip().is_loopback() {
+        tracing::warn!(listen = %public_addr, "serving plain ws:// on a non-loopback address: tokens and messages travel unencrypted; configure [server.tls]");
+    }
+
+    let connect_timeout = Duration::from_secs(config.timeouts.upstream_connect_seconds);
+    let workers = if config.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.workers };
+    let per_worker_conns = (config.limits.max_connections as usize / workers).max(25_000);
+    let public = HttpServer::new(move || {
+        App::new()
+            .app_data(gateway.clone())
+            .app_data(UpstreamClient::new(connect_timeout))
+            .default_service(web::to(ws::entry))
+    })
+    .workers(workers)
+    .backlog(4096)
+    .max_connections(per_worker_conns)
+    .client_request_timeout(Duration::from_secs(config.timeouts.handshake_seconds))
+    .client_disconnect_timeout(Duration::from_secs(1))
+    .shutdown_timeout(config.timeouts.drain_seconds);
+    let public = match &config.tls {
+        Some(files) => public.listen_rustls_0_23(public_listener, crate::tls::server_config(files)?)?,
+        None => public.listen(public_listener)?,
+    }
+    .run();
+
+    let admin_state = web::Data::new(AdminState { metrics: handle });
+    let admin = HttpServer::new(move || App::new().app_data(admin_state.clone()).configure(admin::configure))
+        .workers(1)
+        .listen(admin_listener)?
+        .run();
+
+    announce(Bound { public: public_addr, admin: admin_addr, tls: config.tls.is_some() });
+    tracing::info!(public = %public_addr, admin = %admin_addr, routes = config.routes.len(), "wsgate listening");
+    let (a, b) = futures_util::future::join(public, admin).await;
+    a?;
+    b?;
+    Ok(())
+}

@@ -1,0 +1,66 @@
+//! Tokens: what a verified token says ([`Claims`]) and why one is refused ([`AuthError`]).
+//!
+//! - [`keys`]: the configured verification keys ([`keys::KeySet`]), each bound to one algorithm.
+//! - [`jwt`]: `verify(token, &KeySet, &Settings, now)` and `mint` for `wsgate token`/`demo`.
+
+pub mod jwt;
+pub mod keys;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What the gateway uses of a verified token (RFC 7519 §4.1 claims plus scopes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims {
+    /// `sub`: required; the identity forwarded upstream and counted per subject.
+    pub sub: String,
+    /// `exp`: required, seconds since the epoch.
+    pub exp: u64,
+    /// `iat`, if present (used by subject revocation later).
+    pub iat: Option<u64>,
+    /// `jti`, if present (logged; used by jti revocation later).
+    pub jti: Option<String>,
+    /// Scopes from the configured scope claim.
+    pub scopes: Vec<String>,
+}
+
+// === impl Claims ===
+
+impl Claims {
+    /// The connection's deadline: `exp` plus the leeway that admitted the token.
+    pub fn deadline(&self, leeway: Duration) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.exp) + leeway
+    }
+
+    /// Time left until the deadline at `now` (zero when already past).
+    pub fn time_left(&self, leeway: Duration, now: SystemTime) -> Duration {
+        self.deadline(leeway).duration_since(now).unwrap_or(Duration::ZERO)
+    }
+
+    /// True when the token grants `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// Why a token or key was refused. Clients only ever learn expired versus invalid; the
+/// `&'static str` detail goes to the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// `exp` (plus leeway) has passed.
+    #[error("token expired")]
+    Expired,
+    /// Signature, algorithm, kid, issuer, audience, nbf or claim shape is wrong.
+    #[error("invalid token ({0})")]
+    Invalid(&'static str),
+    /// A configured key could not be loaded.
+    #[error("{key}: {reason}")]
+    KeyLoad {
+        /// Config path of the key (`auth.keys[0]`).
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A token could not be made.
+    #[error("cannot mint token: {0}")]
+    Mint(String),
+}

@@ -1,0 +1,749 @@
+//! Configuration: the TOML file of DESIGN.md §5, parsed into raw serde structs and then
+//! validated into [`Config`].
+//!
+//! Owns: key names, defaults (`DEFAULT_*`), the meaning of `0` for each limit, and every check
+//! that can be made before the gateway starts. A bad file fails with the key's dotted path and
+//! the reason. Does not own: loading key material (auth/keys.rs) or TLS files (tls.rs).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::policy::origin::OriginPolicy;
+use crate::policy::token_source::TokenSource;
+
+/// Default public listener.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
+/// Default admin listener: loopback only, so metrics and admin never face the internet by default.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+/// Clock skew tolerated on `exp`/`nbf`, in seconds (jsonwebtoken's own default of 60 is too lax).
+pub const DEFAULT_LEEWAY_SECONDS: u64 = 5;
+/// How long before the deadline `auth.expiring` is sent.
+pub const DEFAULT_EXPIRY_WARNING_SECONDS: u64 = 30;
+
+/// Why a configuration was refused. Every variant names the key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or a value had the wrong type / an unknown key.
+    #[error("{key}: {reason}")]
+    Parse {
+        /// Dotted path of the offending key (`limits.messages_per_second`).
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// Dotted path of the offending key.
+        key: String,
+        /// What was wrong.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw shape (serde). Defaults live here so that an omitted key and the example file agree.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    limits: Limits,
+    #[serde(default)]
+    timeouts: Timeouts,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    workers: usize,
+    trusted_proxies: Vec<String>,
+    state_dir: Option<PathBuf>,
+    tls: Option<RawTls>,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.into(),
+            workers: 0,
+            trusted_proxies: Vec::new(),
+            state_dir: None,
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAdmin {
+    listen: String,
+    token_env: Option<String>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_ADMIN_LISTEN.into(),
+            token_env: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawAuth {
+    issuer: Option<String>,
+    audience: Option<String>,
+    leeway_seconds: u64,
+    scope_claim: String,
+    token_sources: Vec<String>,
+    cookie_name: String,
+    query_param: String,
+    expiry_warning_seconds: u64,
+    jwks_file: Option<PathBuf>,
+    keys: Vec<KeyConfig>,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            audience: None,
+            leeway_seconds: DEFAULT_LEEWAY_SECONDS,
+            scope_claim: "scope".into(),
+            token_sources: vec!["header".into(), "subprotocol".into()],
+            cookie_name: "access_token".into(),
+            query_param: "access_token".into(),
+            expiry_warning_seconds: DEFAULT_EXPIRY_WARNING_SECONDS,
+            jwks_file: None,
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// One verification key (`[[auth.keys]]`). Exactly one of `secret_env` (HMAC) or
+/// `public_key_file` (RSA/EC/Ed25519 PEM) is set; the key is only ever used with `algorithm`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Key id; a token whose header names a `kid` is checked with that key only.
+    pub kid: Option<String>,
+    /// JWS algorithm this key verifies (`HS256`, `RS256`, `PS256`, `ES256`, `EdDSA`, ...).
+    pub algorithm: String,
+    /// Environment variable holding the HMAC secret.
+    pub secret_env: Option<String>,
+    /// PEM file with the public key.
+    pub public_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    path: String,
+    upstream: String,
+    #[serde(default)]
+    origins: Vec<String>,
+    #[serde(default)]
+    allow_missing_origin: bool,
+    token_sources: Option<Vec<String>>,
+    connect_scope: Option<String>,
+    #[serde(default)]
+    subprotocols: Vec<String>,
+    #[serde(default)]
+    envelope: Envelope,
+    #[serde(default = "default_type_field")]
+    type_field: String,
+    #[serde(default)]
+    unknown_types: UnknownTypes,
+    #[serde(default)]
+    binary: BinaryPolicy,
+    #[serde(default = "default_true")]
+    forward_identity: bool,
+    #[serde(default)]
+    messages: Vec<RawMessage>,
+}
+
+fn default_type_field() -> String {
+    "type".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMessage {
+    #[serde(rename = "type")]
+    kind: String,
+    scope: Option<String>,
+    schema_file: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validated shape.
+// ---------------------------------------------------------------------------------------------
+
+/// Connection and message limits (`[limits]`). `0` means unlimited for every key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Live connections through this gateway process; over it, handshakes get 503.
+    pub max_connections: u64,
+    /// Live connections per client IP; over it, 429.
+    pub max_connections_per_ip: u32,
+    /// Live connections per token subject; over it, 429.
+    pub max_connections_per_subject: u32,
+    /// Sustained handshakes per second per client IP (token bucket refill).
+    pub handshakes_per_second_per_ip: u32,
+    /// Handshake burst per client IP (token bucket size).
+    pub handshake_burst_per_ip: u32,
+    /// Sustained client messages per second per connection.
+    pub messages_per_second: u32,
+    /// Message burst per connection.
+    pub message_burst: u32,
+    /// Sustained client bytes per second per connection (burst: one second's worth, at least
+    /// one maximal message).
+    pub bytes_per_second: u64,
+    /// Largest message (all fragments together) in either direction; over it, close 1009.
+    pub max_message_bytes: usize,
+    /// Rejected frames within 60 s before the connection is closed (4029 or 1008).
+    pub violations_before_close: u32,
+    /// Bytes from the upstream waiting for a client that does not read; over it, close 4008.
+    pub outbound_buffer_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 100_000,
+            max_connections_per_ip: 100,
+            max_connections_per_subject: 20,
+            handshakes_per_second_per_ip: 20,
+            handshake_burst_per_ip: 40,
+            messages_per_second: 50,
+            message_burst: 100,
+            bytes_per_second: 1_048_576,
+            max_message_bytes: 65_536,
+            violations_before_close: 10,
+            outbound_buffer_bytes: 1_048_576,
+        }
+    }
+}
+
+/// Timeouts (`[timeouts]`), in seconds. `0` disables the timeout where that makes sense
+/// (`idle_seconds`, `ping_interval_seconds`); the connect and handshake timeouts must be > 0.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// Time a client has to send its complete upgrade request.
+    pub handshake_seconds: u64,
+    /// Time the upstream has to accept the WebSocket (then 504).
+    pub upstream_connect_seconds: u64,
+    /// A client silent (no frame, no pong) this long is closed; 0 = never.
+    pub idle_seconds: u64,
+    /// Interval of gateway pings to the client; 0 = no pings.
+    pub ping_interval_seconds: u64,
+    /// Time over which open clients are closed when draining.
+    pub drain_seconds: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            handshake_seconds: 10,
+            upstream_connect_seconds: 5,
+            idle_seconds: 300,
+            ping_interval_seconds: 30,
+            drain_seconds: 30,
+        }
+    }
+}
+
+/// Whether frames on a route are JSON envelopes (checked) or opaque (passed through).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Envelope {
+    /// `{"type": ..., "payload": {...}}`, validated per DESIGN.md §3.
+    #[default]
+    Json,
+    /// Opaque text/binary frames: no JSON steps, every other check still applies.
+    None,
+}
+
+/// What happens to a message type the route does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownTypes {
+    /// Answered with `unknown_type`.
+    #[default]
+    Reject,
+    /// Forwarded (still size/rate checked).
+    Forward,
+}
+
+/// What happens to binary frames on a JSON route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BinaryPolicy {
+    /// Answered with `binary_not_allowed`.
+    #[default]
+    Reject,
+    /// Forwarded unchanged.
+    Forward,
+}
+
+/// One message type a route accepts.
+#[derive(Clone)]
+pub struct MessageRule {
+    /// Scope the token must hold to send this type; `None` = any authenticated client.
+    pub scope: Option<String>,
+    /// Compiled JSON Schema for the whole envelope's `payload`, if configured.
+    pub schema: Option<Arc<jsonschema::Validator>>,
+}
+
+impl std::fmt::Debug for MessageRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageRule")
+            .field("scope", &self.scope)
+            .field("schema", &self.schema.is_some())
+            .finish()
+    }
+}
+
+/// A validated route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Exact request path served (query string ignored).
+    pub path: String,
+    /// `ws://host:port/path` of the backend.
+    pub upstream: String,
+    /// Origin allowlist.
+    pub origins: OriginPolicy,
+    /// Where the token may come from, in order.
+    pub token_sources: Vec<TokenSource>,
+    /// Scope needed to open a connection, if any.
+    pub connect_scope: Option<String>,
+    /// Application subprotocols accepted, in preference order of the client's offer.
+    pub subprotocols: Vec<String>,
+    /// JSON envelopes or opaque frames.
+    pub envelope: Envelope,
+    /// Name of the envelope's type field.
+    pub type_field: String,
+    /// Policy for unlisted message types.
+    pub unknown_types: UnknownTypes,
+    /// Policy for binary frames (JSON routes).
+    pub binary: BinaryPolicy,
+    /// Add `X-Wsgate-*` identity headers to the upstream request.
+    pub forward_identity: bool,
+    /// Message type -> rule.
+    pub messages: HashMap<String, MessageRule>,
+}
+
+/// TLS files for the public listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+/// `[auth]`, validated.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Required `iss`, if set.
+    pub issuer: Option<String>,
+    /// Required member of `aud`, if set.
+    pub audience: Option<String>,
+    /// Tolerated clock skew on `exp` and `nbf`.
+    pub leeway: Duration,
+    /// Claim holding the scopes.
+    pub scope_claim: String,
+    /// Default token sources.
+    pub token_sources: Vec<TokenSource>,
+    /// Cookie carrying the token (source `cookie`).
+    pub cookie_name: String,
+    /// Query parameter carrying the token (source `query`).
+    pub query_param: String,
+    /// Warning lead time before the deadline; zero = no warning.
+    pub expiry_warning: Duration,
+    /// JWKS file, keys by kid.
+    pub jwks_file: Option<PathBuf>,
+    /// Configured keys.
+    pub keys: Vec<KeyConfig>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Public listener address.
+    pub listen: SocketAddr,
+    /// Worker threads; 0 = one per core.
+    pub workers: usize,
+    /// Directory for persistent state (revocations).
+    pub state_dir: Option<PathBuf>,
+    /// TLS for the public listener; `None` = plain ws://.
+    pub tls: Option<TlsFiles>,
+    /// Admin listener address.
+    pub admin_listen: SocketAddr,
+    /// Env var holding the admin bearer token.
+    pub admin_token_env: Option<String>,
+    /// Token verification settings.
+    pub auth: AuthConfig,
+    /// Limits.
+    pub limits: Limits,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// Routes, matched by exact path.
+    pub routes: Vec<Arc<Route>>,
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Read and validate a config file. Relative paths inside it resolve against its folder.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key and the reason.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base)
+    }
+
+    /// Parse and validate TOML text; `base` resolves relative file paths.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the key and the reason.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse {
+            key: "(file)".into(),
+            reason: e.message().to_string(),
+        })?;
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Parse {
+                key: if key == "." { "(root)".into() } else { key },
+                reason: e.inner().message().to_string(),
+            }
+        })?;
+        Self::from_raw(raw, base)
+    }
+
+    fn from_raw(raw: RawConfig, base: &Path) -> Result<Self, ConfigError> {
+        let listen = parse_addr("server.listen", &raw.server.listen)?;
+        let admin_listen = parse_addr("admin.listen", &raw.admin.listen)?;
+        if !raw.server.trusted_proxies.is_empty() {
+            return Err(ConfigError::invalid(
+                "server.trusted_proxies",
+                "not supported by this build yet; leave it empty",
+            ));
+        }
+        let auth = validate_auth(raw.auth, base)?;
+        validate_limits(&raw.limits)?;
+        validate_timeouts(&raw.timeouts)?;
+        if raw.routes.is_empty() {
+            return Err(ConfigError::invalid("routes", "at least one [[routes]] is required"));
+        }
+        let mut routes: Vec<Arc<Route>> = Vec::with_capacity(raw.routes.len());
+        for (i, r) in raw.routes.into_iter().enumerate() {
+            let route = validate_route(i, r, &auth, base)?;
+            if routes.iter().any(|x| x.path == route.path) {
+                return Err(ConfigError::invalid(
+                    format!("routes[{i}].path"),
+                    format!("duplicate path {:?}", route.path),
+                ));
+            }
+            routes.push(Arc::new(route));
+        }
+        Ok(Self {
+            listen,
+            workers: raw.server.workers,
+            state_dir: raw.server.state_dir.map(|p| base.join(p)),
+            tls: raw.server.tls.map(|t| TlsFiles {
+                cert_file: base.join(t.cert_file),
+                key_file: base.join(t.key_file),
+            }),
+            admin_listen,
+            admin_token_env: raw.admin.token_env.filter(|s| !s.is_empty()),
+            auth,
+            limits: raw.limits,
+            timeouts: raw.timeouts,
+            routes,
+        })
+    }
+
+    /// The route serving `path`, if any.
+    pub fn route(&self, path: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| r.path == path)
+    }
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|e| ConfigError::invalid(key, format!("{value:?} is not an ip:port address ({e})")))
+}
+
+fn parse_sources(key: &str, names: &[String]) -> Result<Vec<TokenSource>, ConfigError> {
+    if names.is_empty() {
+        return Err(ConfigError::invalid(key, "at least one token source is required"));
+    }
+    names
+        .iter()
+        .map(|n| {
+            TokenSource::parse(n).ok_or_else(|| {
+                ConfigError::invalid(
+                    key,
+                    format!("unknown token source {n:?} (expected header, subprotocol, cookie or query)"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn validate_auth(raw: RawAuth, base: &Path) -> Result<AuthConfig, ConfigError> {
+    let token_sources = parse_sources("auth.token_sources", &raw.token_sources)?;
+    if raw.scope_claim.is_empty() {
+        return Err(ConfigError::invalid("auth.scope_claim", "must not be empty"));
+    }
+    if raw.keys.is_empty() && raw.jwks_file.is_none() {
+        return Err(ConfigError::invalid(
+            "auth.keys",
+            "at least one [[auth.keys]] entry (or auth.jwks_file) is required",
+        ));
+    }
+    let keys = raw
+        .keys
+        .into_iter()
+        .map(|mut k| {
+            k.public_key_file = k.public_key_file.map(|p| base.join(p));
+            k
+        })
+        .collect();
+    Ok(AuthConfig {
+        issuer: raw.issuer,
+        audience: raw.audience,
+        leeway: Duration::from_secs(raw.leeway_seconds),
+        scope_claim: raw.scope_claim,
+        token_sources,
+        cookie_name: raw.cookie_name,
+        query_param: raw.query_param,
+        expiry_warning: Duration::from_secs(raw.expiry_warning_seconds),
+        jwks_file: raw.jwks_file.map(|p| base.join(p)),
+        keys,
+    })
+}
+
+fn validate_limits(l: &Limits) -> Result<(), ConfigError> {
+    if l.max_message_bytes > 64 * 1024 * 1024 {
+        return Err(ConfigError::invalid(
+            "limits.max_message_bytes",
+            "must be at most 67108864 (64 MiB); 0 = unlimited is not allowed for a gateway either",
+        ));
+    }
+    if l.max_message_bytes == 0 {
+        return Err(ConfigError::invalid(
+            "limits.max_message_bytes",
+            "must be > 0: an unbounded message size lets one client exhaust memory",
+        ));
+    }
+    if l.outbound_buffer_bytes == 0 {
+        return Err(ConfigError::invalid(
+            "limits.outbound_buffer_bytes",
+            "must be > 0: an unbounded buffer lets a slow reader exhaust memory",
+        ));
+    }
+    if l.handshakes_per_second_per_ip > 0 && l.handshake_burst_per_ip == 0 {
+        return Err(ConfigError::invalid(
+            "limits.handshake_burst_per_ip",
+            "must be > 0 when handshakes_per_second_per_ip is set",
+        ));
+    }
+    if l.messages_per_second > 0 && l.message_burst == 0 {
+        return Err(ConfigError::invalid(
+            "limits.message_burst",
+            "must be > 0 when messages_per_second is set",
+        ));
+    }
+    Ok(())
+}
+
+fn validate_timeouts(t: &Timeouts) -> Result<(), ConfigError> {
+    if t.handshake_seconds == 0 {
+        return Err(ConfigError::invalid("timeouts.handshake_seconds", "must be > 0"));
+    }
+    if t.upstream_connect_seconds == 0 {
+        return Err(ConfigError::invalid("timeouts.upstream_connect_seconds", "must be > 0"));
+    }
+    Ok(())
+}
+
+fn validate_route(i: usize, r: RawRoute, auth: &AuthConfig, base: &Path) -> Result<Route, ConfigError> {
+    let key = |k: &str| format!("routes[{i}].{k}");
+    if !r.path.starts_with('/') {
+        return Err(ConfigError::invalid(key("path"), "must start with '/'"));
+    }
+    if !(r.upstream.starts_with("ws://")) {
+        let why = if r.upstream.starts_with("wss://") {
+            "wss:// upstreams are not supported by this build yet; use ws:// on a private network"
+        } else {
+            "must be a ws:// URL"
+        };
+        return Err(ConfigError::invalid(key("upstream"), why));
+    }
+    if r.upstream.parse::<actix_http::Uri>().is_err() {
+        return Err(ConfigError::invalid(key("upstream"), "not a valid URL"));
+    }
+    let origins = OriginPolicy::try_new(&r.origins, r.allow_missing_origin)
+        .map_err(|e| ConfigError::invalid(key("origins"), e))?;
+    let token_sources = match &r.token_sources {
+        Some(names) => parse_sources(&key("token_sources"), names)?,
+        None => auth.token_sources.clone(),
+    };
+    if token_sources.contains(&TokenSource::Cookie) && r.origins.is_empty() {
+        return Err(ConfigError::invalid(
+            key("token_sources"),
+            "the cookie source needs an Origin allowlist on the route (cross-site WebSocket hijacking)",
+        ));
+    }
+    if r.type_field.is_empty() {
+        return Err(ConfigError::invalid(key("type_field"), "must not be empty"));
+    }
+    let mut messages = HashMap::new();
+    for (j, m) in r.messages.into_iter().enumerate() {
+        let mkey = format!("routes[{i}].messages[{j}]");
+        if m.kind.is_empty() || m.kind.starts_with("auth.") || m.kind == "error" {
+            return Err(ConfigError::invalid(
+                format!("{mkey}.type"),
+                "must be non-empty and not a gateway control type (auth.*, error)",
+            ));
+        }
+        let schema = match m.schema_file {
+            None => None,
+            Some(p) => Some(Arc::new(load_schema(&format!("{mkey}.schema_file"), &base.join(p))?)),
+        };
+        if messages
+            .insert(m.kind.clone(), MessageRule { scope: m.scope, schema })
+            .is_some()
+        {
+            return Err(ConfigError::invalid(format!("{mkey}.type"), format!("duplicate type {:?}", m.kind)));
+        }
+    }
+    Ok(Route {
+        path: r.path,
+        upstream: r.upstream,
+        origins,
+        token_sources,
+        connect_scope: r.connect_scope,
+        subprotocols: r.subprotocols,
+        envelope: r.envelope,
+        type_field: r.type_field,
+        unknown_types: r.unknown_types,
+        binary: r.binary,
+        forward_identity: r.forward_identity,
+        messages,
+    })
+}
+
+fn load_schema(key: &str, path: &Path) -> Result<jsonschema::Validator, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::invalid(key, format!("{}: {e}", path.display())))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ConfigError::invalid(key, format!("{}: not JSON: {e}", path.display())))?;
+    jsonschema::validator_for(&value)
+        .map_err(|e| ConfigError::invalid(key, format!("{}: not a valid JSON Schema: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[auth.keys]]
+algorithm = "HS256"
+secret_env = "X"
+[[routes]]
+path = "/ws"
+upstream = "ws://127.0.0.1:9000/ws"
+origins = ["https://app.example.com"]
+"#;
+
+    #[test]
+    fn minimal_config_takes_documented_defaults() {
+        let c = Config::parse(MINIMAL, Path::new(".")).expect("valid");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.limits.max_message_bytes, 65_536);
+        assert_eq!(c.auth.leeway, Duration::from_secs(5));
+        assert_eq!(c.routes[0].type_field, "type");
+        assert_eq!(c.routes[0].token_sources, vec![TokenSource::Header, TokenSource::Subprotocol]);
+    }
+
+    #[test]
+    fn wrong_type_names_the_key_path() {
+        let text = format!("{MINIMAL}\n[limits]\nmessages_per_second = \"fast\"\n");
+        let err = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+        assert_eq!(err, "limits.messages_per_second: invalid type: string \"fast\", expected u32");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let text = format!("{MINIMAL}\n[timeouts]\nidle_secs = 3\n");
+        let err = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+        assert!(err.starts_with("timeouts.idle_secs: unknown field"), "{err}");
+    }
+
+    #[test]
+    fn cookie_source_requires_origin_allowlist() {
+        let text = MINIMAL.replace(
+            "origins = [\"https://app.example.com\"]",
+            "origins = []\nallow_missing_origin = true\ntoken_sources = [\"cookie\"]",
+        );
+        let err = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+        assert!(err.starts_with("routes[0].token_sources:"), "{err}");
+    }
+}

@@ -1,0 +1,205 @@
+//! Error types: one enum per domain plus [`Denied`], the refusals a client causes.
+//!
+//! `Denied` carries, for every refusal, the three things the gateway needs to answer it: an HTTP
+//! status (before the upgrade), a close code (after it) and a short static reason label used in
+//! logs and metrics. The mapping is exhaustive on purpose: adding a variant forces a decision
+//! for each of the three.
+
+use actix_http::StatusCode;
+
+use crate::auth::AuthError;
+use crate::config::ConfigError;
+
+/// Result alias for library code.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Top-level error of the library: wraps each domain's error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration file or value is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Key material could not be loaded or a token could not be made.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// A socket could not be bound or served.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// TLS material could not be loaded.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// The metrics recorder could not be installed.
+    #[error("metrics: {0}")]
+    Metrics(String),
+}
+
+/// A refusal the client caused, at the handshake or during the session.
+///
+/// `reason()` is the bounded label used in logs and metrics; the client only ever sees the
+/// status/close code and a short fixed text, never internal details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    // --- handshake (DESIGN.md §1, in check order) ---
+    /// The global connection cap is reached (or the gateway is draining).
+    Overloaded,
+    /// Too many handshakes from this IP in a short time.
+    HandshakeRate,
+    /// Not a valid RFC 6455 upgrade request.
+    BadUpgrade,
+    /// `Sec-WebSocket-Version` is not 13.
+    UnsupportedVersion,
+    /// No route serves this path.
+    NoRoute,
+    /// The `Origin` is not on the route's allowlist (or missing where the route requires it).
+    Origin,
+    /// No token was found in the route's token sources.
+    MissingToken,
+    /// The token failed verification (signature, algorithm, kid, iss, aud, nbf, claims).
+    InvalidToken,
+    /// The token's `exp` (plus leeway) has passed.
+    ExpiredToken,
+    /// The token lacks the route's connect scope.
+    ConnectScope,
+    /// This IP holds its maximum number of live connections.
+    IpConnections,
+    /// This subject holds its maximum number of live connections.
+    SubjectConnections,
+    /// The upstream refused the WebSocket upgrade or could not be reached.
+    UpstreamFailed,
+    /// The upstream did not accept the WebSocket within the connect timeout.
+    UpstreamTimeout,
+    // --- in the session (DESIGN.md §3) ---
+    /// A message over `max_message_bytes`.
+    MessageTooBig,
+    /// Invalid UTF-8 in a text message.
+    InvalidUtf8,
+    /// A WebSocket protocol violation (bad framing, oversized control frame, ...).
+    Protocol,
+    /// Too many rejected frames other than rate limiting.
+    PolicyViolations,
+    /// Too many rate-limited frames.
+    RateViolations,
+    /// The token expired and no refresh arrived in time.
+    TokenExpired,
+    /// The client stopped reading and its outbound buffer passed the limit.
+    SlowConsumer,
+    /// The client did not answer pings within the idle timeout.
+    Idle,
+    /// The upstream failed or closed abnormally mid-session.
+    UpstreamLost,
+    /// The gateway hit an internal error.
+    Internal,
+}
+
+// === impl Denied ===
+
+impl Denied {
+    /// The bounded label used in logs and in the `reason`/`result` metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Overloaded => "overloaded",
+            Self::HandshakeRate => "handshake_rate",
+            Self::BadUpgrade => "bad_upgrade",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::NoRoute => "no_route",
+            Self::Origin => "origin",
+            Self::MissingToken => "missing_token",
+            Self::InvalidToken => "invalid_token",
+            Self::ExpiredToken => "expired_token",
+            Self::ConnectScope => "connect_scope",
+            Self::IpConnections => "ip_connections",
+            Self::SubjectConnections => "subject_connections",
+            Self::UpstreamFailed => "upstream_failed",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::MessageTooBig => "message_too_big",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::Protocol => "protocol_error",
+            Self::PolicyViolations => "policy_violations",
+            Self::RateViolations => "rate_limited",
+            Self::TokenExpired => "token_expired",
+            Self::SlowConsumer => "slow_consumer",
+            Self::Idle => "idle",
+            Self::UpstreamLost => "upstream_lost",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status answered when the refusal happens before the upgrade.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::HandshakeRate | Self::IpConnections | Self::SubjectConnections => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Self::BadUpgrade | Self::Protocol | Self::InvalidUtf8 | Self::MessageTooBig => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::Origin | Self::ConnectScope | Self::PolicyViolations => StatusCode::FORBIDDEN,
+            Self::MissingToken | Self::InvalidToken | Self::ExpiredToken | Self::TokenExpired => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::UpstreamFailed | Self::UpstreamLost => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::RateViolations => StatusCode::TOO_MANY_REQUESTS,
+            Self::SlowConsumer | Self::Idle | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The WebSocket close code (RFC 6455 §7.4 plus the 4xxx codes of DESIGN.md §3) sent when
+    /// the refusal ends an open session.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            Self::Overloaded => 1001,
+            Self::MessageTooBig => 1009,
+            Self::InvalidUtf8 => 1007,
+            Self::Protocol | Self::BadUpgrade | Self::UnsupportedVersion | Self::NoRoute => 1002,
+            Self::PolicyViolations
+            | Self::Origin
+            | Self::ConnectScope
+            | Self::HandshakeRate
+            | Self::IpConnections
+            | Self::SubjectConnections => 1008,
+            Self::RateViolations => 4029,
+            Self::MissingToken | Self::InvalidToken => 4003,
+            Self::ExpiredToken | Self::TokenExpired => 4001,
+            Self::SlowConsumer => 4008,
+            Self::Idle => 1001,
+            Self::UpstreamFailed | Self::UpstreamTimeout | Self::UpstreamLost => 1014,
+            Self::Internal => 1011,
+        }
+    }
+
+    /// A short fixed text for the client (HTTP body or close reason). Never contains details.
+    pub fn client_text(&self) -> &'static str {
+        match self {
+            Self::Overloaded => "gateway is at capacity",
+            Self::HandshakeRate => "too many handshakes",
+            Self::BadUpgrade => "not a valid websocket upgrade",
+            Self::UnsupportedVersion => "websocket version 13 required",
+            Self::NoRoute => "no such route",
+            Self::Origin => "origin not allowed",
+            Self::MissingToken | Self::InvalidToken => "invalid token",
+            Self::ExpiredToken | Self::TokenExpired => "token expired",
+            Self::ConnectScope => "insufficient scope",
+            Self::IpConnections | Self::SubjectConnections => "too many connections",
+            Self::UpstreamFailed | Self::UpstreamLost => "upstream unavailable",
+            Self::UpstreamTimeout => "upstream timeout",
+            Self::MessageTooBig => "message too big",
+            Self::InvalidUtf8 => "invalid utf-8",
+            Self::Protocol => "protocol error",
+            Self::PolicyViolations => "too many rejected messages",
+            Self::RateViolations => "rate limit exceeded",
+            Self::SlowConsumer => "slow consumer",
+            Self::Idle => "idle timeout",
+            Self::Internal => "internal error",
+        }
+    }
+}
+
+impl std::fmt::Display for Denied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}

@@ -1,0 +1,30 @@
+//! wsgate: an actor-based WebSocket security gateway.
+//!
+//! Component map (DESIGN.md §8):
+//! - [`config`]: the TOML config, parsed and validated into [`config::Config`].
+//! - [`error`]: [`Error`] and [`error::Denied`] (refusals with status, close code, reason).
+//! - [`auth`]: JWT verification against configured keys, claims, dev-token minting.
+//! - [`policy`]: pure decisions: origin, token sources, token bucket, frame guard, message checks.
+//! - [`actors`]: the `WsSession` connection actor and the `Registry` admission actor.
+//! - [`upstream`]: dialing the backend and the upstream reader actor.
+//! - [`http`]: the public WebSocket entry and the admin listener.
+//! - [`metrics`]: every metric name and the recording helpers.
+//! - [`tls`]: PEM files to a rustls server config.
+//! - [`echo`]: the echo backend of `wsgate demo` (and tests).
+//! - [`app`]: wiring: registry, servers, shutdown.
+
+#![forbid(unsafe_code)]
+
+pub mod actors;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod echo;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod policy;
+pub mod tls;
+pub mod upstream;
+
+pub use error::{Error, Result};

@@ -1,0 +1,224 @@
+//! The `wsgate` command: `demo`, `serve`, `check-config`, `token` (DESIGN.md §5).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use wsgate::auth::jwt::{self, MintRequest};
+use wsgate::auth::keys::KeySet;
+use wsgate::config::Config;
+
+/// Env var name the demo's generated HMAC secret is known by (never read from the environment).
+const DEMO_SECRET_ENV: &str = "WSGATE_DEMO_SECRET";
+
+#[derive(Parser)]
+#[command(name = "wsgate", version, about = "WebSocket security gateway")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "human", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run with an embedded echo upstream and a generated dev key; prints a token and a client command.
+    Demo {
+        /// Public listener.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Admin listener (metrics, health).
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin_listen: SocketAddr,
+    },
+    /// Run the gateway with a config file.
+    Serve {
+        /// TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Validate a config file (and load its keys) without serving.
+    CheckConfig {
+        /// TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Mint a token with the config's first HMAC key; prints only the JWT.
+    Token {
+        /// TOML config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Subject (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Space-separated scopes.
+        #[arg(long, default_value = "")]
+        scope: String,
+        /// Lifetime: a number with an optional unit s, m, h or d (default seconds).
+        #[arg(long, default_value = "15m", value_parser = parse_ttl)]
+        ttl: Duration,
+    },
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?}: expected a number with an optional unit s, m, h, d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    if n == 0 {
+        return Err("ttl must be > 0".into());
+    }
+    Ok(Duration::from_secs(n.saturating_mul(mult)))
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WSGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let result = match cli.command {
+        Command::Demo { listen, admin_listen } => run_system(demo(listen, admin_listen)),
+        Command::Serve { config } => serve(&config),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Token { config, sub, scope, ttl } => token(&config, &sub, &scope, ttl),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wsgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_system(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    actix_web::rt::System::new().block_on(fut)
+}
+
+fn load(path: &Path) -> anyhow::Result<(Config, KeySet)> {
+    let config = Config::load(path).with_context(|| format!("config {}", path.display()))?;
+    let keys = KeySet::load(&config.auth.keys).with_context(|| format!("config {}", path.display()))?;
+    Ok((config, keys))
+}
+
+fn serve(path: &Path) -> anyhow::Result<()> {
+    let (config, keys) = load(path)?;
+    run_system(async move {
+        wsgate::app::run(config, keys, |bound| {
+            let scheme = if bound.tls { "wss" } else { "ws" };
+            println!("wsgate listening public={scheme}://{} admin=http://{}", bound.public, bound.admin);
+            let _ = std::io::stdout().flush();
+        })
+        .await?;
+        Ok(())
+    })
+}
+
+fn check_config(path: &Path) -> anyhow::Result<()> {
+    let (config, keys) = load(path)?;
+    println!(
+        "config ok: {} route(s), {} key(s), listen {}, admin {}",
+        config.routes.len(),
+        keys.len(),
+        config.listen,
+        config.admin_listen
+    );
+    Ok(())
+}
+
+fn token(path: &Path, sub: &str, scope: &str, ttl: Duration) -> anyhow::Result<()> {
+    let (config, keys) = load(path)?;
+    let jwt = jwt::mint(&keys, &config.auth, &MintRequest { sub, scope, ttl }, SystemTime::now())?;
+    println!("{jwt}");
+    Ok(())
+}
+
+/// The demo's config: one route `/ws` in front of the embedded echo upstream.
+fn demo_config(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> String {
+    format!(
+        r#"
+[server]
+listen = "{listen}"
+[admin]
+listen = "{admin}"
+[auth]
+token_sources = ["header", "subprotocol"]
+[[auth.keys]]
+kid = "demo"
+algorithm = "HS256"
+secret_env = "{DEMO_SECRET_ENV}"
+[[routes]]
+path = "/ws"
+upstream = "ws://{upstream}/whoami"
+origins = ["http://{listen}", "http://localhost:{port}"]
+allow_missing_origin = true
+subprotocols = ["chat.v1"]
+[[routes.messages]]
+type = "chat.send"
+scope = "chat:write"
+[[routes.messages]]
+type = "chat.read"
+scope = "chat:read"
+"#,
+        port = listen.port()
+    )
+}
+
+async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+    let upstream = wsgate::echo::spawn("127.0.0.1:0".parse()?).await.context("echo upstream")?;
+    let secret = jwt::random_secret()?;
+    let config = Config::parse(&demo_config(listen, admin, upstream), Path::new("."))?;
+    let keys = KeySet::load_with(&config.auth.keys, |_| Some(secret.clone()))?;
+    let req = MintRequest { sub: "demo", scope: "chat:read chat:write", ttl: Duration::from_secs(3600) };
+    let token = jwt::mint(&keys, &config.auth, &req, SystemTime::now())?;
+    wsgate::app::run(config, keys, |bound| {
+        let url = format!("ws://{}/ws", bound.public);
+        println!("wsgate demo: gateway {url} -> echo upstream ws://{upstream}/whoami");
+        println!("metrics: http://{}/metrics", bound.admin);
+        println!("token: {token}");
+        println!("client (Node): npx -y wscat -c {url} -H \"Authorization: Bearer {token}\"");
+        println!("browser: new WebSocket(\"{url}\", [\"chat.v1\", \"bearer.{token}\"])");
+        println!("then send: {{\"type\":\"chat.send\",\"payload\":{{\"room\":\"ops\",\"text\":\"hi\"}},\"id\":\"c-1\"}}");
+        let _ = std::io::stdout().flush();
+    })
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_units() {
+        assert_eq!(parse_ttl("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_ttl("90"), Ok(Duration::from_secs(90)));
+        assert!(parse_ttl("0").is_err());
+        assert!(parse_ttl("5y").is_err());
+    }
+}

@@ -1,0 +1,232 @@
+//! Prometheus metrics: every name in one place ([`names`]), described once, with label values
+//! only from bounded sets (route paths from the config, reasons, verdicts) — never an IP,
+//! subject or token.
+//!
+//! How to add one: add the const to [`names`], describe it in [`install`], pre-register its
+//! label sets at 0 in [`register_route`] if it is a counter, then update grafana/ and the
+//! README's metrics table in the same commit.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::error::Denied;
+use crate::policy::validate::Rejection;
+
+/// Metric names (DESIGN.md §7).
+pub mod names {
+    /// Gauge: live client connections, by route.
+    pub const CONNECTIONS_ACTIVE: &str = "wsgate_connections_active";
+    /// Counter: handshakes by route and result (`accepted` or a refusal reason).
+    pub const HANDSHAKES_TOTAL: &str = "wsgate_handshakes_total";
+    /// Counter: frames by route, direction (`in` client→upstream, `out` upstream→client) and verdict.
+    pub const MESSAGES_TOTAL: &str = "wsgate_messages_total";
+    /// Counter: payload bytes forwarded, by route and direction.
+    pub const MESSAGE_BYTES_TOTAL: &str = "wsgate_message_bytes_total";
+    /// Counter: closed connections by route and reason.
+    pub const DISCONNECTS_TOTAL: &str = "wsgate_disconnects_total";
+    /// Counter: in-band token refreshes by result (`ok`, `failed`).
+    pub const AUTH_REFRESH_TOTAL: &str = "wsgate_auth_refresh_total";
+    /// Counter: revocations applied.
+    pub const REVOCATIONS_TOTAL: &str = "wsgate_revocations_total";
+    /// Histogram: gateway time per client frame (checks + hand-off to the upstream writer).
+    pub const MESSAGE_FORWARD_SECONDS: &str = "wsgate_message_forward_seconds";
+    /// Histogram: time from request to upgrade answer (includes the upstream dial).
+    pub const HANDSHAKE_SECONDS: &str = "wsgate_handshake_seconds";
+    /// Histogram: upstream WebSocket dial time.
+    pub const UPSTREAM_CONNECT_SECONDS: &str = "wsgate_upstream_connect_seconds";
+    /// Histogram: connection lifetime.
+    pub const CONNECTION_DURATION_SECONDS: &str = "wsgate_connection_duration_seconds";
+    /// Gauge: always 1, labelled with the version.
+    pub const BUILD_INFO: &str = "wsgate_build_info";
+}
+
+/// Route label used where no route matched (never the raw request path).
+pub const NO_ROUTE: &str = "none";
+
+/// Verdict label of frames forwarded.
+pub const VERDICT_FORWARDED: &str = "forwarded";
+/// Verdict label of gateway control messages (`auth.refresh`).
+pub const VERDICT_CONTROL: &str = "control";
+
+/// Close reasons that are not refusals.
+pub const DISCONNECT_CLIENT: &str = "client_closed";
+/// The upstream closed normally; its code was relayed.
+pub const DISCONNECT_UPSTREAM: &str = "upstream_closed";
+
+const ALL_REJECTIONS: [Rejection; 7] = [
+    Rejection::RateLimited,
+    Rejection::InvalidJson,
+    Rejection::InvalidEnvelope,
+    Rejection::UnknownType,
+    Rejection::Forbidden,
+    Rejection::SchemaViolation,
+    Rejection::BinaryNotAllowed,
+];
+
+const SESSION_CLOSES: [Denied; 9] = [
+    Denied::MessageTooBig,
+    Denied::InvalidUtf8,
+    Denied::Protocol,
+    Denied::PolicyViolations,
+    Denied::RateViolations,
+    Denied::TokenExpired,
+    Denied::SlowConsumer,
+    Denied::Idle,
+    Denied::UpstreamLost,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Install the process-wide recorder (once) and describe every metric.
+///
+/// # Errors
+/// A description when the recorder cannot be installed.
+pub fn install() -> Result<&'static PrometheusHandle, String> {
+    if let Some(h) = HANDLE.get() {
+        return Ok(h);
+    }
+    let frame = [5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2];
+    let dial = [1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+    let life = [1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(names::MESSAGE_FORWARD_SECONDS.into()), &frame)
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(names::HANDSHAKE_SECONDS.into()), &dial))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(names::UPSTREAM_CONNECT_SECONDS.into()), &dial))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(names::CONNECTION_DURATION_SECONDS.into()), &life))
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    describe();
+    gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    counter!(names::AUTH_REFRESH_TOTAL, "result" => "ok").increment(0);
+    counter!(names::AUTH_REFRESH_TOTAL, "result" => "failed").increment(0);
+    counter!(names::REVOCATIONS_TOTAL).increment(0);
+    counter!(names::HANDSHAKES_TOTAL, "route" => NO_ROUTE, "result" => Denied::NoRoute.reason()).increment(0);
+    Ok(HANDLE.get_or_init(|| handle))
+}
+
+fn describe() {
+    describe_gauge!(names::CONNECTIONS_ACTIVE, Unit::Count, "Live client WebSocket connections.");
+    describe_counter!(names::HANDSHAKES_TOTAL, Unit::Count, "WebSocket handshakes by result (accepted or refusal reason).");
+    describe_counter!(names::MESSAGES_TOTAL, Unit::Count, "Frames by direction (in: client to upstream, out: upstream to client) and verdict.");
+    describe_counter!(names::MESSAGE_BYTES_TOTAL, Unit::Bytes, "Payload bytes forwarded, by direction.");
+    describe_counter!(names::DISCONNECTS_TOTAL, Unit::Count, "Closed connections by reason.");
+    describe_counter!(names::AUTH_REFRESH_TOTAL, Unit::Count, "In-band token refreshes by result.");
+    describe_counter!(names::REVOCATIONS_TOTAL, Unit::Count, "Token revocations applied.");
+    describe_histogram!(names::MESSAGE_FORWARD_SECONDS, Unit::Seconds, "Gateway time per client frame: checks and hand-off to the upstream.");
+    describe_histogram!(names::HANDSHAKE_SECONDS, Unit::Seconds, "Handshake time from request to answer, upstream dial included.");
+    describe_histogram!(names::UPSTREAM_CONNECT_SECONDS, Unit::Seconds, "Upstream WebSocket dial time.");
+    describe_histogram!(names::CONNECTION_DURATION_SECONDS, Unit::Seconds, "Client connection lifetime.");
+    describe_gauge!(names::BUILD_INFO, Unit::Count, "Build information; always 1.");
+}
+
+/// Pre-register a route's label sets at 0 so `rate()` and `increase()` have a baseline.
+pub fn register_route(route: &str) {
+    let r = route.to_string();
+    gauge!(names::CONNECTIONS_ACTIVE, "route" => r.clone()).set(0.0);
+    counter!(names::HANDSHAKES_TOTAL, "route" => r.clone(), "result" => "accepted").increment(0);
+    for d in [
+        Denied::Overloaded,
+        Denied::HandshakeRate,
+        Denied::BadUpgrade,
+        Denied::UnsupportedVersion,
+        Denied::Origin,
+        Denied::MissingToken,
+        Denied::InvalidToken,
+        Denied::ExpiredToken,
+        Denied::ConnectScope,
+        Denied::IpConnections,
+        Denied::SubjectConnections,
+        Denied::UpstreamFailed,
+        Denied::UpstreamTimeout,
+    ] {
+        counter!(names::HANDSHAKES_TOTAL, "route" => r.clone(), "result" => d.reason()).increment(0);
+    }
+    for dir in ["in", "out"] {
+        counter!(names::MESSAGES_TOTAL, "route" => r.clone(), "direction" => dir, "verdict" => VERDICT_FORWARDED).increment(0);
+        counter!(names::MESSAGE_BYTES_TOTAL, "route" => r.clone(), "direction" => dir).increment(0);
+    }
+    for rej in ALL_REJECTIONS {
+        counter!(names::MESSAGES_TOTAL, "route" => r.clone(), "direction" => "in", "verdict" => rej.code()).increment(0);
+    }
+    for reason in SESSION_CLOSES.iter().map(Denied::reason).chain([DISCONNECT_CLIENT, DISCONNECT_UPSTREAM]) {
+        counter!(names::DISCONNECTS_TOTAL, "route" => r.clone(), "reason" => reason).increment(0);
+    }
+}
+
+/// A handshake ended (accepted or refused) after `elapsed`.
+pub fn handshake(route: &str, result: &'static str, elapsed: Duration) {
+    counter!(names::HANDSHAKES_TOTAL, "route" => route.to_string(), "result" => result).increment(1);
+    histogram!(names::HANDSHAKE_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// An upstream dial took `elapsed`.
+pub fn upstream_connect(elapsed: Duration) {
+    histogram!(names::UPSTREAM_CONNECT_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// A refresh succeeded or failed.
+pub fn auth_refresh(ok: bool) {
+    counter!(names::AUTH_REFRESH_TOTAL, "result" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
+/// Per-connection metric handles, resolved once at session start so the per-frame path does
+/// no label lookups.
+#[derive(Clone)]
+pub struct SessionMetrics {
+    route: String,
+    /// Frames forwarded client → upstream.
+    pub in_forwarded: Counter,
+    /// Bytes forwarded client → upstream.
+    pub in_bytes: Counter,
+    /// Frames forwarded upstream → client.
+    pub out_forwarded: Counter,
+    /// Bytes forwarded upstream → client.
+    pub out_bytes: Counter,
+    /// Gateway time per client frame.
+    pub forward_seconds: metrics::Histogram,
+}
+
+// === impl SessionMetrics ===
+
+impl SessionMetrics {
+    /// Handles for `route`.
+    pub fn new(route: &str) -> Self {
+        let r = route.to_string();
+        Self {
+            in_forwarded: counter!(names::MESSAGES_TOTAL, "route" => r.clone(), "direction" => "in", "verdict" => VERDICT_FORWARDED),
+            in_bytes: counter!(names::MESSAGE_BYTES_TOTAL, "route" => r.clone(), "direction" => "in"),
+            out_forwarded: counter!(names::MESSAGES_TOTAL, "route" => r.clone(), "direction" => "out", "verdict" => VERDICT_FORWARDED),
+            out_bytes: counter!(names::MESSAGE_BYTES_TOTAL, "route" => r.clone(), "direction" => "out"),
+            forward_seconds: histogram!(names::MESSAGE_FORWARD_SECONDS, "route" => r.clone()),
+            route: r,
+        }
+    }
+
+    /// The connection is open (counted active until [`SessionMetrics::closed`]).
+    pub fn opened(&self) {
+        gauge!(names::CONNECTIONS_ACTIVE, "route" => self.route.clone()).increment(1.0);
+    }
+
+    /// A client frame was refused.
+    pub fn rejected(&self, rejection: Rejection) {
+        counter!(names::MESSAGES_TOTAL, "route" => self.route.clone(), "direction" => "in", "verdict" => rejection.code())
+            .increment(1);
+    }
+
+    /// A gateway control message was handled.
+    pub fn control(&self) {
+        counter!(names::MESSAGES_TOTAL, "route" => self.route.clone(), "direction" => "in", "verdict" => VERDICT_CONTROL)
+            .increment(1);
+    }
+
+    /// The connection closed for `reason` after `lifetime`; no longer active.
+    pub fn closed(&self, reason: &'static str, lifetime: Duration) {
+        gauge!(names::CONNECTIONS_ACTIVE, "route" => self.route.clone()).decrement(1.0);
+        counter!(names::DISCONNECTS_TOTAL, "route" => self.route.clone(), "reason" => reason).increment(1);
+        histogram!(names::CONNECTION_DURATION_SECONDS).record(lifetime.as_secs_f64());
+    }
+}

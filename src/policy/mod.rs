@@ -1,0 +1,14 @@
+//! Pure decisions, no actix types: each check is a plain function or struct with unit tests,
+//! used by the handshake handler and the session actor.
+//!
+//! - [`origin`]: the `Origin` allowlist (exact and `https://*.domain` entries).
+//! - [`token_source`]: where a token is found (header, subprotocol, cookie, query).
+//! - [`ratelimit`]: the token bucket (time passed in).
+//! - [`validate`]: the per-message pipeline after the size check: JSON, envelope, type, scope, schema.
+//! - [`framing`]: a frame-header guard that refuses oversized frames before they are buffered.
+
+pub mod framing;
+pub mod origin;
+pub mod ratelimit;
+pub mod token_source;
+pub mod validate;

@@ -1,0 +1,209 @@
+//! Where a client's token is found (DESIGN.md §2), tried in the route's order.
+//!
+//! - `header`: `Authorization: Bearer <jwt>`;
+//! - `subprotocol`: an offered `Sec-WebSocket-Protocol` entry `bearer.<jwt>` (browsers cannot
+//!   set headers); that entry is never selected or echoed;
+//! - `cookie`: a named cookie (only on routes with an Origin allowlist);
+//! - `query`: `?<param>=<jwt>` (off by default; query strings end up in logs and histories).
+//!
+//! Also selects the application subprotocol, since both read the same header.
+
+/// Prefix of a subprotocol entry carrying a token.
+pub const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
+
+/// Longest token accepted from any source; a JWT is far shorter in practice. Bounds the work
+/// done on an unauthenticated request.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// A token source named in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `Authorization: Bearer`.
+    Header,
+    /// `Sec-WebSocket-Protocol: bearer.<jwt>`.
+    Subprotocol,
+    /// A named cookie.
+    Cookie,
+    /// A named query parameter.
+    Query,
+}
+
+impl TokenSource {
+    /// Parse a config name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "header" => Some(Self::Header),
+            "subprotocol" => Some(Self::Subprotocol),
+            "cookie" => Some(Self::Cookie),
+            "query" => Some(Self::Query),
+            _ => None,
+        }
+    }
+
+    /// The config name (also a bounded log field).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Header => "header",
+            Self::Subprotocol => "subprotocol",
+            Self::Cookie => "cookie",
+            Self::Query => "query",
+        }
+    }
+}
+
+/// The parts of a handshake request a token can come from (raw header values).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TokenCarriers<'a> {
+    /// `Authorization` header values.
+    pub authorization: &'a [&'a str],
+    /// `Sec-WebSocket-Protocol` header values (each may be a comma list).
+    pub protocols: &'a [&'a str],
+    /// `Cookie` header values.
+    pub cookies: &'a [&'a str],
+    /// The raw query string, without `?`.
+    pub query: &'a str,
+}
+
+/// Find the token following `sources` in order; the first source that carries one wins.
+/// Oversized candidates are skipped (they are never valid tokens).
+pub fn extract_token<'a>(
+    sources: &[TokenSource],
+    carriers: &TokenCarriers<'a>,
+    cookie_name: &str,
+    query_param: &str,
+) -> Option<(&'a str, TokenSource)> {
+    sources.iter().find_map(|src| {
+        let found = match src {
+            TokenSource::Header => carriers.authorization.iter().find_map(|v| bearer_from_header(v)),
+            TokenSource::Subprotocol => offered_protocols(carriers.protocols)
+                .find_map(|p| p.strip_prefix(BEARER_PROTOCOL_PREFIX)),
+            TokenSource::Cookie => carriers.cookies.iter().find_map(|c| cookie_value(c, cookie_name)),
+            TokenSource::Query => query_value(carriers.query, query_param),
+        };
+        found
+            .filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN_BYTES)
+            .map(|t| (t, *src))
+    })
+}
+
+/// The application subprotocols offered, in the client's order, without token entries.
+pub fn offered_protocols<'a>(values: &'a [&'a str]) -> impl Iterator<Item = &'a str> + 'a {
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+}
+
+/// The subprotocol the gateway selects: the first one the client offered that the route lists
+/// (`"*"` in the route's list accepts any). Token entries are never selected.
+pub fn select_subprotocol<'a>(offered: &'a [&'a str], allowed: &[String]) -> Option<&'a str> {
+    offered_protocols(offered)
+        .filter(|p| !p.starts_with(BEARER_PROTOCOL_PREFIX))
+        .find(|p| allowed.iter().any(|a| a == "*" || a == p))
+}
+
+fn bearer_from_header(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k.trim() == name).then(|| v.trim().trim_matches('"'))
+    })
+}
+
+fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    // JWTs are base64url + '.', which need no percent-decoding; a percent-encoded value is
+    // taken as is and fails verification.
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+/// The query string with the token parameter's value replaced, for logs.
+pub fn redact_query(query: &str, name: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k == name => format!("{k}=REDACTED"),
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [TokenSource; 4] = [
+        TokenSource::Header,
+        TokenSource::Subprotocol,
+        TokenSource::Cookie,
+        TokenSource::Query,
+    ];
+
+    #[test]
+    fn header_token_is_found_case_insensitively() {
+        let c = TokenCarriers { authorization: &["bearer abc.def.ghi"], ..Default::default() };
+        assert_eq!(extract_token(&ALL, &c, "t", "t"), Some(("abc.def.ghi", TokenSource::Header)));
+        let c = TokenCarriers { authorization: &["Basic Zm9v"], ..Default::default() };
+        assert_eq!(extract_token(&ALL, &c, "t", "t"), None);
+    }
+
+    #[test]
+    fn subprotocol_token_is_found_among_other_entries() {
+        let c = TokenCarriers { protocols: &["chat.v1, bearer.a.b.c"], ..Default::default() };
+        assert_eq!(extract_token(&ALL, &c, "t", "t"), Some(("a.b.c", TokenSource::Subprotocol)));
+    }
+
+    #[test]
+    fn cookie_and_query_tokens_are_found_by_name() {
+        let c = TokenCarriers { cookies: &["a=1; access_token=x.y.z; b=2"], ..Default::default() };
+        assert_eq!(extract_token(&ALL, &c, "access_token", "q"), Some(("x.y.z", TokenSource::Cookie)));
+        let c = TokenCarriers { query: "room=1&access_token=q.r.s", ..Default::default() };
+        assert_eq!(extract_token(&ALL, &c, "c", "access_token"), Some(("q.r.s", TokenSource::Query)));
+    }
+
+    #[test]
+    fn sources_are_tried_in_configured_order_and_others_ignored() {
+        let c = TokenCarriers {
+            authorization: &["Bearer from.header.x"],
+            query: "access_token=from.query.x",
+            ..Default::default()
+        };
+        let order = [TokenSource::Query, TokenSource::Header];
+        assert_eq!(extract_token(&order, &c, "c", "access_token").map(|t| t.1), Some(TokenSource::Query));
+        // query not configured: never read.
+        let c = TokenCarriers { query: "access_token=q.r.s", ..Default::default() };
+        assert_eq!(extract_token(&[TokenSource::Header], &c, "c", "access_token"), None);
+    }
+
+    #[test]
+    fn empty_or_oversized_tokens_are_ignored() {
+        let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
+        let v = [big.as_str()];
+        let c = TokenCarriers { authorization: &v, ..Default::default() };
+        assert_eq!(extract_token(&ALL, &c, "t", "t"), None);
+        let c = TokenCarriers { protocols: &["bearer."], ..Default::default() };
+        assert_eq!(extract_token(&ALL, &c, "t", "t"), None);
+    }
+
+    #[test]
+    fn selection_skips_token_entries_and_follows_client_order() {
+        let allowed = vec!["chat.v2".to_string(), "chat.v1".to_string()];
+        assert_eq!(select_subprotocol(&["bearer.x.y.z, chat.v1, chat.v2"], &allowed), Some("chat.v1"));
+        assert_eq!(select_subprotocol(&["bearer.x.y.z"], &allowed), None);
+        assert_eq!(select_subprotocol(&["bearer.x"], &["*".to_string()]), None);
+        assert_eq!(select_subprotocol(&["mqtt"], &["*".to_string()]), Some("mqtt"));
+    }
+
+    #[test]
+    fn query_redaction_hides_only_the_token() {
+        assert_eq!(redact_query("a=1&access_token=x.y.z", "access_token"), "a=1&access_token=REDACTED");
+    }
+}
