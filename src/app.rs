@@ -81,7 +81,7 @@ pub async fn run(config: Config, keys: KeySet, announce: impl FnOnce(Bound)) -> 
     .backlog(4096)
     .max_connections(per_worker_conns)
     .client_request_timeout(Duration::from_secs(config.timeouts.handshake_seconds))
-    .client_disconnect_timeout(Duration::from_secs(1))
+    .client_disconnect_timeout(Duration::ZERO)
     .shutdown_timeout(config.timeouts.drain_seconds);
     let public = match &config.tls {
         Some(files) => public.listen_rustls_0_23(public_listener, crate::tls::server_config(files)?)?,
