@@ -205,3 +205,29 @@ impl Handler<StopReading> for UpstreamReader {
         ctx.stop();
     }
 }
+
+/// A sink whose `poll_close` flushes first. actix-codec's `Framed::close` only flushes the
+/// socket, not its own write buffer, so a close frame written just before closing would be
+/// lost; this wrapper makes "write Close, then close" deliver the frame.
+pub struct FlushOnClose<S>(pub S);
+
+impl<S: futures_util::Sink<I> + Unpin, I> futures_util::Sink<I> for FlushOnClose<S> {
+    type Error = S::Error;
+
+    fn poll_ready(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        std::pin::Pin::new(&mut self.0).poll_ready(cx)
+    }
+
+    fn start_send(mut self: std::pin::Pin<&mut Self>, item: I) -> Result<(), S::Error> {
+        std::pin::Pin::new(&mut self.0).start_send(item)
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+        std::task::ready!(std::pin::Pin::new(&mut self.0).poll_flush(cx))?;
+        std::pin::Pin::new(&mut self.0).poll_close(cx)
+    }
+}

@@ -34,15 +34,18 @@ use crate::metrics::{self as m, SessionMetrics};
 use crate::policy::framing::FrameViolation;
 use crate::policy::ratelimit::{optional_bucket, TokenBucket};
 use crate::policy::validate::{self, Refused, Rejection, Verdict};
-use crate::upstream::{Backlog, UpstreamReader};
+use crate::upstream::{Backlog, FlushOnClose, UpstreamReader};
 
 /// Window over which rejected frames are counted towards `violations_before_close`.
 const VIOLATION_WINDOW: Duration = Duration::from_secs(60);
 
+/// Longest wait for the upstream close frame to be written before the session stops anyway.
+const UPSTREAM_CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// Longest time one fragmented message may take to arrive completely.
 const FRAGMENT_ASSEMBLY_LIMIT: Duration = Duration::from_secs(30);
 
-type UpstreamSink = SinkWrite<Message, SplitSink<Framed<BoxedSocket, Codec>, Message>>;
+type UpstreamSink = SinkWrite<Message, FlushOnClose<SplitSink<Framed<BoxedSocket, Codec>, Message>>>;
 
 /// Everything a session is started with (built by the handshake handler).
 pub struct SessionParams {
@@ -96,6 +99,8 @@ pub struct WsSession {
     opened: Instant,
     messages_in: u64,
     messages_out: u64,
+    /// The client close frame waiting for the upstream close to be flushed.
+    pending_client_close: Option<Option<CloseReason>>,
     /// Set once the session started closing; the reason label for the disconnect metric.
     closing: Option<&'static str>,
 }
@@ -125,6 +130,7 @@ impl WsSession {
             opened: now,
             messages_in: 0,
             messages_out: 0,
+            pending_client_close: None,
             closing: None,
             p,
         }
@@ -144,19 +150,40 @@ impl WsSession {
             return;
         }
         self.closing = Some(reason);
-        ctx.close(Some(CloseReason { code: CloseCode::from(code), description: Some(text.to_string()) }));
-        self.close_upstream(CloseReason { code: CloseCode::Away, description: None });
-        ctx.stop();
+        let client = CloseReason { code: CloseCode::from(code), description: Some(text.to_string()) };
+        let upstream = (reason != Denied::UpstreamLost.reason()).then_some(CloseReason { code: CloseCode::Away, description: None });
+        self.shutdown(ctx, Some(client), upstream);
     }
 
-    fn close_upstream(&mut self, reason: CloseReason) {
-        if let Some(sink) = self.upstream_sink.as_mut() {
-            let _ = sink.write(Message::Close(Some(reason)));
-            sink.close();
-        }
+    /// Close both sides. The upstream close frame goes first; the client's close follows once
+    /// it is flushed (`WriteHandler::finished`), at the latest after [`UPSTREAM_CLOSE_GRACE`]:
+    /// the client connection is what keeps this actor alive, so closing it first could drop
+    /// the upstream's close frame. `upstream: None` skips the upstream close (it is gone).
+    fn shutdown(&mut self, ctx: &mut WebsocketContext<Self>, client: Option<CloseReason>, upstream: Option<CloseReason>) {
         if let Some(reader) = self.upstream_reader.take() {
             reader.do_send(StopReading);
         }
+        match (self.upstream_sink.as_mut(), upstream) {
+            (Some(sink), Some(reason)) if !sink.closed() => {
+                let _ = sink.write(Message::Close(Some(reason)));
+                sink.close();
+                self.pending_client_close = Some(client);
+                ctx.run_later(UPSTREAM_CLOSE_GRACE, |s, ctx| s.finish(ctx));
+            }
+            _ => {
+                self.upstream_sink = None;
+                ctx.close(client);
+                ctx.stop();
+            }
+        }
+    }
+
+    /// Send the client's pending close frame and stop.
+    fn finish(&mut self, ctx: &mut WebsocketContext<Self>) {
+        if let Some(client) = self.pending_client_close.take() {
+            ctx.close(client);
+        }
+        ctx.stop();
     }
 
     /// (Re-)arm the warning and expiry timers from the current claims.
@@ -368,7 +395,7 @@ impl Actor for WsSession {
             return self.close(ctx, Denied::Internal);
         };
         let (sink, stream) = framed.split();
-        self.upstream_sink = Some(SinkWrite::new(sink, ctx));
+        self.upstream_sink = Some(SinkWrite::new(FlushOnClose(sink), ctx));
         let addr = ctx.address();
         let reader = UpstreamReader::new(
             addr.clone().recipient(),
@@ -413,9 +440,19 @@ impl Actor for WsSession {
 }
 
 impl WriteHandler<ProtocolError> for WsSession {
-    fn error(&mut self, _: ProtocolError, _: &mut Self::Context) -> actix::Running {
-        // A write to the upstream failed: the reader will see the stream end and report it.
+    fn error(&mut self, err: ProtocolError, ctx: &mut Self::Context) -> actix::Running {
+        tracing::debug!(conn_id = self.id(), error = %err, "upstream write failed");
+        // A write to the upstream failed. While open, the reader will see the stream end and
+        // report it; while closing, there is nothing left to wait for.
+        if self.closing.is_some() {
+            self.finish(ctx);
+        }
         actix::Running::Continue
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // The upstream write half is closed and flushed.
+        self.finish(ctx);
     }
 }
 
@@ -447,11 +484,10 @@ impl StreamHandler<Result<Message, ProtocolError>> for WsSession {
             }
             Message::Pong(_) | Message::Nop => {}
             Message::Close(reason) => {
+                // Echo the client's close and relay its code to the upstream.
                 self.closing = Some(m::DISCONNECT_CLIENT);
-                let code = reason.as_ref().map(|r| r.code).unwrap_or(CloseCode::Normal);
-                self.close_upstream(CloseReason { code, description: None });
-                ctx.close(reason);
-                ctx.stop();
+                let upstream = reason.clone().unwrap_or(CloseReason { code: CloseCode::Normal, description: None });
+                self.shutdown(ctx, reason, Some(upstream));
             }
         }
     }
@@ -460,9 +496,8 @@ impl StreamHandler<Result<Message, ProtocolError>> for WsSession {
         // The client's TCP stream ended (with or without a close frame).
         if self.closing.is_none() {
             self.closing = Some(m::DISCONNECT_CLIENT);
-            self.close_upstream(CloseReason { code: CloseCode::Away, description: None });
+            self.shutdown(ctx, None, Some(CloseReason { code: CloseCode::Away, description: None }));
         }
-        ctx.stop();
     }
 }
 
@@ -512,14 +547,10 @@ impl Handler<UpstreamFrame> for WsSession {
             }
             Frame::Pong(_) => {}
             Frame::Close(reason) => {
-                // Relay the upstream's close (code and reason) to the client.
+                // Relay the upstream's close (code and reason) to the client; echo it upstream.
                 self.closing = Some(m::DISCONNECT_UPSTREAM);
-                if let Some(sink) = self.upstream_sink.as_mut() {
-                    let _ = sink.write(Message::Close(reason.clone()));
-                    sink.close();
-                }
-                ctx.close(reason);
-                ctx.stop();
+                let echo = reason.clone().unwrap_or(CloseReason { code: CloseCode::Normal, description: None });
+                self.shutdown(ctx, reason, Some(echo));
             }
         }
     }
@@ -547,16 +578,5 @@ impl Handler<UpstreamEnded> for WsSession {
             tracing::warn!(event = "upstream_ended", conn_id = self.id(), route = %self.p.route.path, client_ip = %self.p.client_ip, subject = %self.p.claims.sub, reason = denied.reason());
         }
         self.close(ctx, denied);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utf8_errors_are_recognised_from_the_io_text() {
-        let err = std::str::from_utf8(&[0xff]).unwrap_err();
-        assert!(err.to_string().contains("utf-8"));
     }
 }

@@ -196,7 +196,7 @@ pub fn spawn_gateway(setup: &Setup) -> Gateway {
         .args(["--log-format", "json", "serve", "--config"])
         .arg(&path)
         .env("WSGATE_TEST_SECRET", SECRET)
-        .env("WSGATE_LOG", "debug,actix_server=warn,actix_http=warn")
+        .env("WSGATE_LOG", "info,actix_server=warn")
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
@@ -229,6 +229,17 @@ pub fn spawn_gateway(setup: &Setup) -> Gateway {
 impl Gateway {
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.public, path)
+    }
+
+    /// Resident memory of the gateway process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 
     /// The gateway's log so far (JSON lines).
@@ -461,4 +472,116 @@ pub async fn raw_request(addr: SocketAddr, request: &str) -> (u16, String) {
     let text = String::from_utf8_lossy(&out).to_string();
     let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     (status, text)
+}
+
+/// A raw (possibly invalid) frame, for tests of hostile input.
+pub fn raw_frame(payload: &[u8], opcode: u8, fin: bool) -> Message {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::OpCode;
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    Message::Frame(Frame::message(payload.to_vec(), OpCode::from(opcode), fin))
+}
+
+/// A minimal raw WebSocket client for what tungstenite will not do: send malformed frames and
+/// read close codes it refuses to parse (tungstenite treats 1014 as reserved).
+pub struct RawClient {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawClient {
+    /// Handshake on `path` with the default origin and token; panics unless answered 101.
+    pub async fn connect(gw: &Gateway, path: &str) -> RawClient {
+        let mut stream = TcpStream::connect(gw.public).await.expect("connect");
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nOrigin: {ORIGIN}\r\nAuthorization: Bearer {}\r\n\r\n",
+            token()
+        );
+        stream.write_all(req.as_bytes()).await.expect("write");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await.expect("handshake").expect("read");
+            assert!(n > 0, "closed during handshake");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        RawClient { stream, buf: buf[end..].to_vec() }
+    }
+
+    /// Send one masked frame.
+    pub async fn send(&mut self, opcode: u8, fin: bool, payload: &[u8]) {
+        let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        let len = payload.len();
+        if len < 126 {
+            f.push(0x80 | len as u8);
+        } else if len <= 0xffff {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        let mask = [7u8, 1, 3, 9];
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        self.stream.write_all(&f).await.expect("write frame");
+    }
+
+    async fn fill(&mut self, n: usize) -> bool {
+        let mut chunk = [0u8; 8192];
+        while self.buf.len() < n {
+            match tokio::time::timeout(Duration::from_secs(15), self.stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+                Ok(Ok(k)) => self.buf.extend_from_slice(&chunk[..k]),
+            }
+        }
+        true
+    }
+
+    /// Next server frame as (opcode, payload), or `None` when the connection ends.
+    pub async fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        if !self.fill(2).await {
+            return None;
+        }
+        let opcode = self.buf[0] & 0x0f;
+        let (len, hdr) = match self.buf[1] & 0x7f {
+            126 => {
+                if !self.fill(4).await {
+                    return None;
+                }
+                (u16::from_be_bytes([self.buf[2], self.buf[3]]) as usize, 4)
+            }
+            127 => {
+                if !self.fill(10).await {
+                    return None;
+                }
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&self.buf[2..10]);
+                (u64::from_be_bytes(b) as usize, 10)
+            }
+            n => (n as usize, 2),
+        };
+        if !self.fill(hdr + len).await {
+            return None;
+        }
+        let payload = self.buf[hdr..hdr + len].to_vec();
+        self.buf.drain(..hdr + len);
+        Some((opcode, payload))
+    }
+
+    /// Read until the close frame; returns its code.
+    pub async fn close_code(&mut self) -> u16 {
+        loop {
+            match self.frame().await {
+                Some((8, p)) if p.len() >= 2 => return u16::from_be_bytes([p[0], p[1]]),
+                Some((8, _)) => return 1005,
+                Some(_) => continue,
+                None => panic!("connection ended without a close frame"),
+            }
+        }
+    }
 }
