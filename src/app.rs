@@ -69,7 +69,8 @@ pub async fn run(config: Config, keys: KeySet, announce: impl FnOnce(Bound)) -> 
     }
 
     let connect_timeout = Duration::from_secs(config.timeouts.upstream_connect_seconds);
-    let workers = if config.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.workers };
+    let workers =
+        if config.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.workers };
     let per_worker_conns = (config.limits.max_connections as usize / workers).max(25_000);
     let public = HttpServer::new(move || {
         App::new()

@@ -56,10 +56,7 @@ pub enum ConfigError {
 
 impl ConfigError {
     pub(crate) fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::Invalid {
-            key: key.into(),
-            reason: reason.into(),
-        }
+        Self::Invalid { key: key.into(), reason: reason.into() }
     }
 }
 
@@ -96,13 +93,7 @@ struct RawServer {
 
 impl Default for RawServer {
     fn default() -> Self {
-        Self {
-            listen: DEFAULT_LISTEN.into(),
-            workers: 0,
-            trusted_proxies: Vec::new(),
-            state_dir: None,
-            tls: None,
-        }
+        Self { listen: DEFAULT_LISTEN.into(), workers: 0, trusted_proxies: Vec::new(), state_dir: None, tls: None }
     }
 }
 
@@ -122,10 +113,7 @@ struct RawAdmin {
 
 impl Default for RawAdmin {
     fn default() -> Self {
-        Self {
-            listen: DEFAULT_ADMIN_LISTEN.into(),
-            token_env: None,
-        }
+        Self { listen: DEFAULT_ADMIN_LISTEN.into(), token_env: None }
     }
 }
 
@@ -344,10 +332,7 @@ pub struct MessageRule {
 
 impl std::fmt::Debug for MessageRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MessageRule")
-            .field("scope", &self.scope)
-            .field("schema", &self.schema.is_some())
-            .finish()
+        f.debug_struct("MessageRule").field("scope", &self.scope).field("schema", &self.schema.is_some()).finish()
     }
 }
 
@@ -447,10 +432,8 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the key and the reason.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, base)
     }
@@ -460,10 +443,8 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the key and the reason.
     pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
-        let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Parse {
-            key: "(file)".into(),
-            reason: e.message().to_string(),
-        })?;
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::Parse { key: "(file)".into(), reason: e.message().to_string() })?;
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             ConfigError::Parse {
@@ -504,10 +485,10 @@ impl Config {
             listen,
             workers: raw.server.workers,
             state_dir: raw.server.state_dir.map(|p| base.join(p)),
-            tls: raw.server.tls.map(|t| TlsFiles {
-                cert_file: base.join(t.cert_file),
-                key_file: base.join(t.key_file),
-            }),
+            tls: raw
+                .server
+                .tls
+                .map(|t| TlsFiles { cert_file: base.join(t.cert_file), key_file: base.join(t.key_file) }),
             admin_listen,
             admin_token_env: raw.admin.token_env.filter(|s| !s.is_empty()),
             auth,
@@ -524,9 +505,7 @@ impl Config {
 }
 
 fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
-    value
-        .parse()
-        .map_err(|e| ConfigError::invalid(key, format!("{value:?} is not an ip:port address ({e})")))
+    value.parse().map_err(|e| ConfigError::invalid(key, format!("{value:?} is not an ip:port address ({e})")))
 }
 
 fn parse_sources(key: &str, names: &[String]) -> Result<Vec<TokenSource>, ConfigError> {
@@ -605,10 +584,7 @@ fn validate_limits(l: &Limits) -> Result<(), ConfigError> {
         ));
     }
     if l.messages_per_second > 0 && l.message_burst == 0 {
-        return Err(ConfigError::invalid(
-            "limits.message_burst",
-            "must be > 0 when messages_per_second is set",
-        ));
+        return Err(ConfigError::invalid("limits.message_burst", "must be > 0 when messages_per_second is set"));
     }
     Ok(())
 }
@@ -667,10 +643,7 @@ fn validate_route(i: usize, r: RawRoute, auth: &AuthConfig, base: &Path) -> Resu
             None => None,
             Some(p) => Some(Arc::new(load_schema(&format!("{mkey}.schema_file"), &base.join(p))?)),
         };
-        if messages
-            .insert(m.kind.clone(), MessageRule { scope: m.scope, schema })
-            .is_some()
-        {
+        if messages.insert(m.kind.clone(), MessageRule { scope: m.scope, schema }).is_some() {
             return Err(ConfigError::invalid(format!("{mkey}.type"), format!("duplicate type {:?}", m.kind)));
         }
     }
@@ -691,8 +664,8 @@ fn validate_route(i: usize, r: RawRoute, auth: &AuthConfig, base: &Path) -> Resu
 }
 
 fn load_schema(key: &str, path: &Path) -> Result<jsonschema::Validator, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::invalid(key, format!("{}: {e}", path.display())))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigError::invalid(key, format!("{}: {e}", path.display())))?;
     let value: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| ConfigError::invalid(key, format!("{}: not JSON: {e}", path.display())))?;
     jsonschema::validator_for(&value)

@@ -37,6 +37,8 @@ pub async fn spawn(addr: SocketAddr) -> std::io::Result<SocketAddr> {
     Ok(local)
 }
 
+// tungstenite's handshake callback signature fixes the (large) error type.
+#[allow(clippy::result_large_err)]
 async fn serve(stream: TcpStream) {
     let mut seen = serde_json::Map::new();
     let mut whoami = false;

@@ -128,12 +128,8 @@ impl Denied {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            Self::HandshakeRate | Self::IpConnections | Self::SubjectConnections => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
-            Self::BadUpgrade | Self::Protocol | Self::InvalidUtf8 | Self::MessageTooBig => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::HandshakeRate | Self::IpConnections | Self::SubjectConnections => StatusCode::TOO_MANY_REQUESTS,
+            Self::BadUpgrade | Self::Protocol | Self::InvalidUtf8 | Self::MessageTooBig => StatusCode::BAD_REQUEST,
             Self::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::Origin | Self::ConnectScope | Self::PolicyViolations => StatusCode::FORBIDDEN,

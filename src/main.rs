@@ -203,7 +203,9 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
         println!("token: {token}");
         println!("client (Node): npx -y wscat -c {url} -H \"Authorization: Bearer {token}\"");
         println!("browser: new WebSocket(\"{url}\", [\"chat.v1\", \"bearer.{token}\"])");
-        println!("then send: {{\"type\":\"chat.send\",\"payload\":{{\"room\":\"ops\",\"text\":\"hi\"}},\"id\":\"c-1\"}}");
+        println!(
+            "then send: {{\"type\":\"chat.send\",\"payload\":{{\"room\":\"ops\",\"text\":\"hi\"}},\"id\":\"c-1\"}}"
+        );
         let _ = std::io::stdout().flush();
     })
     .await?;

@@ -110,14 +110,30 @@ pub fn install() -> Result<&'static PrometheusHandle, String> {
 
 fn describe() {
     describe_gauge!(names::CONNECTIONS_ACTIVE, Unit::Count, "Live client WebSocket connections.");
-    describe_counter!(names::HANDSHAKES_TOTAL, Unit::Count, "WebSocket handshakes by result (accepted or refusal reason).");
-    describe_counter!(names::MESSAGES_TOTAL, Unit::Count, "Frames by direction (in: client to upstream, out: upstream to client) and verdict.");
+    describe_counter!(
+        names::HANDSHAKES_TOTAL,
+        Unit::Count,
+        "WebSocket handshakes by result (accepted or refusal reason)."
+    );
+    describe_counter!(
+        names::MESSAGES_TOTAL,
+        Unit::Count,
+        "Frames by direction (in: client to upstream, out: upstream to client) and verdict."
+    );
     describe_counter!(names::MESSAGE_BYTES_TOTAL, Unit::Bytes, "Payload bytes forwarded, by direction.");
     describe_counter!(names::DISCONNECTS_TOTAL, Unit::Count, "Closed connections by reason.");
     describe_counter!(names::AUTH_REFRESH_TOTAL, Unit::Count, "In-band token refreshes by result.");
     describe_counter!(names::REVOCATIONS_TOTAL, Unit::Count, "Token revocations applied.");
-    describe_histogram!(names::MESSAGE_FORWARD_SECONDS, Unit::Seconds, "Gateway time per client frame: checks and hand-off to the upstream.");
-    describe_histogram!(names::HANDSHAKE_SECONDS, Unit::Seconds, "Handshake time from request to answer, upstream dial included.");
+    describe_histogram!(
+        names::MESSAGE_FORWARD_SECONDS,
+        Unit::Seconds,
+        "Gateway time per client frame: checks and hand-off to the upstream."
+    );
+    describe_histogram!(
+        names::HANDSHAKE_SECONDS,
+        Unit::Seconds,
+        "Handshake time from request to answer, upstream dial included."
+    );
     describe_histogram!(names::UPSTREAM_CONNECT_SECONDS, Unit::Seconds, "Upstream WebSocket dial time.");
     describe_histogram!(names::CONNECTION_DURATION_SECONDS, Unit::Seconds, "Client connection lifetime.");
     describe_gauge!(names::BUILD_INFO, Unit::Count, "Build information; always 1.");
@@ -146,11 +162,13 @@ pub fn register_route(route: &str) {
         counter!(names::HANDSHAKES_TOTAL, "route" => r.clone(), "result" => d.reason()).increment(0);
     }
     for dir in ["in", "out"] {
-        counter!(names::MESSAGES_TOTAL, "route" => r.clone(), "direction" => dir, "verdict" => VERDICT_FORWARDED).increment(0);
+        counter!(names::MESSAGES_TOTAL, "route" => r.clone(), "direction" => dir, "verdict" => VERDICT_FORWARDED)
+            .increment(0);
         counter!(names::MESSAGE_BYTES_TOTAL, "route" => r.clone(), "direction" => dir).increment(0);
     }
     for rej in ALL_REJECTIONS {
-        counter!(names::MESSAGES_TOTAL, "route" => r.clone(), "direction" => "in", "verdict" => rej.code()).increment(0);
+        counter!(names::MESSAGES_TOTAL, "route" => r.clone(), "direction" => "in", "verdict" => rej.code())
+            .increment(0);
     }
     for reason in SESSION_CLOSES.iter().map(Denied::reason).chain([DISCONNECT_CLIENT, DISCONNECT_UPSTREAM]) {
         counter!(names::DISCONNECTS_TOTAL, "route" => r.clone(), "reason" => reason).increment(0);

@@ -144,7 +144,12 @@ pub struct UpstreamReader {
 
 impl UpstreamReader {
     /// A reader relaying to a session through the two recipients.
-    pub fn new(frames: Recipient<UpstreamFrame>, ended: Recipient<UpstreamEnded>, backlog: Backlog, limit: usize) -> Self {
+    pub fn new(
+        frames: Recipient<UpstreamFrame>,
+        ended: Recipient<UpstreamEnded>,
+        backlog: Backlog,
+        limit: usize,
+    ) -> Self {
         Self { frames, ended, backlog, limit }
     }
 
@@ -214,7 +219,10 @@ pub struct FlushOnClose<S>(pub S);
 impl<S: futures_util::Sink<I> + Unpin, I> futures_util::Sink<I> for FlushOnClose<S> {
     type Error = S::Error;
 
-    fn poll_ready(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+    fn poll_ready(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
         std::pin::Pin::new(&mut self.0).poll_ready(cx)
     }
 
@@ -222,11 +230,17 @@ impl<S: futures_util::Sink<I> + Unpin, I> futures_util::Sink<I> for FlushOnClose
         std::pin::Pin::new(&mut self.0).start_send(item)
     }
 
-    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
         std::pin::Pin::new(&mut self.0).poll_flush(cx)
     }
 
-    fn poll_close(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), S::Error>> {
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
         std::task::ready!(std::pin::Pin::new(&mut self.0).poll_flush(cx))?;
         std::pin::Pin::new(&mut self.0).poll_close(cx)
     }

@@ -16,7 +16,12 @@ async fn gateway(setup: Setup) -> Gateway {
 async fn valid_client_is_proxied_with_identity_headers_and_spoofed_ones_stripped() {
     let gw = gateway(Setup::new(&format!("{}/whoami", echo_upstream().await))).await;
     let mut ws = gw
-        .connect_with("/ws", Some(ORIGIN), Some(&token()), &[("x-wsgate-subject", "admin"), ("x-wsgate-scopes", "root")])
+        .connect_with(
+            "/ws",
+            Some(ORIGIN),
+            Some(&token()),
+            &[("x-wsgate-subject", "admin"), ("x-wsgate-scopes", "root")],
+        )
         .await
         .expect("connect");
     let seen = recv_json(&mut ws).await;
@@ -53,7 +58,10 @@ async fn global_cap_answers_503_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn handshake_flood_from_one_ip_gets_429_while_another_ip_connects() {
-    let gw = gateway(Setup::new(&echo_upstream().await).limits("handshakes_per_second_per_ip = 1\nhandshake_burst_per_ip = 3")).await;
+    let gw = gateway(
+        Setup::new(&echo_upstream().await).limits("handshakes_per_second_per_ip = 1\nhandshake_burst_per_ip = 3"),
+    )
+    .await;
     let mut refused = 0;
     for _ in 0..10 {
         if let Err(e) = gw.connect_with("/ws", Some(ORIGIN), Some(&token()), &[]).await {
@@ -109,14 +117,17 @@ async fn origin_allowlist_refuses_foreign_and_missing_origins_with_403() {
         let err = gw.connect_with("/ws", origin, Some(&token()), &[]).await.unwrap_err();
         assert_eq!(status(&err), 403, "origin {origin:?}");
     }
-    gw.connect_with("/ws", Some("https://chat.example.com"), Some(&token()), &[]).await.expect("wildcard origin admitted");
+    gw.connect_with("/ws", Some("https://chat.example.com"), Some(&token()), &[])
+        .await
+        .expect("wildcard origin admitted");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_tokens_get_401_with_www_authenticate() {
     let gw = gateway(Setup::new(&echo_upstream().await)).await;
     let expired = sign(&claims("alice", "chat:read", -10));
-    let forged = sign_with(&claims("alice", "chat:read", 60), Algorithm::HS256, "another-secret-0123456789-abcdefghijk");
+    let forged =
+        sign_with(&claims("alice", "chat:read", 60), Algorithm::HS256, "another-secret-0123456789-abcdefghijk");
     let hs512 = sign_with(&claims("alice", "chat:read", 60), Algorithm::HS512, SECRET);
     let mut wrong_aud = claims("alice", "chat:read", 60);
     wrong_aud["aud"] = "other".into();
@@ -128,7 +139,11 @@ async fn bad_tokens_get_401_with_www_authenticate() {
     no_sub.as_object_mut().expect("obj").remove("sub");
     use base64::Engine;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let none = format!("{}.{}.", b64.encode(br#"{"alg":"none","typ":"JWT"}"#), b64.encode(claims("alice", "chat:read", 60).to_string()));
+    let none = format!(
+        "{}.{}.",
+        b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        b64.encode(claims("alice", "chat:read", 60).to_string())
+    );
     let cases: Vec<(&str, Option<String>)> = vec![
         ("missing", None),
         ("garbage", Some("not.a.jwt".into())),
@@ -188,7 +203,10 @@ async fn connect_scope_is_required_with_403() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn per_ip_and_per_subject_caps_answer_429_and_free_on_close() {
-    let gw = gateway(Setup::new(&echo_upstream().await).limits("max_connections_per_ip = 3\nmax_connections_per_subject = 2")).await;
+    let gw = gateway(
+        Setup::new(&echo_upstream().await).limits("max_connections_per_ip = 3\nmax_connections_per_subject = 2"),
+    )
+    .await;
     let bob = sign(&claims("bob", "chat:read", 600));
     let mut a = gw.connect_with("/ws", Some(ORIGIN), Some(&bob), &[]).await.expect("1");
     let _b = gw.connect_with("/ws", Some(ORIGIN), Some(&bob), &[]).await.expect("2");
@@ -230,4 +248,3 @@ async fn upstream_down_refusing_or_silent_gets_502_or_504_never_101() {
     assert_eq!(code, 200);
     assert!(metrics.contains(r#"wsgate_handshakes_total{route="/s",result="upstream_timeout"} 1"#), "{metrics}");
 }
-

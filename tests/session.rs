@@ -50,7 +50,9 @@ async fn each_rejected_frame_gets_its_error_code_and_the_connection_stays_up() {
     assert_eq!((code_of(&e), e["payload"]["ref"].as_str()), ("schema_violation", Some("s1")));
 
     let (_, metrics) = gw.admin_get("/metrics").await;
-    for verdict in ["invalid_json", "invalid_envelope", "unknown_type", "forbidden", "binary_not_allowed", "schema_violation"] {
+    for verdict in
+        ["invalid_json", "invalid_envelope", "unknown_type", "forbidden", "binary_not_allowed", "schema_violation"]
+    {
         let line = format!(r#"wsgate_messages_total{{route="/ws",direction="in",verdict="{verdict}"}} 1"#);
         assert!(metrics.contains(&line), "missing {line}");
     }
@@ -58,7 +60,8 @@ async fn each_rejected_frame_gets_its_error_code_and_the_connection_stays_up() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn over_the_bucket_frames_get_rate_limited_and_repeats_close_4029() {
-    let gw = echo_gateway(|s| s.limits("messages_per_second = 1\nmessage_burst = 2\nviolations_before_close = 3")).await;
+    let gw =
+        echo_gateway(|s| s.limits("messages_per_second = 1\nmessage_burst = 2\nviolations_before_close = 3")).await;
     let mut ws = gw.connect().await;
     let msg = json!({"type": "chat.read", "payload": {}});
     for _ in 0..2 {
@@ -75,7 +78,8 @@ async fn over_the_bucket_frames_get_rate_limited_and_repeats_close_4029() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_ping_flood_counts_against_the_bucket() {
-    let gw = echo_gateway(|s| s.limits("messages_per_second = 1\nmessage_burst = 2\nviolations_before_close = 3")).await;
+    let gw =
+        echo_gateway(|s| s.limits("messages_per_second = 1\nmessage_burst = 2\nviolations_before_close = 3")).await;
     let mut ws = gw.connect().await;
     for _ in 0..10 {
         let _ = ws.send(Message::Ping(vec![1u8; 8].into())).await;

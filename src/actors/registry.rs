@@ -55,22 +55,14 @@ pub struct InMemoryStore {
 impl InMemoryStore {
     /// An empty store enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
-        Self {
-            limits,
-            total: 0,
-            ips: HashMap::new(),
-            subjects: HashMap::new(),
-            handshakes: HashMap::new(),
-        }
+        Self { limits, total: 0, ips: HashMap::new(), subjects: HashMap::new(), handshakes: HashMap::new() }
     }
 }
 
 impl AdmissionStore for InMemoryStore {
     fn take_handshake(&mut self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let (burst, rate) = (
-            u64::from(self.limits.handshake_burst_per_ip),
-            u64::from(self.limits.handshakes_per_second_per_ip),
-        );
+        let (burst, rate) =
+            (u64::from(self.limits.handshake_burst_per_ip), u64::from(self.limits.handshakes_per_second_per_ip));
         if rate == 0 {
             return Ok(());
         }
@@ -138,11 +130,7 @@ pub struct Registry {
 impl Registry {
     /// A registry over the in-memory store.
     pub fn new(limits: Limits) -> Self {
-        Self {
-            store: Box::new(InMemoryStore::new(limits.clone())),
-            limits,
-            next_id: 1,
-        }
+        Self { store: Box::new(InMemoryStore::new(limits.clone())), limits, next_id: 1 }
     }
 
     fn at_global_cap(&self) -> bool {
@@ -167,10 +155,9 @@ impl Handler<Admit> for Registry {
         if self.at_global_cap() {
             return Err(Refusal { denied: Denied::Overloaded, retry_after: Some(CAP_RETRY_AFTER) });
         }
-        self.store.take_handshake(msg.ip, Instant::now()).map_err(|wait| Refusal {
-            denied: Denied::HandshakeRate,
-            retry_after: Some(wait),
-        })
+        self.store
+            .take_handshake(msg.ip, Instant::now())
+            .map_err(|wait| Refusal { denied: Denied::HandshakeRate, retry_after: Some(wait) })
     }
 }
 
@@ -227,11 +214,7 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.registry.do_send(Release {
-            id: self.id,
-            ip: self.ip,
-            subject: std::mem::take(&mut self.subject),
-        });
+        self.registry.do_send(Release { id: self.id, ip: self.ip, subject: std::mem::take(&mut self.subject) });
     }
 }
 

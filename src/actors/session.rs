@@ -151,7 +151,8 @@ impl WsSession {
         }
         self.closing = Some(reason);
         let client = CloseReason { code: CloseCode::from(code), description: Some(text.to_string()) };
-        let upstream = (reason != Denied::UpstreamLost.reason()).then_some(CloseReason { code: CloseCode::Away, description: None });
+        let upstream = (reason != Denied::UpstreamLost.reason())
+            .then_some(CloseReason { code: CloseCode::Away, description: None });
         self.shutdown(ctx, Some(client), upstream);
     }
 
@@ -159,7 +160,12 @@ impl WsSession {
     /// it is flushed (`WriteHandler::finished`), at the latest after [`UPSTREAM_CLOSE_GRACE`]:
     /// the client connection is what keeps this actor alive, so closing it first could drop
     /// the upstream's close frame. `upstream: None` skips the upstream close (it is gone).
-    fn shutdown(&mut self, ctx: &mut WebsocketContext<Self>, client: Option<CloseReason>, upstream: Option<CloseReason>) {
+    fn shutdown(
+        &mut self,
+        ctx: &mut WebsocketContext<Self>,
+        client: Option<CloseReason>,
+        upstream: Option<CloseReason>,
+    ) {
         if let Some(reader) = self.upstream_reader.take() {
             reader.do_send(StopReading);
         }
@@ -247,7 +253,8 @@ impl WsSession {
             self.violations.pop_front();
         }
         if self.violations.len() >= limit {
-            let denied = if rejection == Rejection::RateLimited { Denied::RateViolations } else { Denied::PolicyViolations };
+            let denied =
+                if rejection == Rejection::RateLimited { Denied::RateViolations } else { Denied::PolicyViolations };
             tracing::warn!(event = "violations_close", conn_id = self.id(), route = %self.p.route.path, client_ip = %self.p.client_ip, subject = %self.p.claims.sub, reason = denied.reason(), "closing after repeated rejected frames");
             self.close(ctx, denied);
         }
@@ -262,7 +269,13 @@ impl WsSession {
     }
 
     /// A complete client data message: rate → JSON checks → forward (DESIGN.md §3 order).
-    fn on_message(&mut self, ctx: &mut WebsocketContext<Self>, msg: Message, already_charged: bool, rate_limited: bool) {
+    fn on_message(
+        &mut self,
+        ctx: &mut WebsocketContext<Self>,
+        msg: Message,
+        already_charged: bool,
+        rate_limited: bool,
+    ) {
         let started = Instant::now();
         let len = match &msg {
             Message::Text(t) => t.len(),
@@ -358,7 +371,8 @@ impl WsSession {
             Item::Last(b) => (None, b, true),
         };
         if let Some(text) = first {
-            self.assembly = Some(Assembly { text, buf: BytesMut::from(&data[..]), started: Instant::now(), rate_limited: limited });
+            self.assembly =
+                Some(Assembly { text, buf: BytesMut::from(&data[..]), started: Instant::now(), rate_limited: limited });
             return;
         }
         let Some(asm) = self.assembly.as_mut() else {
@@ -410,7 +424,9 @@ impl Actor for WsSession {
         self.arm_expiry(ctx);
         self.start_heartbeat(ctx);
         let auth = &self.p.config.auth;
-        if !auth.expiry_warning.is_zero() && self.p.claims.time_left(auth.leeway, SystemTime::now()) <= auth.expiry_warning {
+        if !auth.expiry_warning.is_zero()
+            && self.p.claims.time_left(auth.leeway, SystemTime::now()) <= auth.expiry_warning
+        {
             self.send_expiring(ctx);
         }
     }

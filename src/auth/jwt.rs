@@ -119,9 +119,8 @@ pub struct MintRequest<'a> {
 /// # Errors
 /// [`AuthError::Mint`] when no HMAC key is configured or signing fails.
 pub fn mint(keys: &KeySet, settings: &AuthConfig, req: &MintRequest<'_>, now: SystemTime) -> Result<String, AuthError> {
-    let (key, alg, kid) = keys
-        .signing_key()
-        .ok_or_else(|| AuthError::Mint("no HMAC key (secret_env) is configured".into()))?;
+    let (key, alg, kid) =
+        keys.signing_key().ok_or_else(|| AuthError::Mint("no HMAC key (secret_env) is configured".into()))?;
     let iat = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let mut claims = serde_json::json!({
         "sub": req.sub,
@@ -220,7 +219,8 @@ mod tests {
     #[test]
     fn valid_token_yields_claims_and_scopes() {
         let (t, s) = now();
-        let c = verify(&sign(base_claims(s), Algorithm::HS256, None, SECRET), &keyset(None), &settings(), t).expect("ok");
+        let c =
+            verify(&sign(base_claims(s), Algorithm::HS256, None, SECRET), &keyset(None), &settings(), t).expect("ok");
         assert_eq!(c.sub, "alice");
         assert_eq!(c.scopes, vec!["a", "b"]);
     }
@@ -267,11 +267,8 @@ mod tests {
     fn alg_none_is_never_accepted() {
         let (t, s) = now();
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let token = format!(
-            "{}.{}.",
-            b64.encode(br#"{"alg":"none","typ":"JWT"}"#),
-            b64.encode(base_claims(s).to_string())
-        );
+        let token =
+            format!("{}.{}.", b64.encode(br#"{"alg":"none","typ":"JWT"}"#), b64.encode(base_claims(s).to_string()));
         assert_eq!(verify(&token, &keyset(None), &settings(), t), Err(AuthError::Invalid("malformed")));
     }
 
@@ -298,7 +295,8 @@ mod tests {
 
     #[test]
     fn short_hmac_secrets_are_refused_at_load() {
-        let cfg = KeyConfig { kid: None, algorithm: "HS256".into(), secret_env: Some("S".into()), public_key_file: None };
+        let cfg =
+            KeyConfig { kid: None, algorithm: "HS256".into(), secret_env: Some("S".into()), public_key_file: None };
         let err = KeySet::load_with(&[cfg], |_| Some("short".into())).unwrap_err();
         assert!(err.to_string().contains("needs at least 32"), "{err}");
     }

@@ -109,18 +109,12 @@ impl KeySet {
     /// The keys a token with header `alg`/`kid` may be checked against: with a `kid`, only the
     /// key of that kid (and only if its algorithm matches); without, every key of that algorithm.
     pub fn candidates<'a>(&'a self, alg: Algorithm, kid: Option<&'a str>) -> impl Iterator<Item = &'a VerifyKey> + 'a {
-        self.keys
-            .iter()
-            .filter(move |k| k.alg == alg && (kid.is_none() || k.kid.as_deref() == kid))
+        self.keys.iter().filter(move |k| k.alg == alg && (kid.is_none() || k.kid.as_deref() == kid))
     }
 
     /// The first HMAC key (for minting dev tokens), with its kid and algorithm.
     pub fn signing_key(&self) -> Option<(EncodingKey, Algorithm, Option<&str>)> {
-        self.keys.iter().find_map(|k| {
-            k.secret
-                .as_ref()
-                .map(|s| (EncodingKey::from_secret(s), k.alg, k.kid.as_deref()))
-        })
+        self.keys.iter().find_map(|k| k.secret.as_ref().map(|s| (EncodingKey::from_secret(s), k.alg, k.kid.as_deref())))
     }
 
     /// Number of keys loaded.

@@ -18,9 +18,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render())
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(state.metrics.render())
 }
 
 async fn healthz() -> HttpResponse {

@@ -111,11 +111,11 @@ fn refusal_response(denied: Denied, retry_after: Option<Duration>) -> HttpRespon
     resp.body(format!("{}\n", denied.client_text()))
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn header_values<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Vec<&'a str> {
+fn header_values(headers: &HeaderMap, name: header::HeaderName) -> Vec<&str> {
     headers.get_all(name).filter_map(|v| v.to_str().ok()).collect()
 }
 
@@ -154,9 +154,7 @@ pub fn check_upgrade(method: &Method, version: Version, headers: &HeaderMap) -> 
         _ => return Err(Denied::UnsupportedVersion),
     }
     let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-        || headers
-            .get(header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0");
+        || headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
     if has_body {
         return Err(Denied::BadUpgrade);
     }
@@ -240,10 +238,12 @@ pub async fn entry(req: HttpRequest, payload: web::Payload, gw: web::Data<Gatewa
     let identity = Identity { subject: &claims.sub, scopes: &claims.scopes, client_ip: ip };
     let limits = &gw.config.limits;
     let timeout = Duration::from_secs(gw.config.timeouts.upstream_connect_seconds);
-    let dialed = match upstream::dial(&client.0, route, &identity, selected.as_deref(), limits.max_message_bytes, timeout).await {
-        Ok(d) => d,
-        Err((denied, detail)) => return attempt.refuse(denied, &detail, None),
-    };
+    let dialed =
+        match upstream::dial(&client.0, route, &identity, selected.as_deref(), limits.max_message_bytes, timeout).await
+        {
+            Ok(d) => d,
+            Err((denied, detail)) => return attempt.refuse(denied, &detail, None),
+        };
     let _ = dialed.protocol;
     let guard_verdict = Rc::new(Cell::new(None));
     let payload = GuardedPayload {
@@ -265,10 +265,8 @@ pub async fn entry(req: HttpRequest, payload: web::Payload, gw: web::Data<Gatewa
     };
     let session = WsSession::new(params, dialed.framed);
     let offered: Vec<&str> = selected.iter().map(String::as_str).collect();
-    let started = WsResponseBuilder::new(session, &req, payload)
-        .frame_size(limits.max_message_bytes)
-        .protocols(&offered)
-        .start();
+    let started =
+        WsResponseBuilder::new(session, &req, payload).frame_size(limits.max_message_bytes).protocols(&offered).start();
     match started {
         Ok(mut resp) => {
             m::handshake(&route.path, "accepted", attempt.started.elapsed());

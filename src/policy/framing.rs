@@ -83,11 +83,8 @@ impl FrameGuard {
                         Some(total) if total == self.header_len => {
                             let payload = self.on_header()?;
                             self.header_len = 0;
-                            self.state = if payload == 0 {
-                                State::Header
-                            } else {
-                                State::Payload { remaining: payload }
-                            };
+                            self.state =
+                                if payload == 0 { State::Header } else { State::Payload { remaining: payload } };
                         }
                         _ => {}
                     }

@@ -51,20 +51,14 @@ impl OriginPolicy {
                 if suffix.is_empty() || suffix.contains('*') {
                     return Err(format!("{e:?}: a wildcard must be followed by a domain"));
                 }
-                parsed.push(Entry::Wildcard {
-                    prefix: format!("{scheme}://"),
-                    suffix: format!(".{suffix}"),
-                });
+                parsed.push(Entry::Wildcard { prefix: format!("{scheme}://"), suffix: format!(".{suffix}") });
             } else if rest.contains('*') {
                 return Err(format!("{e:?}: '*' is only allowed as the first label"));
             } else {
                 parsed.push(Entry::Exact(lower));
             }
         }
-        Ok(Self {
-            entries: parsed,
-            allow_missing,
-        })
+        Ok(Self { entries: parsed, allow_missing })
     }
 
     /// True when the route has an allowlist (cookie tokens need one).
@@ -75,11 +69,7 @@ impl OriginPolicy {
     /// Judge the request's `Origin` header value (`None` when absent).
     pub fn check(&self, origin: Option<&str>) -> OriginVerdict {
         let Some(origin) = origin else {
-            return if self.allow_missing {
-                OriginVerdict::Allowed
-            } else {
-                OriginVerdict::Refused
-            };
+            return if self.allow_missing { OriginVerdict::Allowed } else { OriginVerdict::Refused };
         };
         let origin = origin.trim().to_ascii_lowercase();
         let ok = self.entries.iter().any(|e| match e {
@@ -89,9 +79,7 @@ impl OriginPolicy {
                 .and_then(|host| host.strip_suffix(suffix.as_str()))
                 .is_some_and(|label| {
                     !label.is_empty()
-                        && label
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
                         && !label.starts_with('.')
                         && !label.ends_with('.')
                 }),

@@ -34,12 +34,7 @@ impl TokenBucket {
         if burst == 0 || per_second == 0 {
             return Err(BucketError);
         }
-        Ok(Self {
-            capacity: burst as f64,
-            per_second: per_second as f64,
-            tokens: burst as f64,
-            last: now,
-        })
+        Ok(Self { capacity: burst as f64, per_second: per_second as f64, tokens: burst as f64, last: now })
     }
 
     fn refill(&mut self, now: Instant) {

@@ -75,24 +75,19 @@ pub fn extract_token<'a>(
     sources.iter().find_map(|src| {
         let found = match src {
             TokenSource::Header => carriers.authorization.iter().find_map(|v| bearer_from_header(v)),
-            TokenSource::Subprotocol => offered_protocols(carriers.protocols)
-                .find_map(|p| p.strip_prefix(BEARER_PROTOCOL_PREFIX)),
+            TokenSource::Subprotocol => {
+                offered_protocols(carriers.protocols).find_map(|p| p.strip_prefix(BEARER_PROTOCOL_PREFIX))
+            }
             TokenSource::Cookie => carriers.cookies.iter().find_map(|c| cookie_value(c, cookie_name)),
             TokenSource::Query => query_value(carriers.query, query_param),
         };
-        found
-            .filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN_BYTES)
-            .map(|t| (t, *src))
+        found.filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN_BYTES).map(|t| (t, *src))
     })
 }
 
 /// The application subprotocols offered, in the client's order, without token entries.
 pub fn offered_protocols<'a>(values: &'a [&'a str]) -> impl Iterator<Item = &'a str> + 'a {
-    values
-        .iter()
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
+    values.iter().flat_map(|v| v.split(',')).map(str::trim).filter(|p| !p.is_empty())
 }
 
 /// The subprotocol the gateway selects: the first one the client offered that the route lists
@@ -140,12 +135,8 @@ pub fn redact_query(query: &str, name: &str) -> String {
 mod tests {
     use super::*;
 
-    const ALL: [TokenSource; 4] = [
-        TokenSource::Header,
-        TokenSource::Subprotocol,
-        TokenSource::Cookie,
-        TokenSource::Query,
-    ];
+    const ALL: [TokenSource; 4] =
+        [TokenSource::Header, TokenSource::Subprotocol, TokenSource::Cookie, TokenSource::Query];
 
     #[test]
     fn header_token_is_found_case_insensitively() {

@@ -235,7 +235,8 @@ mod tests {
 
     #[test]
     fn refresh_is_a_control_message_not_forwarded() {
-        let v = check_text(&route(UnknownTypes::Forward), &[], r#"{"type":"auth.refresh","payload":{"token":"a.b.c"}}"#);
+        let v =
+            check_text(&route(UnknownTypes::Forward), &[], r#"{"type":"auth.refresh","payload":{"token":"a.b.c"}}"#);
         assert_eq!(v, Ok(Verdict::Refresh { token: "a.b.c".into(), id: None }));
     }
 

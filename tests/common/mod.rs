@@ -253,7 +253,13 @@ impl Gateway {
     }
 
     /// Open `path` with the given origin, bearer token header and extra headers.
-    pub async fn connect_with(&self, path: &str, origin: Option<&str>, bearer: Option<&str>, headers: &[(&str, &str)]) -> Result<Ws, WsError> {
+    pub async fn connect_with(
+        &self,
+        path: &str,
+        origin: Option<&str>,
+        bearer: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<Ws, WsError> {
         let mut req = self.url(path).into_client_request().expect("request");
         if let Some(o) = origin {
             req.headers_mut().insert("origin", HeaderValue::from_str(o).expect("origin"));
@@ -262,7 +268,8 @@ impl Gateway {
             req.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {t}")).expect("auth"));
         }
         for (k, v) in headers {
-            req.headers_mut().append(HeaderName::from_bytes(k.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"));
+            req.headers_mut()
+                .append(HeaderName::from_bytes(k.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"));
         }
         let (ws, _) = tokio::time::timeout(Duration::from_secs(20), tokio_tungstenite::connect_async(req))
             .await
@@ -390,9 +397,7 @@ pub async fn dying_upstream() -> String {
 pub async fn closing_upstream(code: u16) -> String {
     ws_upstream(move |mut ws| async move {
         let _ = ws.next().await;
-        let _ = ws
-            .close(Some(CloseFrame { code: code.into(), reason: "bye".into() }))
-            .await;
+        let _ = ws.close(Some(CloseFrame { code: code.into(), reason: "bye".into() })).await;
         while let Some(Ok(_)) = ws.next().await {}
     })
     .await
@@ -500,7 +505,10 @@ impl RawClient {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         let end = loop {
-            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await.expect("handshake").expect("read");
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+                .await
+                .expect("handshake")
+                .expect("read");
             assert!(n > 0, "closed during handshake");
             buf.extend_from_slice(&chunk[..n]);
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
