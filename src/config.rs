@@ -530,11 +530,14 @@ fn validate_auth(raw: RawAuth, base: &Path) -> Result<AuthConfig, ConfigError> {
     if raw.scope_claim.is_empty() {
         return Err(ConfigError::invalid("auth.scope_claim", "must not be empty"));
     }
-    if raw.keys.is_empty() && raw.jwks_file.is_none() {
+    if raw.jwks_file.is_some() {
         return Err(ConfigError::invalid(
-            "auth.keys",
-            "at least one [[auth.keys]] entry (or auth.jwks_file) is required",
+            "auth.jwks_file",
+            "JWKS files are not supported by this build yet; configure [[auth.keys]] with public_key_file",
         ));
+    }
+    if raw.keys.is_empty() {
+        return Err(ConfigError::invalid("auth.keys", "at least one [[auth.keys]] entry is required"));
     }
     let keys = raw
         .keys

@@ -111,3 +111,14 @@ async fn demo_prints_a_working_token_and_client_command() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn the_example_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/wsgate.example.toml");
+    let out = Command::new(bin())
+        .args(["check-config", "--config", path])
+        .env("WSGATE_JWT_SECRET", "an-example-secret-of-at-least-32-bytes")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
