@@ -244,7 +244,6 @@ pub async fn entry(req: HttpRequest, payload: web::Payload, gw: web::Data<Gatewa
             Ok(d) => d,
             Err((denied, detail)) => return attempt.refuse(denied, &detail, None),
         };
-    let _ = dialed.protocol;
     let guard_verdict = Rc::new(Cell::new(None));
     let payload = GuardedPayload {
         inner: payload,

@@ -68,6 +68,8 @@ pub struct Setup {
     pub route: String,
     /// Further `[[routes]]` tables.
     pub more_routes: String,
+    /// Further tables appended at the end (e.g. `[server.tls]`).
+    pub tail: String,
 }
 
 impl Setup {
@@ -79,7 +81,14 @@ impl Setup {
             auth: String::new(),
             route: String::new(),
             more_routes: String::new(),
+            tail: String::new(),
         }
+    }
+
+    pub fn tail(mut self, s: &str) -> Self {
+        self.tail.push_str(s);
+        self.tail.push('\n');
+        self
     }
 
     pub fn limits(mut self, s: &str) -> Self {
@@ -145,6 +154,7 @@ schema_file = "chat.send.json"
 type = "chat.read"
 scope = "chat:read"
 {more}
+{tail}
 "#,
             auth = self.auth,
             limits = self.limits,
@@ -152,6 +162,7 @@ scope = "chat:read"
             upstream = self.upstream,
             route = self.route,
             more = self.more_routes,
+            tail = self.tail,
         )
     }
 }
