@@ -5,11 +5,16 @@
 //! actix-http's codec waits for a whole frame before comparing its length with the limit, so a
 //! header declaring 256 MiB makes it buffer the lot. The guard sits in front of it: it sees the
 //! header, and refuses when the frame (or the fragmented message it belongs to) would pass
-//! `max_message_bytes`, or when a message has more than [`MAX_FRAGMENTS`] frames. It also
+//! `max_message_bytes`, or when a message has more frames than its fragment cap. It also
 //! enforces the control-frame rules (≤ 125 bytes, never fragmented).
 
-/// Frames allowed in one fragmented message; endless empty continuation frames are cut here.
-pub const MAX_FRAGMENTS: u32 = 1024;
+/// Fewest frames allowed in one fragmented message. The cap grows with the size limit (one
+/// frame per [`BYTES_PER_FRAGMENT`] bytes of `max_message_bytes`), so that large limits still
+/// admit finely fragmented messages while endless empty continuation frames are cut.
+pub const MIN_MAX_FRAGMENTS: u32 = 1024;
+
+/// Bytes of `max_message_bytes` that earn one more allowed fragment beyond the minimum.
+pub const BYTES_PER_FRAGMENT: usize = 64;
 
 /// Why the guard refused the stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +37,7 @@ enum State {
 #[derive(Debug, Clone)]
 pub struct FrameGuard {
     max_message: u64,
+    max_fragments: u32,
     state: State,
     header: [u8; 14],
     header_len: usize,
@@ -50,6 +56,9 @@ impl FrameGuard {
     pub fn new(max_message_bytes: usize) -> Self {
         Self {
             max_message: max_message_bytes as u64,
+            max_fragments: u32::try_from(max_message_bytes / BYTES_PER_FRAGMENT)
+                .unwrap_or(u32::MAX)
+                .max(MIN_MAX_FRAGMENTS),
             state: State::Header,
             header: [0; 14],
             header_len: 0,
@@ -124,7 +133,7 @@ impl FrameGuard {
             }
             _ => return Err(FrameViolation::Protocol),
         }
-        if opcode < 0x8 && (self.message_bytes > self.max_message || self.fragments > MAX_FRAGMENTS) {
+        if opcode < 0x8 && (self.message_bytes > self.max_message || self.fragments > self.max_fragments) {
             return Err(FrameViolation::TooBig);
         }
         Ok(len)
@@ -211,13 +220,23 @@ mod tests {
         let mut g = FrameGuard::new(1000);
         assert_eq!(g.feed(&frame(false, 1, 1)), Ok(()));
         let mut result = Ok(());
-        for _ in 0..MAX_FRAGMENTS {
+        for _ in 0..MIN_MAX_FRAGMENTS {
             result = g.feed(&frame(false, 0, 0));
             if result.is_err() {
                 break;
             }
         }
         assert_eq!(result, Err(FrameViolation::TooBig));
+    }
+
+    #[test]
+    fn the_fragment_cap_grows_with_the_size_limit() {
+        let mut g = FrameGuard::new(20 << 20);
+        assert_eq!(g.feed(&frame(false, 1, 1)), Ok(()));
+        for _ in 0..65_536 {
+            assert_eq!(g.feed(&frame(false, 0, 64)), Ok(()));
+        }
+        assert_eq!(g.feed(&frame(true, 0, 1)), Ok(()));
     }
 
     #[test]
