@@ -82,7 +82,9 @@ impl Attempt<'_> {
 
 fn refusal_response(denied: Denied, retry_after: Option<Duration>) -> HttpResponse {
     let mut resp = HttpResponse::build(denied.status());
-    resp.content_type("text/plain; charset=utf-8");
+    // A refused client gets no keep-alive: its next attempt pays the admission checks again
+    // and an idle refused connection holds nothing here.
+    resp.content_type("text/plain; charset=utf-8").force_close();
     match denied {
         Denied::UnsupportedVersion => {
             resp.insert_header((header::SEC_WEBSOCKET_VERSION, "13"));
