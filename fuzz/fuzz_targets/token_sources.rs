@@ -1,0 +1,48 @@
+//! Token extraction and verification on unauthenticated input: the four carriers (split from
+//! the input at 0xff bytes), then subprotocol selection and JWT verification of what was found.
+#![no_main]
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use libfuzzer_sys::fuzz_target;
+use wsgate::auth::jwt;
+use wsgate::auth::keys::KeySet;
+use wsgate::config::{AuthConfig, KeyConfig};
+use wsgate::policy::token_source::{extract_token, select_subprotocol, TokenCarriers, TokenSource};
+
+fn fixture() -> &'static (KeySet, AuthConfig) {
+    static F: OnceLock<(KeySet, AuthConfig)> = OnceLock::new();
+    F.get_or_init(|| {
+        let key = KeyConfig { kid: Some("k".into()), algorithm: "HS256".into(), secret_env: Some("S".into()), public_key_file: None };
+        let keys = KeySet::load_with(&[key], |_| Some("0123456789abcdef0123456789abcdef".into())).expect("keys");
+        let auth = AuthConfig {
+            issuer: Some("https://idp/".into()),
+            audience: Some("wsgate".into()),
+            leeway: Duration::from_secs(5),
+            scope_claim: "scope".into(),
+            token_sources: vec![],
+            cookie_name: "access_token".into(),
+            query_param: "access_token".into(),
+            expiry_warning: Duration::from_secs(30),
+            jwks_file: None,
+            keys: vec![],
+        };
+        (keys, auth)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let mut parts = text.split('\u{fffd}');
+    let (a, p, c, q) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (auth, prot, cook) = ([a], [p], [c]);
+    let carriers = TokenCarriers { authorization: &auth, protocols: &prot, cookies: &cook, query: q };
+    let sources = [TokenSource::Header, TokenSource::Subprotocol, TokenSource::Cookie, TokenSource::Query];
+    let _ = select_subprotocol(&prot, &["chat.v1".to_string(), "*".to_string()]);
+    if let Some((token, _)) = extract_token(&sources, &carriers, "access_token", "access_token") {
+        let (keys, settings) = fixture();
+        let _ = jwt::verify(token, keys, settings, SystemTime::now());
+    }
+    let _ = jwt::verify(&text, &fixture().0, &fixture().1, SystemTime::now());
+});

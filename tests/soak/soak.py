@@ -1,0 +1,166 @@
+"""Bounded soak of a running wsgate: steady connections, churn and abusive clients at once,
+recording the gateway's RSS and open file descriptors before, during and after.
+
+Usage: soak.py --url ws://HOST:PORT/ws --token JWT --pid GATEWAY_PID [--connections 2000]
+               [--duration 300] [--json report.json]
+Passes when, after all clients left, open fds are back at the baseline and RSS is within 10%
+of the baseline taken after a warm-up wave (the allocator keeps what the first wave grew).
+"""
+import argparse, asyncio, json, os, random, sys, time
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus, ConnectionClosed
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+class Stats:
+    def __init__(self):
+        self.c = {}
+
+    def inc(self, k, n=1):
+        self.c[k] = self.c.get(k, 0) + n
+
+
+async def steady(url, token, stop, stats, idx):
+    local = ("127.0.%d.%d" % (1 + idx // 250, 1 + idx % 250), 0)
+    try:
+        async with connect(url, subprotocols=["chat.v1", "bearer." + token], local_addr=local, open_timeout=30) as ws:
+            stats.inc("steady_open")
+            await ws.recv()  # whoami
+            n = 0
+            while not stop.is_set():
+                msg = json.dumps({"type": "chat.send", "payload": {"text": "tick"}, "id": f"{idx}-{n}"})
+                await ws.send(msg)
+                if await ws.recv() == msg:
+                    stats.inc("steady_echo")
+                n += 1
+                await asyncio.sleep(1.0 + random.random() * 0.2)
+    except (ConnectionClosed, InvalidStatus, OSError, asyncio.TimeoutError) as e:
+        stats.inc("steady_error_" + type(e).__name__)
+
+
+async def churn(url, token, stop, stats, idx):
+    while not stop.is_set():
+        try:
+            async with connect(url, additional_headers={"Authorization": "Bearer " + token},
+                               local_addr=("127.1.0.%d" % (1 + idx), 0), open_timeout=30) as ws:
+                await ws.recv()
+                for i in range(5):
+                    await ws.send(json.dumps({"type": "chat.read", "payload": {}, "id": i}))
+                    await ws.recv()
+                stats.inc("churn_cycle")
+        except (ConnectionClosed, InvalidStatus, OSError, asyncio.TimeoutError) as e:
+            stats.inc("churn_error_" + type(e).__name__)
+            await asyncio.sleep(0.5)
+
+
+async def abuse(url, token, stop, stats, idx):
+    kinds = ["origin", "token", "oversize", "flood", "json"]
+    local = ("127.2.0.%d" % (1 + idx), 0)
+    while not stop.is_set():
+        kind = kinds[random.randrange(len(kinds))]
+        try:
+            if kind == "origin":
+                async with connect(url, origin="https://evil.example", local_addr=local,
+                                   subprotocols=["chat.v1", "bearer." + token]):
+                    stats.inc("abuse_origin_admitted")
+            elif kind == "token":
+                async with connect(url, additional_headers={"Authorization": "Bearer x.y.z"}, local_addr=local):
+                    stats.inc("abuse_token_admitted")
+            else:
+                async with connect(url, additional_headers={"Authorization": "Bearer " + token},
+                                   local_addr=local, max_size=None) as ws:
+                    await ws.recv()
+                    if kind == "oversize":
+                        await ws.send("x" * 70000)
+                    elif kind == "flood":
+                        for _ in range(300):
+                            await ws.send(json.dumps({"type": "chat.read", "payload": {}}))
+                    else:
+                        for _ in range(20):
+                            await ws.send("{not json")
+                    try:
+                        while True:
+                            await asyncio.wait_for(ws.recv(), 10)
+                    except ConnectionClosed:
+                        stats.inc("abuse_closed_%s_%s" % (kind, ws.close_code))
+        except InvalidStatus as e:
+            stats.inc("abuse_refused_%s_%d" % (kind, e.response.status_code))
+        except (ConnectionClosed, OSError, asyncio.TimeoutError) as e:
+            stats.inc("abuse_error_%s_%s" % (kind, type(e).__name__))
+        await asyncio.sleep(0.2)
+
+
+async def wave(url, token, n, seconds, stats):
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(steady(url, token, stop, stats, i)) for i in range(n)]
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.wait(tasks, timeout=60)
+
+
+async def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--token", required=True)
+    ap.add_argument("--pid", type=int, required=True)
+    ap.add_argument("--connections", type=int, default=2000)
+    ap.add_argument("--duration", type=int, default=300)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    samples = []
+    sample = lambda phase: samples.append({"t": round(time.time() - t0, 1), "phase": phase,
+                                           "rss_kib": rss_kib(a.pid), "fds": fds(a.pid)})
+    t0 = time.time()
+    sample("start")
+    fd_base = samples[-1]["fds"]
+    warm = Stats()
+    await wave(a.url, a.token, a.connections, 10, warm)
+    await asyncio.sleep(3)
+    sample("after-warmup")
+    rss_base = samples[-1]["rss_kib"]
+
+    stats = Stats()
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(steady(a.url, a.token, stop, stats, i)) for i in range(a.connections)]
+    tasks += [asyncio.create_task(churn(a.url, a.token, stop, stats, i)) for i in range(20)]
+    tasks += [asyncio.create_task(abuse(a.url, a.token, stop, stats, i)) for i in range(10)]
+    end = time.time() + a.duration
+    while time.time() < end:
+        await asyncio.sleep(min(10, max(0, end - time.time())))
+        sample("during")
+        print("soak t=%5.0fs rss=%6d KiB fds=%5d" % (samples[-1]["t"], samples[-1]["rss_kib"], samples[-1]["fds"]), flush=True)
+    stop.set()
+    await asyncio.wait(tasks, timeout=90)
+    for t in tasks:
+        t.cancel()
+    await asyncio.sleep(5)
+    sample("after")
+    after = samples[-1]
+    peak = max(s["rss_kib"] for s in samples)
+    ok_fds = after["fds"] <= fd_base
+    ok_rss = after["rss_kib"] <= rss_base * 1.10
+    report = {"connections": a.connections, "duration_s": a.duration, "fd_baseline": fd_base,
+              "rss_baseline_kib": rss_base, "rss_start_kib": samples[0]["rss_kib"], "rss_peak_kib": peak,
+              "after": after, "counters": stats.c, "samples": samples,
+              "fds_back_to_baseline": ok_fds, "rss_within_10pct": ok_rss}
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(report, f, indent=1)
+    print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))
+    print("soak: %d passed, %d failed" % (int(ok_fds) + int(ok_rss), 2 - int(ok_fds) - int(ok_rss)))
+    sys.exit(0 if ok_fds and ok_rss else 1)
+
+
+asyncio.run(main())
