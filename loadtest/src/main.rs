@@ -2,7 +2,8 @@
 //! throughput, round-trip latency and, given the proxy's PID, its CPU time per message.
 //!
 //! Scenarios implemented: `steady` (N connections, closed loop with a pipeline depth, echo
-//! round trip timed) and `churn` (connect, exchange, disconnect, repeat). Every run is bounded
+//! round trip timed), `churn` (connect, exchange, disconnect, repeat) and `idle` (connect and
+//! hold, for memory per connection). Every run is bounded
 //! by `--duration`; client addresses can be spread over 127.0.0.0/8 (`--spread-ips`) so per-IP
 //! caps and ephemeral ports do not limit a test.
 
@@ -25,6 +26,8 @@ use tokio_tungstenite::tungstenite::Message;
 enum Scenario {
     Steady,
     Churn,
+    /// Connect and hold the connection without traffic until the deadline (memory per connection).
+    Idle,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -277,6 +280,17 @@ async fn churn(a: Arc<Args>, token: Option<String>, shared: Arc<Shared>, i: usiz
     }
 }
 
+async fn idle(a: Arc<Args>, token: Option<String>, shared: Arc<Shared>, i: usize, deadline: Instant) {
+    match open(&a, token.as_deref(), i).await {
+        Ok(mut ws) => {
+            shared.totals.lock().expect("lock").connected += 1;
+            let _ = tokio::time::timeout_at(deadline.into(), async { while ws.next().await.is_some() {} }).await;
+            let _ = ws.close(None).await;
+        }
+        Err(why) => *shared.totals.lock().expect("lock").refused.entry(why).or_default() += 1,
+    }
+}
+
 /// utime + stime of a process, in microseconds.
 fn cpu_micros(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -313,6 +327,7 @@ async fn main() -> anyhow::Result<()> {
             match a2.scenario {
                 Scenario::Steady => steady(a2.clone(), t, s, i, deadline).await,
                 Scenario::Churn => churn(a2.clone(), t, s, i, deadline).await,
+                Scenario::Idle => idle(a2.clone(), t, s, i, deadline).await,
             }
         }));
     }

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Side-by-side: the same wsgate-loadtest run, interleaved per repetition, against
+#   direct   the echo backend itself (wsgate-echo)
+#   nginx    Debian NGINX as a plain WebSocket reverse proxy (1 worker, access log off)
+#   haproxy  Debian HAProxy (mode http, timeout tunnel, 1 thread)
+#   wsgate   wsgate with the full pipeline (JWT, scopes, token bucket, JSON envelope + schema)
+#   wsgate-none  wsgate with envelope = "none"
+# Servers pinned to CPU 0, the generator to CPU 1. Loopback only; every run is bounded.
+# Env: REPS (3), WINDOW (6 s), POINTS ("100:64:1 1000:64:1 100:4096:1 1000:4096:1 100:64:16"),
+#      IDLE (9000 idle connections for the RSS figure; 0 to skip), OUT (target/compare).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPS=${REPS:-3}; WINDOW=${WINDOW:-6}; IDLE=${IDLE:-9000}
+POINTS=${POINTS:-"100:64:1 1000:64:1 100:4096:1 1000:4096:1 100:64:16"}
+OUT=${OUT:-target/compare}; rm -rf "$OUT"; mkdir -p "$OUT"
+command -v nginx >/dev/null && command -v haproxy >/dev/null || {
+  [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx-light haproxy >/dev/null; }
+cargo build -q --release --bin wsgate --bin wsgate-echo -p wsgate-loadtest --bin wsgate-loadtest 2>/dev/null || \
+  { cargo build -q --release --bin wsgate --bin wsgate-echo && cargo build -q --release -p wsgate-loadtest; }
+ulimit -n 20000
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not up"; return 1; }
+
+ECHO_PORT=$(free_port)
+taskset -c 0 ./target/release/wsgate-echo --listen 127.0.0.1:$ECHO_PORT >"$OUT/echo.log" 2>&1 & pids+=($!); ECHO_PID=$!
+wait_port $ECHO_PORT
+
+NGINX_PORT=$(free_port); mkdir -p "$OUT/nginx/logs"
+cat >"$OUT/nginx/nginx.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid nginx.pid;
+error_log logs/error.log warn;
+events { worker_connections 20000; }
+worker_rlimit_nofile 20000;
+http {
+  access_log off;
+  client_body_temp_path tmp_body; proxy_temp_path tmp_proxy; fastcgi_temp_path tmp_fcgi;
+  uwsgi_temp_path tmp_uwsgi; scgi_temp_path tmp_scgi;
+  map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
+  server {
+    listen 127.0.0.1:$NGINX_PORT;
+    location / {
+      proxy_pass http://127.0.0.1:$ECHO_PORT;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection \$connection_upgrade;
+      proxy_set_header Host \$host;
+      proxy_read_timeout 3600s;
+      proxy_buffer_size 16k;
+      proxy_buffers 4 16k;
+      proxy_busy_buffers_size 32k;
+    }
+  }
+}
+CONF
+taskset -c 0 nginx -p "$PWD/$OUT/nginx/" -c nginx.conf & pids+=($!)
+wait_port $NGINX_PORT
+NGINX_PID=$(cat "$OUT/nginx/nginx.pid"); NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1)
+
+HAPROXY_PORT=$(free_port)
+cat >"$OUT/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 9900
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 3600s
+  timeout server 3600s
+  timeout tunnel 3600s
+frontend fe
+  bind 127.0.0.1:$HAPROXY_PORT
+  default_backend be
+backend be
+  server echo 127.0.0.1:$ECHO_PORT
+CONF
+taskset -c 0 haproxy -f "$OUT/haproxy.cfg" -db >"$OUT/haproxy.log" 2>&1 & pids+=($!); HAPROXY_PID=$!
+wait_port $HAPROXY_PORT
+
+cat >"$OUT/chat.send.json" <<'JSON'
+{"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}
+JSON
+cat >"$OUT/wsgate.toml" <<CONF
+[server]
+listen = "127.0.0.1:0"
+workers = 1
+[admin]
+listen = "127.0.0.1:0"
+[[auth.keys]]
+algorithm = "HS256"
+secret_env = "WSGATE_BENCH_SECRET"
+[limits]
+max_connections_per_ip = 0
+max_connections_per_subject = 0
+handshakes_per_second_per_ip = 1000000
+handshake_burst_per_ip = 1000000
+messages_per_second = 1000000
+message_burst = 1000000
+bytes_per_second = 10000000000
+[timeouts]
+idle_seconds = 0
+ping_interval_seconds = 0
+[[routes]]
+path = "/ws"
+upstream = "ws://127.0.0.1:$ECHO_PORT/"
+allow_missing_origin = true
+[[routes.messages]]
+type = "chat.send"
+scope = "chat:write"
+schema_file = "chat.send.json"
+[[routes]]
+path = "/raw"
+upstream = "ws://127.0.0.1:$ECHO_PORT/"
+allow_missing_origin = true
+envelope = "none"
+CONF
+export WSGATE_BENCH_SECRET=bench-secret-0123456789abcdefghijklmnop
+WSGATE_LOG=warn taskset -c 0 ./target/release/wsgate serve --config "$OUT/wsgate.toml" >"$OUT/wsgate.out" 2>"$OUT/wsgate.log" & pids+=($!); WSGATE_PID=$!
+for _ in $(seq 1 100); do grep -q "wsgate listening" "$OUT/wsgate.out" && break; sleep 0.05; done
+WSGATE_ADDR=$(sed -n 's|.*public=ws://\([^ ]*\).*|\1|p' "$OUT/wsgate.out")
+
+declare -A URL=( [direct]="ws://127.0.0.1:$ECHO_PORT/" [nginx]="ws://127.0.0.1:$NGINX_PORT/" [haproxy]="ws://127.0.0.1:$HAPROXY_PORT/"
+                 [wsgate]="ws://$WSGATE_ADDR/ws" [wsgate-none]="ws://$WSGATE_ADDR/raw" )
+declare -A CPU=( [direct]=$ECHO_PID [nginx]=$NGINX_WORKER [haproxy]=$HAPROXY_PID [wsgate]=$WSGATE_PID [wsgate-none]=$WSGATE_PID )
+TARGETS="direct nginx haproxy wsgate wsgate-none"
+LT=./target/release/wsgate-loadtest
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)" | tee "$OUT/summary.txt"
+for rep in $(seq 1 "$REPS"); do
+  for point in $POINTS; do
+    IFS=: read -r conns size depth <<<"$point"
+    for t in $TARGETS; do
+      taskset -c 1 $LT steady --url "${URL[$t]}" --connections "$conns" --size "$size" --depth "$depth" \
+        --warmup 1 --duration "$WINDOW" --hs256-secret "$WSGATE_BENCH_SECRET" --scope chat:write \
+        --cpu-pid "${CPU[$t]}" --label "$t" --json "$OUT/run-$rep-$conns-$size-$depth-$t.json" | tee -a "$OUT/runs.txt"
+    done
+  done
+done
+rss() { awk '/VmRSS/ {print $2}' /proc/$1/status; }
+if [ "$IDLE" -gt 0 ]; then
+  for t in nginx haproxy wsgate; do
+    before=$(rss "${CPU[$t]}")
+    taskset -c 1 $LT idle --url "${URL[$t]}" --connections "$IDLE" --warmup 8 --duration 4 \
+      --hs256-secret "$WSGATE_BENCH_SECRET" --label "$t" --cpu-pid "${CPU[$t]}" --json "$OUT/idle-$t.json" >/dev/null &
+    lt=$!
+    sleep 10
+    during=$(rss "${CPU[$t]}")
+    wait $lt || true
+    echo "{\"target\":\"$t\",\"rss_before_kib\":$before,\"rss_idle_kib\":$during,\"connections\":$IDLE}" >"$OUT/rss-$t.json"
+    sleep 3
+  done
+fi
+python3 loadtest/report.py "$OUT" | tee -a "$OUT/summary.txt"

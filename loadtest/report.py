@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Summarise loadtest/compare.sh output: medians over repetitions per point and target, and
+ratios against NGINX and HAProxy (medians of per-repetition ratios). Prints markdown."""
+import glob, json, os, statistics, sys
+from collections import defaultdict
+
+out = sys.argv[1]
+runs = defaultdict(lambda: defaultdict(dict))  # point -> target -> rep -> summary
+for f in glob.glob(os.path.join(out, "run-*.json")):
+    _, rep, conns, size, depth, target = os.path.basename(f)[:-5].split("-", 5)
+    runs[(int(conns), int(size), int(depth))][target][int(rep)] = json.load(open(f))
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+def ratio(point, target, ref, key):
+    rs = []
+    for rep, s in runs[point][target].items():
+        r = runs[point].get(ref, {}).get(rep)
+        a, b = key(s), (key(r) if r else None)
+        if a is not None and b:
+            rs.append(a / b)
+    return med(rs)
+
+targets = ["direct", "nginx", "haproxy", "wsgate", "wsgate-none"]
+print("\n| point (conns x bytes x depth) | target | msg/s | p50 us | p99 us | proxy CPU us/msg | CPU vs nginx | msg/s vs nginx | CPU vs haproxy |")
+print("|---|---|---|---|---|---|---|---|---|")
+cpu = lambda s: s.get("proxy_cpu_us_per_msg")
+rate = lambda s: s.get("msgs_per_s")
+fmt = lambda x, d=1: "-" if x is None else f"{x:.{d}f}"
+for point in sorted(runs):
+    for t in targets:
+        reps = list(runs[point].get(t, {}).values())
+        if not reps:
+            continue
+        print(f"| {point[0]} x {point[1]} x {point[2]} | {t} | {fmt(med([rate(s) for s in reps]),0)} | "
+              f"{fmt(med([s['rtt_us']['p50'] for s in reps]),0)} | {fmt(med([s['rtt_us']['p99'] for s in reps]),0)} | "
+              f"{fmt(med([cpu(s) for s in reps]))} | {fmt(ratio(point, t, 'nginx', cpu), 2)} | "
+              f"{fmt(ratio(point, t, 'nginx', rate), 2)} | {fmt(ratio(point, t, 'haproxy', cpu), 2)} |")
+rss = [json.load(open(f)) for f in sorted(glob.glob(os.path.join(out, "rss-*.json")))]
+if rss:
+    print("\n| proxy | idle connections | RSS before KiB | RSS with them KiB | KiB per connection |")
+    print("|---|---|---|---|---|")
+    for r in rss:
+        per = (r["rss_idle_kib"] - r["rss_before_kib"]) / r["connections"]
+        print(f"| {r['target']} | {r['connections']} | {r['rss_before_kib']} | {r['rss_idle_kib']} | {per:.1f} |")
