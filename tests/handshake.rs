@@ -63,14 +63,15 @@ async fn handshake_flood_from_one_ip_gets_429_while_another_ip_connects() {
     )
     .await;
     let mut refused = 0;
-    for _ in 0..10 {
+    for _ in 0..20 {
         if let Err(e) = gw.connect_with("/ws", Some(ORIGIN), Some(&token()), &[]).await {
             assert_eq!(status(&e), 429);
             assert!(refusal_header(&e, "retry-after").is_some());
             refused += 1;
         }
     }
-    assert!(refused >= 6, "only {refused} of 10 refused");
+    // Burst 3 + 1/s: even a slow machine admits only a handful of the 20 attempts.
+    assert!(refused >= 10, "only {refused} of 20 refused");
     // Another source address on the loopback network is not affected.
     let sock = tokio::net::TcpSocket::new_v4().expect("socket");
     sock.bind("127.0.0.2:0".parse().expect("addr")).expect("bind 127.0.0.2");
