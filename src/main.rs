@@ -12,11 +12,6 @@ use wsgate::auth::jwt::{self, MintRequest};
 use wsgate::auth::keys::KeySet;
 use wsgate::config::Config;
 
-/// mimalloc returns freed pages to the OS (glibc's malloc kept a 2 000-connection soak's peak
-/// RSS after every client had left) and keeps per-thread heaps small.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Env var name the demo's generated HMAC secret is known by (never read from the environment).
 const DEMO_SECRET_ENV: &str = "WSGATE_DEMO_SECRET";
 
