@@ -10,21 +10,6 @@ use wsgate::auth::jwt::{self, MintRequest};
 use wsgate::auth::keys::KeySet;
 use wsgate::config::{AuthConfig, KeyConfig};
 
-fn settings() -> AuthConfig {
-    AuthConfig {
-        issuer: None,
-        audience: None,
-        leeway: Duration::from_secs(5),
-        scope_claim: "scope".into(),
-        token_sources: vec![],
-        cookie_name: "c".into(),
-        query_param: "q".into(),
-        expiry_warning: Duration::from_secs(30),
-        jwks_file: None,
-        keys: vec![],
-    }
-}
-
 fn keys(secret: &str) -> KeySet {
     let cfg = KeyConfig { kid: None, algorithm: "HS256".into(), secret_env: Some("S".into()), public_key_file: None };
     KeySet::load_with(&[cfg], |_| Some(secret.to_string())).expect("keys")
@@ -33,7 +18,7 @@ fn keys(secret: &str) -> KeySet {
 fn bench(c: &mut Criterion) {
     let ks = keys("0123456789abcdef0123456789abcdef");
     let other = keys("fedcba9876543210fedcba9876543210");
-    let st = settings();
+    let st = AuthConfig::default();
     let now = SystemTime::now();
     let req = MintRequest { sub: "alice", scope: "chat:read chat:write", ttl: Duration::from_secs(600) };
     let good = jwt::mint(&ks, &st, &req, now).expect("mint");

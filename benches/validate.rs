@@ -2,12 +2,10 @@
 //! and the frame guard per chunk? Baseline: a bare `serde_json::from_str` of the same frame,
 //! the floor any JSON-aware gateway pays.
 
-use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use wsgate::config::{BinaryPolicy, Envelope, MessageRule, Route, UnknownTypes};
+use wsgate::config::{MessageRule, Route};
 use wsgate::policy::framing::FrameGuard;
 use wsgate::policy::origin::OriginPolicy;
 use wsgate::policy::validate::check_text;
@@ -15,29 +13,11 @@ use wsgate::policy::validate::check_text;
 fn route() -> Route {
     let schema =
         serde_json::json!({"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}});
-    let mut messages = HashMap::new();
-    messages.insert(
-        "chat.send".to_string(),
-        MessageRule {
-            scope: Some("chat:write".into()),
-            schema: Some(Arc::new(jsonschema::validator_for(&schema).expect("schema"))),
-        },
-    );
-    messages.insert("chat.read".to_string(), MessageRule { scope: Some("chat:read".into()), schema: None });
-    Route {
-        path: "/ws".into(),
-        upstream: "ws://127.0.0.1:1/".into(),
-        origins: OriginPolicy::try_new(&["https://app.example.com".to_string()], false).expect("origins"),
-        token_sources: vec![],
-        connect_scope: None,
-        subprotocols: vec![],
-        envelope: Envelope::Json,
-        type_field: "type".into(),
-        unknown_types: UnknownTypes::Reject,
-        binary: BinaryPolicy::Reject,
-        forward_identity: true,
-        messages,
-    }
+    let mut r = Route::new("/ws", "ws://127.0.0.1:1/");
+    r.origins = OriginPolicy::try_new(&["https://app.example.com".to_string()], false).expect("origins");
+    r.messages.insert("chat.send".into(), MessageRule::new(Some("chat:write"), Some(&schema)).expect("schema"));
+    r.messages.insert("chat.read".into(), MessageRule::new(Some("chat:read"), None).expect("rule"));
+    r
 }
 
 fn bench(c: &mut Criterion) {

@@ -330,6 +330,20 @@ pub struct MessageRule {
     pub schema: Option<Arc<jsonschema::Validator>>,
 }
 
+impl MessageRule {
+    /// A rule requiring `scope` and, if given, compiling `schema` for the payload.
+    ///
+    /// # Errors
+    /// The schema compiler's message when `schema` is not a valid JSON Schema.
+    pub fn new(scope: Option<&str>, schema: Option<&serde_json::Value>) -> Result<Self, String> {
+        let schema = match schema {
+            Some(s) => Some(Arc::new(jsonschema::validator_for(s).map_err(|e| e.to_string())?)),
+            None => None,
+        };
+        Ok(Self { scope: scope.map(str::to_string), schema })
+    }
+}
+
 impl std::fmt::Debug for MessageRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MessageRule").field("scope", &self.scope).field("schema", &self.schema.is_some()).finish()
@@ -397,6 +411,48 @@ pub struct AuthConfig {
     pub jwks_file: Option<PathBuf>,
     /// Configured keys.
     pub keys: Vec<KeyConfig>,
+}
+
+impl Default for AuthConfig {
+    /// The `[auth]` defaults of an omitted section, with no keys.
+    fn default() -> Self {
+        let raw = RawAuth::default();
+        Self {
+            issuer: raw.issuer,
+            audience: raw.audience,
+            leeway: Duration::from_secs(raw.leeway_seconds),
+            scope_claim: raw.scope_claim,
+            token_sources: vec![TokenSource::Header, TokenSource::Subprotocol],
+            cookie_name: raw.cookie_name,
+            query_param: raw.query_param,
+            expiry_warning: Duration::from_secs(raw.expiry_warning_seconds),
+            jwks_file: raw.jwks_file,
+            keys: raw.keys,
+        }
+    }
+}
+
+// === impl Route ===
+
+impl Route {
+    /// A route with the documented defaults: JSON envelopes, unknown types and binary frames
+    /// rejected, identity forwarded, no origin allowed, no message types.
+    pub fn new(path: &str, upstream: &str) -> Self {
+        Self {
+            path: path.to_string(),
+            upstream: upstream.to_string(),
+            origins: OriginPolicy::default(),
+            token_sources: AuthConfig::default().token_sources,
+            connect_scope: None,
+            subprotocols: Vec::new(),
+            envelope: Envelope::Json,
+            type_field: default_type_field(),
+            unknown_types: UnknownTypes::Reject,
+            binary: BinaryPolicy::Reject,
+            forward_identity: true,
+            messages: HashMap::new(),
+        }
+    }
 }
 
 /// The validated configuration.

@@ -2,11 +2,10 @@
 //! the error frame built from what was read.
 #![no_main]
 
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use wsgate::config::{BinaryPolicy, Envelope, MessageRule, Route, UnknownTypes};
+use wsgate::config::{MessageRule, Route};
 use wsgate::policy::origin::OriginPolicy;
 use wsgate::policy::validate::{check_text, error_frame};
 
@@ -14,26 +13,11 @@ fn route() -> &'static Route {
     static R: OnceLock<Route> = OnceLock::new();
     R.get_or_init(|| {
         let schema = serde_json::json!({"type": "object", "required": ["text"], "properties": {"text": {"type": "string", "maxLength": 100}}});
-        let mut messages = HashMap::new();
-        messages.insert(
-            "chat.send".to_string(),
-            MessageRule { scope: Some("chat:write".into()), schema: Some(Arc::new(jsonschema::validator_for(&schema).expect("schema"))) },
-        );
-        messages.insert("chat.read".to_string(), MessageRule { scope: None, schema: None });
-        Route {
-            path: "/ws".into(),
-            upstream: "ws://127.0.0.1:1/".into(),
-            origins: OriginPolicy::try_new(&["https://*.example.com".to_string()], false).expect("origins"),
-            token_sources: vec![],
-            connect_scope: None,
-            subprotocols: vec![],
-            envelope: Envelope::Json,
-            type_field: "type".into(),
-            unknown_types: UnknownTypes::Reject,
-            binary: BinaryPolicy::Reject,
-            forward_identity: true,
-            messages,
-        }
+        let mut r = Route::new("/ws", "ws://127.0.0.1:1/");
+        r.origins = OriginPolicy::try_new(&["https://*.example.com".to_string()], false).expect("origins");
+        r.messages.insert("chat.send".into(), MessageRule::new(Some("chat:write"), Some(&schema)).expect("schema"));
+        r.messages.insert("chat.read".into(), MessageRule::new(None, None).expect("rule"));
+        r
     })
 }
 

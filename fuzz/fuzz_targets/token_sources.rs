@@ -3,7 +3,7 @@
 #![no_main]
 
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use libfuzzer_sys::fuzz_target;
 use wsgate::auth::jwt;
@@ -19,14 +19,7 @@ fn fixture() -> &'static (KeySet, AuthConfig) {
         let auth = AuthConfig {
             issuer: Some("https://idp/".into()),
             audience: Some("wsgate".into()),
-            leeway: Duration::from_secs(5),
-            scope_claim: "scope".into(),
-            token_sources: vec![],
-            cookie_name: "access_token".into(),
-            query_param: "access_token".into(),
-            expiry_warning: Duration::from_secs(30),
-            jwks_file: None,
-            keys: vec![],
+            ..AuthConfig::default()
         };
         (keys, auth)
     })

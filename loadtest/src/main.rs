@@ -116,8 +116,8 @@ fn mint(secret: &str, a: &Args) -> anyhow::Result<String> {
     )?)
 }
 
-fn payload(size: usize, seq: u64) -> String {
-    let head = format!(r#"{{"type":"chat.send","id":"{seq}","payload":{{"text":""#);
+fn payload(size: usize) -> String {
+    let head = r#"{"type":"chat.send","id":"lt","payload":{"text":""#;
     let tail = r#""}}"#;
     let pad = size.saturating_sub(head.len() + tail.len());
     format!("{head}{}{tail}", "x".repeat(pad))
@@ -202,11 +202,10 @@ async fn steady(a: Arc<Args>, token: Option<String>, shared: Arc<Shared>, i: usi
         return;
     }
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-    let (mut sent, mut received, mut seq) = (0u64, 0u64, 0u64);
+    let (mut sent, mut received) = (0u64, 0u64);
     let mut in_flight: VecDeque<Instant> = VecDeque::with_capacity(a.depth);
-    let msg = payload(a.size, 0);
+    let msg = payload(a.size);
     for _ in 0..a.depth {
-        seq += 1;
         in_flight.push_back(Instant::now());
         if let Err(e) = ws.send(Message::text(msg.clone())).await {
             note_error(&shared, &e);
@@ -223,7 +222,6 @@ async fn steady(a: Arc<Args>, token: Option<String>, shared: Arc<Shared>, i: usi
                 received += 1;
             }
         }
-        seq += 1;
         in_flight.push_back(Instant::now());
         if let Err(e) = ws.send(Message::text(msg.clone())).await {
             note_error(&shared, &e);
@@ -234,7 +232,6 @@ async fn steady(a: Arc<Args>, token: Option<String>, shared: Arc<Shared>, i: usi
         }
     }
     let _ = ws.close(None).await;
-    let _ = seq;
     let mut t = shared.totals.lock().expect("lock");
     t.sent += sent;
     t.received += received;
@@ -243,7 +240,7 @@ async fn steady(a: Arc<Args>, token: Option<String>, shared: Arc<Shared>, i: usi
 }
 
 async fn churn(a: Arc<Args>, token: Option<String>, shared: Arc<Shared>, i: usize, deadline: Instant) {
-    let msg = payload(a.size, 0);
+    let msg = payload(a.size);
     let mut n = 0usize;
     while Instant::now() < deadline {
         n += 1;

@@ -180,14 +180,7 @@ mod tests {
         AuthConfig {
             issuer: Some("https://idp.test/".into()),
             audience: Some("wsgate".into()),
-            leeway: Duration::from_secs(5),
-            scope_claim: "scope".into(),
-            token_sources: vec![],
-            cookie_name: "c".into(),
-            query_param: "q".into(),
-            expiry_warning: Duration::from_secs(30),
-            jwks_file: None,
-            keys: vec![],
+            ..AuthConfig::default()
         }
     }
 

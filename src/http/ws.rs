@@ -50,7 +50,6 @@ impl UpstreamClient {
 struct Attempt<'a> {
     started: Instant,
     ip: IpAddr,
-    route: &'static str,
     route_path: Option<&'a str>,
     path: &'a str,
     origin: Option<&'a str>,
@@ -59,7 +58,7 @@ struct Attempt<'a> {
 
 impl Attempt<'_> {
     fn route_label(&self) -> &str {
-        self.route_path.unwrap_or(self.route)
+        self.route_path.unwrap_or(NO_ROUTE)
     }
 
     /// Answer, count and log a refusal.
@@ -173,7 +172,6 @@ pub async fn entry(req: HttpRequest, payload: web::Payload, gw: web::Data<Gatewa
     let mut attempt = Attempt {
         started: Instant::now(),
         ip,
-        route: NO_ROUTE,
         route_path: route.as_ref().map(|r| r.path.as_str()),
         path: req.path(),
         origin: header_str(headers, header::ORIGIN),
@@ -275,10 +273,7 @@ pub async fn entry(req: HttpRequest, payload: web::Payload, gw: web::Data<Gatewa
             resp.headers_mut().insert(header::HeaderName::from_static("x-wsgate-connection-id"), HeaderValue::from(id));
             resp
         }
-        Err(e) => {
-            attempt.route = NO_ROUTE;
-            attempt.refuse(Denied::BadUpgrade, &e.to_string(), None)
-        }
+        Err(e) => attempt.refuse(Denied::BadUpgrade, &e.to_string(), None),
     }
 }
 

@@ -15,7 +15,8 @@ enum Entry {
 }
 
 /// The origins a route admits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The default admits nobody (no entries, missing origin refused).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OriginPolicy {
     entries: Vec<Entry>,
     allow_missing: bool,

@@ -163,41 +163,18 @@ pub fn error_frame(rejection: Rejection, id: Option<&str>, type_field: &str) -> 
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::sync::Arc;
-
     use super::*;
-    use crate::config::{Envelope, MessageRule};
-    use crate::policy::origin::OriginPolicy;
+    use crate::config::MessageRule;
 
     fn route(unknown: UnknownTypes) -> Route {
         let schema = serde_json::json!({
             "type": "object", "required": ["text"],
             "properties": {"text": {"type": "string", "maxLength": 10}}
         });
-        let mut messages = HashMap::new();
-        messages.insert(
-            "chat.send".to_string(),
-            MessageRule {
-                scope: Some("chat:write".into()),
-                schema: Some(Arc::new(jsonschema::validator_for(&schema).expect("schema"))),
-            },
-        );
-        messages.insert("chat.ping".to_string(), MessageRule { scope: None, schema: None });
-        Route {
-            path: "/ws".into(),
-            upstream: "ws://127.0.0.1:1/".into(),
-            origins: OriginPolicy::try_new(&[], true).expect("policy"),
-            token_sources: vec![],
-            connect_scope: None,
-            subprotocols: vec![],
-            envelope: Envelope::Json,
-            type_field: "type".into(),
-            unknown_types: unknown,
-            binary: BinaryPolicy::Reject,
-            forward_identity: true,
-            messages,
-        }
+        let mut r = Route { unknown_types: unknown, ..Route::new("/ws", "ws://127.0.0.1:1/") };
+        r.messages.insert("chat.send".into(), MessageRule::new(Some("chat:write"), Some(&schema)).expect("schema"));
+        r.messages.insert("chat.ping".into(), MessageRule::new(None, None).expect("rule"));
+        r
     }
 
     fn scopes(s: &[&str]) -> Vec<String> {
