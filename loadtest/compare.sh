@@ -18,15 +18,12 @@ command -v nginx >/dev/null && command -v haproxy >/dev/null || {
 cargo build -q --release --bin wsgate --bin wsgate-echo -p wsgate-loadtest --bin wsgate-loadtest 2>/dev/null || \
   { cargo build -q --release --bin wsgate --bin wsgate-echo && cargo build -q --release -p wsgate-loadtest; }
 ulimit -n 20000
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
+source scripts/lib.sh
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not up"; return 1; }
 
-ECHO_PORT=$(free_port)
-taskset -c 0 ./target/release/wsgate-echo --listen 127.0.0.1:$ECHO_PORT >"$OUT/echo.log" 2>&1 & pids+=($!); ECHO_PID=$!
-wait_port $ECHO_PORT
+start_echo release "$OUT" taskset -c 0
+ECHO_PORT=${ECHO_ADDR##*:}
 
 NGINX_PORT=$(free_port); mkdir -p "$OUT/nginx/logs"
 cat >"$OUT/nginx/nginx.conf" <<CONF
@@ -57,7 +54,7 @@ http {
   }
 }
 CONF
-taskset -c 0 nginx -p "$PWD/$OUT/nginx/" -c nginx.conf & pids+=($!)
+taskset -c 0 nginx -p "$PWD/$OUT/nginx/" -c nginx.conf & PIDS+=($!)
 wait_port $NGINX_PORT
 NGINX_PID=$(cat "$OUT/nginx/nginx.pid"); NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1)
 
@@ -78,7 +75,7 @@ frontend fe
 backend be
   server echo 127.0.0.1:$ECHO_PORT
 CONF
-taskset -c 0 haproxy -f "$OUT/haproxy.cfg" -db >"$OUT/haproxy.log" 2>&1 & pids+=($!); HAPROXY_PID=$!
+taskset -c 0 haproxy -f "$OUT/haproxy.cfg" -db >"$OUT/haproxy.log" 2>&1 & PIDS+=($!); HAPROXY_PID=$!
 wait_port $HAPROXY_PORT
 
 cat >"$OUT/chat.send.json" <<'JSON'
@@ -118,10 +115,9 @@ upstream = "ws://127.0.0.1:$ECHO_PORT/"
 allow_missing_origin = true
 envelope = "none"
 CONF
-export WSGATE_BENCH_SECRET=bench-secret-0123456789abcdefghijklmnop
-WSGATE_LOG=warn taskset -c 0 ./target/release/wsgate serve --config "$OUT/wsgate.toml" >"$OUT/wsgate.out" 2>"$OUT/wsgate.log" & pids+=($!); WSGATE_PID=$!
-for _ in $(seq 1 100); do grep -q "wsgate listening" "$OUT/wsgate.out" && break; sleep 0.05; done
-WSGATE_ADDR=$(sed -n 's|.*public=ws://\([^ ]*\).*|\1|p' "$OUT/wsgate.out")
+export WSGATE_BENCH_SECRET=$(random_secret)
+start_gateway release "$OUT/wsgate.toml" "$OUT" env WSGATE_LOG=warn taskset -c 0
+WSGATE_PID=$GW_PID; WSGATE_ADDR=$GW_ADDR
 
 declare -A URL=( [direct]="ws://127.0.0.1:$ECHO_PORT/" [nginx]="ws://127.0.0.1:$NGINX_PORT/" [haproxy]="ws://127.0.0.1:$HAPROXY_PORT/"
                  [wsgate]="ws://$WSGATE_ADDR/ws" [wsgate-none]="ws://$WSGATE_ADDR/raw" )

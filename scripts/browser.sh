@@ -7,21 +7,16 @@ cd "$(dirname "$0")/.."
 command -v chromium >/dev/null || { echo "chromium is not installed (apt-get install chromium)"; exit 1; }
 [ -d tests/browser/node_modules/playwright-core ] || (cd tests/browser && timeout 300 npm install --no-audit --no-fund --silent)
 cargo build -q --bin wsgate --bin wsgate-echo
-OUT=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$OUT"; }
-trap cleanup EXIT
-wait_line() { for _ in $(seq 1 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "timeout: $2"; cat "$1"; return 1; }
-
-./target/debug/wsgate-echo >"$OUT/echo.out" 2>&1 & pids+=($!)
-wait_line "$OUT/echo.out" "echo listening"
-upstream=$(sed -n 's|^echo listening ws://||p' "$OUT/echo.out")
+source scripts/lib.sh
+OUT=$(mktemp -d); CLEANUP_DIRS+=("$OUT")
+start_echo debug "$OUT"
+upstream=$ECHO_ADDR
 # Two static servers for the page: the allowed origin and a foreign one (same site, other port).
 serve_page() {
   python3 -u -c 'import http.server,functools,sys
 h=functools.partial(http.server.SimpleHTTPRequestHandler, directory="tests/browser")
 s=http.server.ThreadingHTTPServer(("127.0.0.1",0),h); print("port",s.server_address[1]); s.serve_forever()' >"$1" 2>/dev/null &
-  pids+=($!)
+  PIDS+=($!)
   wait_line "$1" "^port"
 }
 serve_page "$OUT/allowed.out"; serve_page "$OUT/foreign.out"
@@ -54,10 +49,9 @@ subprotocols = ["chat.v1"]
 type = "chat.send"
 scope = "chat:write"
 TOML
-export WSGATE_BROWSER_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-./target/debug/wsgate --log-format json serve --config "$OUT/gateway.toml" >"$OUT/gw.out" 2>"$OUT/gw.log" & pids+=($!)
-wait_line "$OUT/gw.out" "wsgate listening"
-gw=$(sed -n 's|.*public=ws://\([^ ]*\).*|\1|p' "$OUT/gw.out")
+export WSGATE_BROWSER_SECRET=$(random_secret)
+start_gateway debug "$OUT/gateway.toml" "$OUT"
+gw=$GW_ADDR
 token=$(./target/debug/wsgate token --config "$OUT/gateway.toml" --sub browser --scope chat:write --ttl 10m)
 timeout 120 node tests/browser/browser_test.js "$gw" "$allowed" "$foreign" "$token"
 grep -q '"reason":"origin"' "$OUT/gw.log" || { echo "FAIL: no origin refusal logged"; exit 1; }

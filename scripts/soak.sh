@@ -9,14 +9,10 @@ VENV=${VENV:-.venv}
 "$VENV/bin/pip" install -q --disable-pip-version-check 'websockets>=14,<18'
 cargo build -q --release --bin wsgate --bin wsgate-echo
 OUT=${SOAK_OUT:-target/soak}; mkdir -p "$OUT"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-wait_line() { for _ in $(seq 1 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; echo "timeout: $2"; cat "$1"; return 1; }
+source scripts/lib.sh
 ulimit -n 20000
-./target/release/wsgate-echo >"$OUT/echo.out" 2>&1 & pids+=($!)
-wait_line "$OUT/echo.out" "echo listening"
-upstream=$(sed -n 's|^echo listening ws://||p' "$OUT/echo.out")
+start_echo release "$OUT"
+upstream=$ECHO_ADDR
 cat >"$OUT/gateway.toml" <<TOML
 [server]
 listen = "127.0.0.1:0"
@@ -42,10 +38,9 @@ scope = "chat:write"
 [[routes.messages]]
 type = "chat.read"
 TOML
-export WSGATE_SOAK_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-WSGATE_LOG=warn ./target/release/wsgate serve --config "$OUT/gateway.toml" >"$OUT/gw.out" 2>"$OUT/gw.log" & gw_pid=$!; pids+=($gw_pid)
-wait_line "$OUT/gw.out" "wsgate listening"
-public=$(sed -n 's|.*public=ws://\([^ ]*\).*|\1|p' "$OUT/gw.out")
+export WSGATE_SOAK_SECRET=$(random_secret)
+start_gateway release "$OUT/gateway.toml" "$OUT" env WSGATE_LOG=warn
+public=$GW_ADDR; gw_pid=$GW_PID
 token=$(./target/release/wsgate token --config "$OUT/gateway.toml" --sub soak --scope chat:write --ttl 2h)
 timeout $(( ${SOAK_SECONDS:-300} + 300 )) "$VENV/bin/python" tests/soak/soak.py --url "ws://$public/ws" --token "$token" \
   --pid "$gw_pid" --connections "${SOAK_CONNECTIONS:-2000}" --duration "${SOAK_SECONDS:-300}" --json "$OUT/report.json"
