@@ -2,10 +2,13 @@
 //! listeners, and run them until a signal stops the process.
 
 use std::net::{SocketAddr, TcpListener};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr};
+use actix_http::HttpService;
+use actix_service::ServiceFactoryExt;
 use actix_web::{web, App, HttpServer};
 
 use crate::actors::registry::Registry;
@@ -13,7 +16,7 @@ use crate::auth::keys::KeySet;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http::admin::{self, AdminState};
-use crate::http::ws::{self, UpstreamClient};
+use crate::http::ws::{self, Entry};
 
 /// How often the metrics recorder's histograms are maintained.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -58,7 +61,7 @@ pub async fn run(config: Config, keys: KeySet, announce: impl FnOnce(Bound)) -> 
 
     let config = Arc::new(config);
     let registry = Registry::new(config.limits.clone()).start();
-    let gateway = web::Data::new(Gateway { config: Arc::clone(&config), keys: Arc::new(keys), registry });
+    let gateway = Arc::new(Gateway { config: Arc::clone(&config), keys: Arc::new(keys), registry });
 
     let public_listener = TcpListener::bind(config.listen)?;
     let public_addr = public_listener.local_addr()?;
@@ -68,27 +71,47 @@ pub async fn run(config: Config, keys: KeySet, announce: impl FnOnce(Bound)) -> 
         tracing::warn!(listen = %public_addr, "serving plain ws:// on a non-loopback address: tokens and messages travel unencrypted; configure [server.tls]");
     }
 
-    let connect_timeout = Duration::from_secs(config.timeouts.upstream_connect_seconds);
     let workers =
         if config.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.workers };
     let per_worker_conns = (config.limits.max_connections as usize / workers).max(25_000);
-    let public = HttpServer::new(move || {
-        App::new()
-            .app_data(gateway.clone())
-            .app_data(UpstreamClient::new(connect_timeout))
-            .default_service(web::to(ws::entry))
-    })
-    .workers(workers)
-    .backlog(4096)
-    .max_connections(per_worker_conns)
-    .client_request_timeout(Duration::from_secs(config.timeouts.handshake_seconds))
-    .client_disconnect_timeout(Duration::ZERO)
-    .shutdown_timeout(config.timeouts.drain_seconds);
-    let public = match &config.tls {
-        Some(files) => public.listen_rustls_0_23(public_listener, crate::tls::server_config(files)?)?,
-        None => public.listen(public_listener)?,
-    }
-    .run();
+    let handshake_timeout = Duration::from_secs(config.timeouts.handshake_seconds);
+    let tls = match &config.tls {
+        Some(files) => Some(crate::tls::server_config(files)?),
+        None => None,
+    };
+    // actix-http's HTTP/1.1 service with an upgrade hook: `Upgrade: websocket` requests reach
+    // `ws::upgrade` with their raw connection; every other request gets `ws::plain`.
+    let public = actix_server::Server::build()
+        .workers(workers)
+        .backlog(4096)
+        .max_concurrent_connections(per_worker_conns)
+        .shutdown_timeout(config.timeouts.drain_seconds)
+        .listen("wsgate-public", public_listener, move || {
+            let entry = Entry::new(Arc::clone(&gateway));
+            match &tls {
+                Some(tls) => actix_service::boxed::factory(
+                    HttpService::build()
+                        .client_request_timeout(handshake_timeout)
+                        .client_disconnect_timeout(Duration::ZERO)
+                        .local_addr(public_addr)
+                        .upgrade(ws::upgrade_service(Rc::clone(&entry)))
+                        .h1(ws::plain_service(entry))
+                        .rustls_0_23(tls.clone())
+                        .map_err(|_| ()),
+                ),
+                None => actix_service::boxed::factory(
+                    HttpService::build()
+                        .client_request_timeout(handshake_timeout)
+                        .client_disconnect_timeout(Duration::ZERO)
+                        .local_addr(public_addr)
+                        .upgrade(ws::upgrade_service(Rc::clone(&entry)))
+                        .h1(ws::plain_service(entry))
+                        .tcp()
+                        .map_err(|_| ()),
+                ),
+            }
+        })?
+        .run();
 
     let admin_state = web::Data::new(AdminState { metrics: handle });
     let admin = HttpServer::new(move || App::new().app_data(admin_state.clone()).configure(admin::configure))

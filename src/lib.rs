@@ -26,5 +26,6 @@ pub mod metrics;
 pub mod policy;
 pub mod tls;
 pub mod upstream;
+pub mod wire;
 
 pub use error::{Error, Result};

@@ -288,13 +288,13 @@ async fn idle(a: Arc<Args>, token: Option<String>, shared: Arc<Shared>, i: usize
     }
 }
 
-/// utime + stime of a process, in microseconds.
-fn cpu_micros(pid: u32) -> Option<u64> {
+/// (utime, stime) of a process, in microseconds.
+fn cpu_micros(pid: u32) -> Option<(u64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(ticks * 1_000_000 / 100) // USER_HZ is 100 on Linux
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    Some((ticks(11)? * 10_000, ticks(12)? * 10_000)) // USER_HZ is 100 on Linux
 }
 
 #[tokio::main]
@@ -342,9 +342,13 @@ async fn main() -> anyhow::Result<()> {
     let totals = shared.totals.lock().expect("lock");
     let h = shared.rtt.lock().expect("lock");
     let rate = totals.received as f64 / window;
-    let cpu_per_msg = match (cpu0, cpu1) {
-        (Some(c0), Some(c1)) if totals.received > 0 => Some((c1 - c0) as f64 / totals.received as f64),
-        _ => None,
+    let (cpu_per_msg, user_share) = match (cpu0, cpu1) {
+        (Some((u0, s0)), Some((u1, s1))) if totals.received > 0 => {
+            let (user, sys) = (u1.saturating_sub(u0), s1.saturating_sub(s0));
+            let share = if user + sys > 0 { user as f64 / (user + sys) as f64 } else { 0.0 };
+            (Some((user + sys) as f64 / totals.received as f64), Some(share))
+        }
+        _ => (None, None),
     };
     let q = |p: f64| if h.is_empty() { 0 } else { h.value_at_quantile(p) };
     let summary = serde_json::json!({
@@ -353,12 +357,13 @@ async fn main() -> anyhow::Result<()> {
         "connected": totals.connected, "refused": totals.refused, "sent": totals.sent, "received": totals.received,
         "churn_cycles": totals.cycles, "errors": totals.errors, "close_codes": totals.close_codes,
         "msgs_per_s": rate, "rtt_us": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": h.max()},
-        "proxy_cpu_us_per_msg": cpu_per_msg,
+        "proxy_cpu_us_per_msg": cpu_per_msg, "proxy_cpu_user_share": user_share,
     });
     println!(
-        "{:<14} {:>6} conn {:>5} B depth {:>3}: {:>9.0} msg/s  rtt p50 {:>6} us p99 {:>7} us p99.9 {:>7} us max {:>8} us  cpu/msg {}  connected {} refused {:?} errors {:?} closes {:?}",
+        "{:<14} {:>6} conn {:>5} B depth {:>3}: {:>9.0} msg/s  rtt p50 {:>6} us p99 {:>7} us p99.9 {:>7} us max {:>8} us  cpu/msg {} (user {})  connected {} refused {:?} errors {:?} closes {:?}",
         a.label, a.connections, a.size, a.depth, rate, q(0.5), q(0.99), q(0.999), h.max(),
         cpu_per_msg.map_or("-".to_string(), |c| format!("{c:.1} us")),
+        user_share.map_or("-".to_string(), |u| format!("{:.0}%", u * 100.0)),
         totals.connected, totals.refused, totals.errors, totals.close_codes
     );
     if let Some(path) = &a.json {

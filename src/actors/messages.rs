@@ -1,11 +1,10 @@
 //! Every actix message the actors exchange. Requests are imperative (`Admit`, `Acquire`,
-//! `Release`); notifications are a noun plus a past-tense verb (`UpstreamEnded`).
+//! `Release`); notifications are a noun plus a past-tense verb.
 
 use std::net::IpAddr;
 use std::time::Duration;
 
 use actix::Message;
-use actix_http::ws::Frame;
 
 use crate::error::Denied;
 
@@ -53,37 +52,3 @@ pub struct Release {
     /// Token subject.
     pub subject: String,
 }
-
-/// A frame read from the upstream, for the session to relay to its client.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct UpstreamFrame {
-    /// The frame.
-    pub frame: Frame,
-    /// Bytes it counted against the outbound buffer.
-    pub size: usize,
-}
-
-/// Why the upstream side ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamEnd {
-    /// The upstream stream ended without a close frame, or failed (close 1014).
-    Lost,
-    /// The upstream sent a frame over `max_message_bytes` (close 1009).
-    TooBig,
-    /// The client does not read: the outbound buffer passed its limit (close 4008).
-    SlowConsumer,
-}
-
-/// The upstream reader stopped; the session closes its client accordingly.
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct UpstreamEnded {
-    /// Why.
-    pub end: UpstreamEnd,
-}
-
-/// Ask the upstream reader to stop (its session is going away).
-#[derive(Debug, Message)]
-#[rtype(result = "()")]
-pub struct StopReading;

@@ -1,51 +1,57 @@
 //! `WsSession`: the connection actor, one per client (DESIGN.md §3).
 //!
-//! Owns, for the life of the connection: the client socket (actix-web-actors context), the
-//! write half of the upstream socket, the token-expiry timers, the token buckets, the
-//! violation window, the heartbeat and the fragment assembly. Decisions are made by the pure
-//! functions of `policy/` and `auth/`; this file only sequences them and does the I/O.
-//! Does not own: admission (registry), dialing (upstream.rs), reading the upstream (the
-//! `UpstreamReader` it starts).
+//! Owns, for the life of the connection: both sockets (a [`Side`] each), the token-expiry
+//! timers, the token buckets, the violation window, the heartbeat and the fragment assembly.
+//! Decisions are made by the pure functions of `policy/`, `auth/` and `wire`; this file only
+//! sequences them and moves bytes.
+//!
+//! The data path: the [`Pump`] future, spawned in the actor's own context, reads whichever
+//! socket is ready, judges each complete frame, and queues what passes for the other side as
+//! the very bytes that arrived (a client frame keeps its masking key upstream; an upstream
+//! frame is already what a client expects). One read, one decision and one write per frame,
+//! no copy of the payload beyond the unmasked one the checks read, no second actor, no
+//! mailbox hop. Does not own: admission (registry), dialing (upstream.rs).
 
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::rc::Rc;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
-use actix::io::{SinkWrite, WriteHandler};
-use actix::{Actor, ActorContext, AsyncContext, Handler, SpawnHandle, StreamHandler};
-use actix_codec::Framed;
-use actix_http::ws::{CloseCode, CloseReason, Codec, Frame, Item, Message, ProtocolError};
-use actix_web_actors::ws::WebsocketContext;
-use awc::BoxedSocket;
+use actix::{Actor, ActorContext, ActorFuture, AsyncContext, Context, SpawnHandle};
 use bytes::BytesMut;
-use bytestring::ByteString;
-use futures_util::stream::{SplitSink, StreamExt};
 
-use super::messages::{StopReading, UpstreamEnd, UpstreamEnded, UpstreamFrame};
 use super::registry::Lease;
+use super::relay::{Read, Side};
 use crate::auth::keys::KeySet;
 use crate::auth::{jwt, Claims};
 use crate::config::{Config, Envelope, Route};
 use crate::error::Denied;
 use crate::metrics::{self as m, SessionMetrics};
-use crate::policy::framing::FrameViolation;
+use crate::policy::framing::{FrameViolation, Framing, Sender};
 use crate::policy::ratelimit::{optional_bucket, TokenBucket};
 use crate::policy::validate::{self, Refused, Rejection, Verdict};
-use crate::upstream::{Backlog, FlushOnClose, UpstreamReader};
+use crate::wire::{self, BadClose, Header, MaskKeys, Utf8Stream};
 
 /// Window over which rejected frames are counted towards `violations_before_close`.
 const VIOLATION_WINDOW: Duration = Duration::from_secs(60);
 
-/// Longest wait for the upstream close frame to be written before the session stops anyway.
-const UPSTREAM_CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Longest wait for the close frames to be written before the session stops anyway. Long
+/// enough for a client that paused reading to still receive its close code.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Longest time one fragmented message may take to arrive completely.
 const FRAGMENT_ASSEMBLY_LIMIT: Duration = Duration::from_secs(30);
 
-type UpstreamSink = SinkWrite<Message, FlushOnClose<SplitSink<Framed<BoxedSocket, Codec>, Message>>>;
+/// Read passes per wake-up before the session yields to the other connections of its worker.
+const PASSES_PER_WAKE: usize = 16;
+
+thread_local! {
+    /// Per-thread buffer the checks read unmasked client payloads from.
+    static UNMASKED: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
 
 /// Everything a session is started with (built by the handshake handler).
 pub struct SessionParams {
@@ -65,14 +71,15 @@ pub struct SessionParams {
     pub origin: Option<String>,
     /// The request's `User-Agent`, for logs.
     pub user_agent: Option<String>,
-    /// Set by the frame guard in front of the codec when it refuses the client's stream.
-    pub guard_verdict: Rc<Cell<Option<FrameViolation>>>,
 }
 
 /// A fragmented client message being assembled.
 struct Assembly {
     text: bool,
-    buf: BytesMut,
+    /// Unmasked payload so far (what the checks read).
+    payload: Vec<u8>,
+    /// The frames as received (what is forwarded when the message passes).
+    frames: BytesMut,
     started: Instant,
     /// A fragment was over the rate limit: the whole message is refused when complete.
     rate_limited: bool,
@@ -82,56 +89,64 @@ struct Assembly {
 pub struct WsSession {
     p: SessionParams,
     metrics: SessionMetrics,
-    /// The upstream socket until `started()` splits it.
-    upstream: Option<Framed<BoxedSocket, Codec>>,
-    upstream_sink: Option<UpstreamSink>,
-    upstream_reader: Option<actix::Addr<UpstreamReader>>,
-    backlog: Backlog,
+    client: Side,
+    upstream: Side,
+    client_framing: Framing,
+    upstream_framing: Framing,
+    /// The client frame at the front of the client buffer was judged already (it is still
+    /// arriving); the same for the upstream.
+    client_judged: bool,
+    upstream_judged: bool,
     messages: Option<TokenBucket>,
     bytes: Option<TokenBucket>,
     violations: VecDeque<Instant>,
     assembly: Option<Assembly>,
-    /// Fragmented upstream message size so far (the upstream codec checks frames only).
-    upstream_fragment_bytes: usize,
+    /// UTF-8 state of a fragmented upstream text message.
+    upstream_text: Option<Utf8Stream>,
+    mask_keys: MaskKeys,
     expiry_timer: Option<SpawnHandle>,
     warning_timer: Option<SpawnHandle>,
     last_seen: Instant,
     opened: Instant,
     messages_in: u64,
     messages_out: u64,
-    /// The client close frame waiting for the upstream close to be flushed.
-    pending_client_close: Option<Option<CloseReason>>,
     /// Set once the session started closing; the reason label for the disconnect metric.
     closing: Option<&'static str>,
+    /// Wakes the pump after a timer or handler queued a frame.
+    waker: Option<Waker>,
 }
 
 // === impl WsSession ===
 
 impl WsSession {
-    /// A session for an admitted client whose upstream is already open.
-    pub fn new(p: SessionParams, upstream: Framed<BoxedSocket, Codec>) -> Self {
+    /// A session for an admitted client whose upstream is already open. `client` starts with
+    /// the 101 response queued.
+    pub fn new(p: SessionParams, client: Side, upstream: Side) -> Self {
         let now = Instant::now();
         let l = &p.config.limits;
         let byte_burst = l.bytes_per_second.max(l.max_message_bytes as u64);
         Self {
             metrics: SessionMetrics::new(&p.route.path),
+            client,
+            upstream,
+            client_framing: Framing::new(l.max_message_bytes, Sender::Client),
+            upstream_framing: Framing::new(l.max_message_bytes, Sender::Server),
+            client_judged: false,
+            upstream_judged: false,
             messages: optional_bucket(u64::from(l.message_burst), u64::from(l.messages_per_second), now),
             bytes: optional_bucket(byte_burst, l.bytes_per_second, now),
-            upstream: Some(upstream),
-            upstream_sink: None,
-            upstream_reader: None,
-            backlog: Backlog::default(),
             violations: VecDeque::new(),
             assembly: None,
-            upstream_fragment_bytes: 0,
+            upstream_text: None,
+            mask_keys: MaskKeys::new(),
             expiry_timer: None,
             warning_timer: None,
             last_seen: now,
             opened: now,
             messages_in: 0,
             messages_out: 0,
-            pending_client_close: None,
             closing: None,
+            waker: None,
             p,
         }
     }
@@ -140,60 +155,43 @@ impl WsSession {
         self.p.lease.id
     }
 
-    /// Close the client with `denied`'s code and stop; the upstream gets 1001.
-    fn close(&mut self, ctx: &mut WebsocketContext<Self>, denied: Denied) {
-        self.close_with(ctx, denied.reason(), denied.close_code(), denied.client_text());
+    fn wake(&self) {
+        if let Some(w) = &self.waker {
+            w.wake_by_ref();
+        }
     }
 
-    fn close_with(&mut self, ctx: &mut WebsocketContext<Self>, reason: &'static str, code: u16, text: &str) {
+    /// Queue a text frame of the gateway's own for the client.
+    fn send_text(&mut self, text: &str) {
+        wire::encode(&mut self.client.out, wire::OP_TEXT, true, text.as_bytes(), None);
+        self.wake();
+    }
+
+    /// Close the client with `denied`'s code; the upstream gets 1001.
+    fn close(&mut self, ctx: &mut Context<Self>, denied: Denied) {
         if self.closing.is_some() {
             return;
         }
-        self.closing = Some(reason);
-        let client = CloseReason { code: CloseCode::from(code), description: Some(text.to_string()) };
-        let upstream = (reason != Denied::UpstreamLost.reason())
-            .then_some(CloseReason { code: CloseCode::Away, description: None });
-        self.shutdown(ctx, Some(client), upstream);
+        self.closing = Some(denied.reason());
+        if denied == Denied::SlowConsumer {
+            self.client.discard_unstarted();
+        }
+        wire::encode_close(&mut self.client.out, denied.close_code(), denied.client_text(), None);
+        if denied != Denied::UpstreamLost {
+            wire::encode_close(&mut self.upstream.out, 1001, "", Some(self.mask_keys.next_key()));
+        }
+        self.begin_closing(ctx);
     }
 
-    /// Close both sides. The upstream close frame goes first; the client's close follows once
-    /// it is flushed (`WriteHandler::finished`), at the latest after [`UPSTREAM_CLOSE_GRACE`]:
-    /// the client connection is what keeps this actor alive, so closing it first could drop
-    /// the upstream's close frame. `upstream: None` skips the upstream close (it is gone).
-    fn shutdown(
-        &mut self,
-        ctx: &mut WebsocketContext<Self>,
-        client: Option<CloseReason>,
-        upstream: Option<CloseReason>,
-    ) {
-        if let Some(reader) = self.upstream_reader.take() {
-            reader.do_send(StopReading);
-        }
-        match (self.upstream_sink.as_mut(), upstream) {
-            (Some(sink), Some(reason)) if !sink.closed() => {
-                let _ = sink.write(Message::Close(Some(reason)));
-                sink.close();
-                self.pending_client_close = Some(client);
-                ctx.run_later(UPSTREAM_CLOSE_GRACE, |s, ctx| s.finish(ctx));
-            }
-            _ => {
-                self.upstream_sink = None;
-                ctx.close(client);
-                ctx.stop();
-            }
-        }
-    }
-
-    /// Send the client's pending close frame and stop.
-    fn finish(&mut self, ctx: &mut WebsocketContext<Self>) {
-        if let Some(client) = self.pending_client_close.take() {
-            ctx.close(client);
-        }
-        ctx.stop();
+    /// Stop reading; the pump stops the actor once both write queues are flushed, at the
+    /// latest after [`CLOSE_GRACE`].
+    fn begin_closing(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+        self.wake();
     }
 
     /// (Re-)arm the warning and expiry timers from the current claims.
-    fn arm_expiry(&mut self, ctx: &mut WebsocketContext<Self>) {
+    fn arm_expiry(&mut self, ctx: &mut Context<Self>) {
         for handle in [self.expiry_timer.take(), self.warning_timer.take()].into_iter().flatten() {
             ctx.cancel_future(handle);
         }
@@ -206,21 +204,21 @@ impl WsSession {
         let warning = auth.expiry_warning;
         if !warning.is_zero() {
             let at = left.saturating_sub(warning);
-            self.warning_timer = Some(ctx.run_later(at, |s, ctx| s.send_expiring(ctx)));
+            self.warning_timer = Some(ctx.run_later(at, |s, _| s.send_expiring()));
         }
     }
 
-    fn send_expiring(&mut self, ctx: &mut WebsocketContext<Self>) {
+    fn send_expiring(&mut self) {
         let leeway = self.p.config.auth.leeway;
         let left = self.p.claims.time_left(leeway, SystemTime::now());
         let frame = serde_json::json!({
             self.p.route.type_field.as_str(): "auth.expiring",
             "payload": {"exp": self.p.claims.exp, "in_ms": left.as_millis() as u64},
         });
-        ctx.text(frame.to_string());
+        self.send_text(&frame.to_string());
     }
 
-    fn start_heartbeat(&mut self, ctx: &mut WebsocketContext<Self>) {
+    fn start_heartbeat(&mut self, ctx: &mut Context<Self>) {
         let t = &self.p.config.timeouts;
         let (ping, idle) = (Duration::from_secs(t.ping_interval_seconds), Duration::from_secs(t.idle_seconds));
         let tick = match (ping.is_zero(), idle.is_zero()) {
@@ -229,20 +227,25 @@ impl WsSession {
             (true, false) => (idle / 2).max(Duration::from_secs(1)),
         };
         ctx.run_interval(tick, move |s, ctx| {
+            if s.closing.is_some() {
+                return;
+            }
             if !idle.is_zero() && s.last_seen.elapsed() > idle {
                 return s.close(ctx, Denied::Idle);
             }
             if !ping.is_zero() {
-                ctx.ping(b"");
+                wire::encode(&mut s.client.out, wire::OP_PING, true, b"", None);
+                s.wake();
             }
         });
     }
 
     /// Count a rejected frame; close once `violations_before_close` are reached in the window.
-    fn reject(&mut self, ctx: &mut WebsocketContext<Self>, rejection: Rejection, id: Option<&str>) {
+    fn reject(&mut self, ctx: &mut Context<Self>, rejection: Rejection, id: Option<&str>) {
         self.metrics.rejected(rejection);
         tracing::debug!(event = "frame_rejected", conn_id = self.id(), route = %self.p.route.path, code = rejection.code());
-        ctx.text(validate::error_frame(rejection, id, &self.p.route.type_field));
+        let frame = validate::error_frame(rejection, id, &self.p.route.type_field);
+        self.send_text(&frame);
         let limit = self.p.config.limits.violations_before_close as usize;
         if limit == 0 {
             return;
@@ -260,40 +263,47 @@ impl WsSession {
         }
     }
 
-    /// Charge one frame (and its bytes) to the buckets; false when over the limit.
-    fn charge(&mut self, bytes: usize) -> bool {
-        let now = Instant::now();
+    /// Charge one frame (and `bytes`) to the buckets; false when over the limit.
+    fn charge(&mut self, bytes: usize, now: Instant) -> bool {
         let msg_ok = self.messages.as_mut().is_none_or(|b| b.try_take(1, now).is_ok());
         let bytes_ok = msg_ok && self.bytes.as_mut().is_none_or(|b| b.try_take(bytes as u64, now).is_ok());
         msg_ok && bytes_ok
     }
 
-    /// A complete client data message: rate → JSON checks → forward (DESIGN.md §3 order).
-    fn on_message(
+    /// A complete client data message: UTF-8 → rate → JSON checks → forward (DESIGN.md §3
+    /// order). `payload` is unmasked; `frames` are the bytes as received, forwarded on success.
+    /// `fragments_ok` is false when a fragment already failed the message bucket (then only
+    /// the byte bucket is left to charge).
+    fn on_client_message(
         &mut self,
-        ctx: &mut WebsocketContext<Self>,
-        msg: Message,
-        already_charged: bool,
-        rate_limited: bool,
+        ctx: &mut Context<Self>,
+        text: bool,
+        payload: &[u8],
+        frames: &[u8],
+        fragmented: Option<bool>,
     ) {
         let started = Instant::now();
-        let len = match &msg {
-            Message::Text(t) => t.len(),
-            Message::Binary(b) => b.len(),
-            _ => 0,
-        };
-        let charged_ok = if already_charged {
-            self.bytes.as_mut().is_none_or(|b| b.try_take(len as u64, started).is_ok())
+        let text_str = if text {
+            match std::str::from_utf8(payload) {
+                Ok(s) => Some(s),
+                Err(_) => return self.close(ctx, Denied::InvalidUtf8),
+            }
         } else {
-            self.charge(len)
+            None
         };
-        if rate_limited || !charged_ok {
+        let charged_ok = match fragmented {
+            None => self.charge(payload.len(), started),
+            Some(rate_limited) => {
+                !rate_limited && self.bytes.as_mut().is_none_or(|b| b.try_take(payload.len() as u64, started).is_ok())
+            }
+        };
+        if !charged_ok {
             return self.reject(ctx, Rejection::RateLimited, None);
         }
         if self.p.route.envelope == Envelope::Json {
-            let verdict = match &msg {
-                Message::Text(text) => validate::check_text(&self.p.route, &self.p.claims.scopes, text),
-                _ => validate::check_binary(&self.p.route)
+            let verdict = match text_str {
+                Some(t) => validate::check_text(&self.p.route, &self.p.claims.scopes, t),
+                None => validate::check_binary(&self.p.route)
                     .map(|()| Verdict::Forward)
                     .map_err(|rejection| Refused { rejection, id: None }),
             };
@@ -303,20 +313,16 @@ impl WsSession {
                 Err(r) => return self.reject(ctx, r.rejection, r.id.as_deref()),
             }
         }
-        if let Some(sink) = self.upstream_sink.as_mut() {
-            if sink.write(msg).is_err() {
-                return self.close(ctx, Denied::UpstreamLost);
-            }
-        }
+        self.upstream.out.extend_from_slice(frames);
         self.messages_in += 1;
         self.metrics.in_forwarded.increment(1);
-        self.metrics.in_bytes.increment(len as u64);
+        self.metrics.in_bytes.increment(payload.len() as u64);
         self.metrics.forward_seconds.record(started.elapsed().as_secs_f64());
     }
 
     /// `auth.refresh`: same subject required; on success re-arm the timers and answer
     /// `auth.refreshed`; on failure `forbidden` and the old expiry stands.
-    fn refresh(&mut self, ctx: &mut WebsocketContext<Self>, token: &str, id: Option<&str>) {
+    fn refresh(&mut self, ctx: &mut Context<Self>, token: &str, id: Option<&str>) {
         self.metrics.control();
         let result = jwt::verify(token, &self.p.keys, &self.p.config.auth, SystemTime::now());
         let outcome = match result {
@@ -336,7 +342,7 @@ impl WsSession {
                     payload["ref"] = serde_json::Value::String(id.to_string());
                 }
                 let frame = serde_json::json!({self.p.route.type_field.as_str(): "auth.refreshed", "payload": payload});
-                ctx.text(frame.to_string());
+                self.send_text(&frame.to_string());
             }
             Err(why) => {
                 tracing::warn!(event = "auth_refresh", result = "failed", reason = why, conn_id = self.id(), route = %self.p.route.path, client_ip = %self.p.client_ip, subject = %self.p.claims.sub);
@@ -345,96 +351,341 @@ impl WsSession {
         }
     }
 
-    /// Map a client stream error to its close reason.
-    fn classify(&self, err: &ProtocolError) -> Denied {
-        if let Some(v) = self.p.guard_verdict.get() {
-            return match v {
-                FrameViolation::TooBig => Denied::MessageTooBig,
-                FrameViolation::Protocol => Denied::Protocol,
-            };
-        }
-        match err {
-            ProtocolError::Overflow => Denied::MessageTooBig,
-            // actix-web-actors reports invalid UTF-8 in a text frame as an I/O error carrying
-            // the `Utf8Error` text.
-            ProtocolError::Io(e) if e.to_string().contains("utf-8") => Denied::InvalidUtf8,
-            _ => Denied::Protocol,
-        }
+    fn protocol_close(&mut self, ctx: &mut Context<Self>, denied: Denied) {
+        tracing::info!(event = "protocol_close", conn_id = self.id(), route = %self.p.route.path, client_ip = %self.p.client_ip, reason = denied.reason());
+        self.close(ctx, denied);
     }
 
-    fn on_continuation(&mut self, ctx: &mut WebsocketContext<Self>, item: Item) {
-        let limited = !self.charge(0);
-        let (first, data, last) = match item {
-            Item::FirstText(b) => (Some(true), b, false),
-            Item::FirstBinary(b) => (Some(false), b, false),
-            Item::Continue(b) => (None, b, false),
-            Item::Last(b) => (None, b, true),
-        };
-        if let Some(text) = first {
-            self.assembly =
-                Some(Assembly { text, buf: BytesMut::from(&data[..]), started: Instant::now(), rate_limited: limited });
-            return;
+    /// Handle the whole client frames at the front of `buf`; returns the bytes consumed and
+    /// the total size of the incomplete frame left, when its header is complete.
+    fn on_client_bytes(&mut self, ctx: &mut Context<Self>, buf: &[u8]) -> (usize, usize) {
+        let mut pos = 0;
+        while self.closing.is_none() {
+            let Some(h) = wire::parse_header(&buf[pos..]) else { break };
+            if !self.client_judged {
+                if let Err(v) = self.client_framing.judge(&h) {
+                    self.protocol_close(ctx, violation_denied(v));
+                    break;
+                }
+                self.client_judged = true;
+            }
+            let len = h.frame_len() as usize;
+            if buf.len() - pos < len {
+                return (pos, len);
+            }
+            self.client_judged = false;
+            self.on_client_frame(ctx, &h, &buf[pos..pos + len]);
+            pos += len;
         }
+        (pos, 0)
+    }
+
+    fn on_client_frame(&mut self, ctx: &mut Context<Self>, h: &Header, frame: &[u8]) {
+        let now = Instant::now();
+        self.last_seen = now;
+        let mut payload = UNMASKED.with(Cell::take);
+        payload.clear();
+        payload.extend_from_slice(&frame[h.header_len..]);
+        if let Some(key) = h.mask {
+            wire::apply_mask(&mut payload, key);
+        }
+        match h.opcode {
+            wire::OP_TEXT | wire::OP_BINARY if h.fin => {
+                self.on_client_message(ctx, h.opcode == wire::OP_TEXT, &payload, frame, None);
+            }
+            wire::OP_TEXT | wire::OP_BINARY => {
+                let rate_limited = !self.charge(0, now);
+                let mut frames = BytesMut::with_capacity(frame.len());
+                frames.extend_from_slice(frame);
+                self.assembly = Some(Assembly {
+                    text: h.opcode == wire::OP_TEXT,
+                    payload: payload.clone(),
+                    frames,
+                    started: now,
+                    rate_limited,
+                });
+            }
+            wire::OP_CONTINUATION => self.on_continuation(ctx, h.fin, &payload, frame, now),
+            wire::OP_PING => {
+                // Pings count against the bucket like any frame: a ping flood is a flood.
+                if self.charge(payload.len(), now) {
+                    wire::encode(&mut self.client.out, wire::OP_PONG, true, &payload, None);
+                } else {
+                    self.reject(ctx, Rejection::RateLimited, None);
+                }
+            }
+            wire::OP_CLOSE => self.on_client_close(ctx, &payload),
+            _ => {} // pong
+        }
+        UNMASKED.with(|u| u.set(payload));
+    }
+
+    fn on_continuation(&mut self, ctx: &mut Context<Self>, fin: bool, payload: &[u8], frame: &[u8], now: Instant) {
+        let limited = !self.charge(0, now);
         let Some(asm) = self.assembly.as_mut() else {
-            return self.close(ctx, Denied::Protocol);
+            return self.protocol_close(ctx, Denied::Protocol);
         };
-        if asm.started.elapsed() > FRAGMENT_ASSEMBLY_LIMIT {
-            return self.close(ctx, Denied::Protocol);
+        if now.duration_since(asm.started) > FRAGMENT_ASSEMBLY_LIMIT {
+            return self.protocol_close(ctx, Denied::Protocol);
         }
-        asm.buf.extend_from_slice(&data);
+        asm.payload.extend_from_slice(payload);
+        asm.frames.extend_from_slice(frame);
         asm.rate_limited |= limited;
-        if !last {
+        if !fin {
             return;
         }
         let Some(asm) = self.assembly.take() else { return };
-        let bytes = asm.buf.freeze();
-        let msg = if asm.text {
-            match ByteString::try_from(bytes) {
-                Ok(s) => Message::Text(s),
-                Err(_) => return self.close(ctx, Denied::InvalidUtf8),
+        self.on_client_message(ctx, asm.text, &asm.payload, &asm.frames, Some(asm.rate_limited));
+    }
+
+    /// The client's close: echo its code, relay it upstream, stop.
+    fn on_client_close(&mut self, ctx: &mut Context<Self>, payload: &[u8]) {
+        match wire::parse_close(payload) {
+            Err(BadClose::Protocol) => self.protocol_close(ctx, Denied::Protocol),
+            Err(BadClose::Utf8) => self.protocol_close(ctx, Denied::InvalidUtf8),
+            Ok(code) => {
+                self.closing = Some(m::DISCONNECT_CLIENT);
+                let echo = code.map_or(&[][..], |_| &payload[..2]);
+                wire::encode(&mut self.client.out, wire::OP_CLOSE, true, echo, None);
+                let upstream_code = code.unwrap_or(1000);
+                wire::encode_close(&mut self.upstream.out, upstream_code, "", Some(self.mask_keys.next_key()));
+                self.begin_closing(ctx);
             }
-        } else {
-            Message::Binary(bytes)
-        };
-        self.on_message(ctx, msg, true, asm.rate_limited);
+        }
+    }
+
+    /// Handle the whole upstream frames at the front of `buf` (see [`Self::on_client_bytes`]).
+    fn on_upstream_bytes(&mut self, ctx: &mut Context<Self>, buf: &[u8]) -> (usize, usize) {
+        let mut pos = 0;
+        while self.closing.is_none() {
+            let Some(h) = wire::parse_header(&buf[pos..]) else { break };
+            if !self.upstream_judged {
+                if let Err(v) = self.upstream_framing.judge(&h) {
+                    self.upstream_ended(ctx, upstream_violation_denied(v));
+                    break;
+                }
+                self.upstream_judged = true;
+            }
+            let len = h.frame_len() as usize;
+            if buf.len() - pos < len {
+                return (pos, len);
+            }
+            self.upstream_judged = false;
+            self.on_upstream_frame(ctx, &h, &buf[pos..pos + len]);
+            pos += len;
+        }
+        (pos, 0)
+    }
+
+    fn on_upstream_frame(&mut self, ctx: &mut Context<Self>, h: &Header, frame: &[u8]) {
+        let payload = &frame[h.header_len..];
+        match h.opcode {
+            wire::OP_TEXT | wire::OP_BINARY | wire::OP_CONTINUATION => {
+                let text_ok = match (h.opcode, h.fin) {
+                    (wire::OP_TEXT, true) => std::str::from_utf8(payload).is_ok(),
+                    (wire::OP_TEXT, false) => {
+                        let mut stream = Utf8Stream::default();
+                        let ok = stream.feed(payload, false);
+                        self.upstream_text = Some(stream);
+                        ok
+                    }
+                    (wire::OP_CONTINUATION, fin) => match self.upstream_text.as_mut() {
+                        Some(stream) => stream.feed(payload, fin),
+                        None => true,
+                    },
+                    _ => {
+                        self.upstream_text = None;
+                        true
+                    }
+                };
+                if !text_ok {
+                    return self.upstream_ended(ctx, Denied::UpstreamLost);
+                }
+                self.client.out.extend_from_slice(frame);
+                self.metrics.out_bytes.increment(payload.len() as u64);
+                if h.fin {
+                    self.messages_out += 1;
+                    self.metrics.out_forwarded.increment(1);
+                }
+            }
+            wire::OP_PING => {
+                wire::encode(&mut self.upstream.out, wire::OP_PONG, true, payload, Some(self.mask_keys.next_key()));
+            }
+            wire::OP_CLOSE => match wire::parse_close(payload) {
+                Ok(_) => {
+                    // Relay the upstream's close (code and reason) to the client; echo it upstream.
+                    self.closing = Some(m::DISCONNECT_UPSTREAM);
+                    self.client.out.extend_from_slice(frame);
+                    let echo = payload.get(..2).unwrap_or(&[]);
+                    wire::encode(&mut self.upstream.out, wire::OP_CLOSE, true, echo, Some(self.mask_keys.next_key()));
+                    self.begin_closing(ctx);
+                }
+                Err(_) => self.upstream_ended(ctx, Denied::UpstreamLost),
+            },
+            _ => {} // pong
+        }
+    }
+
+    /// The upstream side ended or misbehaved: close the client with `denied`.
+    fn upstream_ended(&mut self, ctx: &mut Context<Self>, denied: Denied) {
+        if self.closing.is_none() {
+            tracing::warn!(event = "upstream_ended", conn_id = self.id(), route = %self.p.route.path, client_ip = %self.p.client_ip, subject = %self.p.claims.sub, reason = denied.reason());
+        }
+        self.close(ctx, denied);
+    }
+
+    /// The client's TCP stream ended or failed (with or without a close frame).
+    fn client_gone(&mut self, ctx: &mut Context<Self>) {
+        if self.closing.is_none() {
+            self.closing = Some(m::DISCONNECT_CLIENT);
+            wire::encode_close(&mut self.upstream.out, 1001, "", Some(self.mask_keys.next_key()));
+            self.begin_closing(ctx);
+        }
+        self.client.dead = true;
+    }
+
+    /// One read from the client; true when bytes were handled.
+    fn read_client(&mut self, ctx: &mut Context<Self>, cx: &mut std::task::Context<'_>) -> bool {
+        let mut lent = self.client.lend();
+        match self.client.poll_read(cx, &mut lent) {
+            Read::Data => {
+                let (consumed, want) = self.on_client_bytes(ctx, &lent.buf);
+                self.client.restore(lent, consumed, want);
+                true
+            }
+            Read::Pending => {
+                self.client.restore(lent, 0, 0);
+                false
+            }
+            Read::Eof | Read::Failed(_) => {
+                self.client.restore(lent, 0, 0);
+                self.client_gone(ctx);
+                false
+            }
+        }
+    }
+
+    /// One read from the upstream; true when bytes were handled.
+    fn read_upstream(&mut self, ctx: &mut Context<Self>, cx: &mut std::task::Context<'_>) -> bool {
+        let mut lent = self.upstream.lend();
+        match self.upstream.poll_read(cx, &mut lent) {
+            Read::Data => {
+                let (consumed, want) = self.on_upstream_bytes(ctx, &lent.buf);
+                self.upstream.restore(lent, consumed, want);
+                true
+            }
+            Read::Pending => {
+                self.upstream.restore(lent, 0, 0);
+                false
+            }
+            Read::Eof | Read::Failed(_) => {
+                self.upstream.restore(lent, 0, 0);
+                self.upstream.dead = true;
+                self.upstream_ended(ctx, Denied::UpstreamLost);
+                false
+            }
+        }
+    }
+
+    /// Drive both sockets until nothing is ready (see the module docs).
+    fn pump(&mut self, ctx: &mut Context<Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waker = Some(cx.waker().clone());
+        }
+        let high_water = self.p.config.limits.outbound_buffer_bytes;
+        for _ in 0..PASSES_PER_WAKE {
+            let mut progress = false;
+            if self.closing.is_none() && self.upstream.queued() < high_water {
+                progress |= self.read_client(ctx, cx);
+            }
+            if self.closing.is_none() {
+                progress |= self.read_upstream(ctx, cx);
+            }
+            let client_flushed = match self.client.poll_write_out(cx) {
+                Poll::Ready(Ok(())) => true,
+                Poll::Ready(Err(_)) => {
+                    self.client_gone(ctx);
+                    true
+                }
+                Poll::Pending => false,
+            };
+            let upstream_flushed = match self.upstream.poll_write_out(cx) {
+                Poll::Ready(Ok(())) => true,
+                Poll::Ready(Err(_)) => {
+                    self.upstream.dead = true;
+                    self.upstream_ended(ctx, Denied::UpstreamLost);
+                    true
+                }
+                Poll::Pending => false,
+            };
+            if self.closing.is_none() && self.client.queued() > high_water {
+                tracing::warn!(event = "slow_consumer", conn_id = self.id(), route = %self.p.route.path, client_ip = %self.p.client_ip, subject = %self.p.claims.sub, queued = self.client.queued());
+                self.close(ctx, Denied::SlowConsumer);
+                continue;
+            }
+            if self.closing.is_some() && client_flushed && upstream_flushed {
+                ctx.stop();
+                return Poll::Ready(());
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Still busy: let the worker's other connections run, then continue.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+fn violation_denied(v: FrameViolation) -> Denied {
+    match v {
+        FrameViolation::TooBig => Denied::MessageTooBig,
+        FrameViolation::Protocol => Denied::Protocol,
+    }
+}
+
+/// What the client is told when the upstream broke a framing rule: an oversized upstream
+/// message stays 1009, any other upstream fault is the upstream being lost (1014).
+fn upstream_violation_denied(v: FrameViolation) -> Denied {
+    match v {
+        FrameViolation::TooBig => Denied::MessageTooBig,
+        FrameViolation::Protocol => Denied::UpstreamLost,
+    }
+}
+
+/// Runs [`WsSession::pump`] inside the actor's context.
+struct Pump;
+
+impl ActorFuture<WsSession> for Pump {
+    type Output = ();
+
+    fn poll(
+        self: Pin<&mut Self>,
+        act: &mut WsSession,
+        ctx: &mut Context<WsSession>,
+        task: &mut std::task::Context<'_>,
+    ) -> Poll<()> {
+        act.pump(ctx, task)
     }
 }
 
 impl Actor for WsSession {
-    type Context = WebsocketContext<Self>;
+    type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.metrics.opened();
-        let Some(framed) = self.upstream.take() else {
-            return self.close(ctx, Denied::Internal);
-        };
-        let (sink, stream) = framed.split();
-        self.upstream_sink = Some(SinkWrite::new(FlushOnClose(sink), ctx));
-        let addr = ctx.address();
-        let reader = UpstreamReader::new(
-            addr.clone().recipient(),
-            addr.recipient(),
-            self.backlog.clone(),
-            self.p.config.limits.outbound_buffer_bytes,
-        );
-        self.upstream_reader = Some(UpstreamReader::create(|rctx| {
-            rctx.add_stream(stream);
-            reader
-        }));
+        ctx.spawn(Pump);
         self.arm_expiry(ctx);
         self.start_heartbeat(ctx);
         let auth = &self.p.config.auth;
         if !auth.expiry_warning.is_zero()
             && self.p.claims.time_left(auth.leeway, SystemTime::now()) <= auth.expiry_warning
         {
-            self.send_expiring(ctx);
+            self.send_expiring();
         }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        if let Some(reader) = self.upstream_reader.take() {
-            reader.do_send(StopReading);
-        }
         let reason = self.closing.unwrap_or(m::DISCONNECT_CLIENT);
         let lifetime = self.opened.elapsed();
         self.metrics.closed(reason, lifetime);
@@ -452,147 +703,5 @@ impl Actor for WsSession {
             messages_in = self.messages_in,
             messages_out = self.messages_out,
         );
-    }
-}
-
-impl WriteHandler<ProtocolError> for WsSession {
-    fn error(&mut self, err: ProtocolError, ctx: &mut Self::Context) -> actix::Running {
-        tracing::debug!(conn_id = self.id(), error = %err, "upstream write failed");
-        // A write to the upstream failed. While open, the reader will see the stream end and
-        // report it; while closing, there is nothing left to wait for.
-        if self.closing.is_some() {
-            self.finish(ctx);
-        }
-        actix::Running::Continue
-    }
-
-    fn finished(&mut self, ctx: &mut Self::Context) {
-        // The upstream write half is closed and flushed.
-        self.finish(ctx);
-    }
-}
-
-/// Client frames.
-impl StreamHandler<Result<Message, ProtocolError>> for WsSession {
-    fn handle(&mut self, item: Result<Message, ProtocolError>, ctx: &mut Self::Context) {
-        if self.closing.is_some() {
-            return;
-        }
-        let msg = match item {
-            Ok(msg) => msg,
-            Err(e) => {
-                let denied = self.classify(&e);
-                tracing::info!(event = "protocol_close", conn_id = self.id(), route = %self.p.route.path, client_ip = %self.p.client_ip, reason = denied.reason());
-                return self.close(ctx, denied);
-            }
-        };
-        self.last_seen = Instant::now();
-        match msg {
-            Message::Text(_) | Message::Binary(_) => self.on_message(ctx, msg, false, false),
-            Message::Continuation(item) => self.on_continuation(ctx, item),
-            Message::Ping(payload) => {
-                // Pings count against the bucket like any frame: a ping flood is a flood.
-                if self.charge(payload.len()) {
-                    ctx.pong(&payload);
-                } else {
-                    self.reject(ctx, Rejection::RateLimited, None);
-                }
-            }
-            Message::Pong(_) | Message::Nop => {}
-            Message::Close(reason) => {
-                // Echo the client's close and relay its code to the upstream.
-                self.closing = Some(m::DISCONNECT_CLIENT);
-                let upstream = reason.clone().unwrap_or(CloseReason { code: CloseCode::Normal, description: None });
-                self.shutdown(ctx, reason, Some(upstream));
-            }
-        }
-    }
-
-    fn finished(&mut self, ctx: &mut Self::Context) {
-        // The client's TCP stream ended (with or without a close frame).
-        if self.closing.is_none() {
-            self.closing = Some(m::DISCONNECT_CLIENT);
-            self.shutdown(ctx, None, Some(CloseReason { code: CloseCode::Away, description: None }));
-        }
-    }
-}
-
-impl Handler<UpstreamFrame> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: UpstreamFrame, ctx: &mut Self::Context) {
-        self.backlog.sub(msg.size);
-        if self.closing.is_some() {
-            return;
-        }
-        let limit = self.p.config.limits.max_message_bytes;
-        match msg.frame {
-            Frame::Text(b) => match ByteString::try_from(b) {
-                Ok(s) => {
-                    self.count_out(s.len());
-                    ctx.text(s);
-                }
-                Err(_) => self.close(ctx, Denied::UpstreamLost),
-            },
-            Frame::Binary(b) => {
-                self.count_out(b.len());
-                ctx.binary(b);
-            }
-            Frame::Continuation(item) => {
-                let (len, last) = match &item {
-                    Item::FirstText(b) | Item::FirstBinary(b) => {
-                        self.upstream_fragment_bytes = 0;
-                        (b.len(), false)
-                    }
-                    Item::Continue(b) => (b.len(), false),
-                    Item::Last(b) => (b.len(), true),
-                };
-                self.upstream_fragment_bytes += len;
-                if self.upstream_fragment_bytes > limit {
-                    return self.close(ctx, Denied::MessageTooBig);
-                }
-                if last {
-                    self.count_out(self.upstream_fragment_bytes);
-                }
-                ctx.write_raw(Message::Continuation(item));
-            }
-            Frame::Ping(b) => {
-                if let Some(sink) = self.upstream_sink.as_mut() {
-                    let _ = sink.write(Message::Pong(b));
-                }
-            }
-            Frame::Pong(_) => {}
-            Frame::Close(reason) => {
-                // Relay the upstream's close (code and reason) to the client; echo it upstream.
-                self.closing = Some(m::DISCONNECT_UPSTREAM);
-                let echo = reason.clone().unwrap_or(CloseReason { code: CloseCode::Normal, description: None });
-                self.shutdown(ctx, reason, Some(echo));
-            }
-        }
-    }
-}
-
-impl WsSession {
-    fn count_out(&mut self, len: usize) {
-        self.messages_out += 1;
-        self.metrics.out_forwarded.increment(1);
-        self.metrics.out_bytes.increment(len as u64);
-    }
-}
-
-impl Handler<UpstreamEnded> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: UpstreamEnded, ctx: &mut Self::Context) {
-        self.upstream_reader = None;
-        let denied = match msg.end {
-            UpstreamEnd::Lost => Denied::UpstreamLost,
-            UpstreamEnd::TooBig => Denied::MessageTooBig,
-            UpstreamEnd::SlowConsumer => Denied::SlowConsumer,
-        };
-        if self.closing.is_none() {
-            tracing::warn!(event = "upstream_ended", conn_id = self.id(), route = %self.p.route.path, client_ip = %self.p.client_ip, subject = %self.p.claims.sub, reason = denied.reason());
-        }
-        self.close(ctx, denied);
     }
 }

@@ -1,48 +1,77 @@
 //! The public WebSocket entry: the handshake policy of DESIGN.md §1, in its order (cheapest
-//! first), then the upgrade into a [`WsSession`].
+//! first), then the switch to a [`WsSession`] that owns both sockets.
 //!
-//! Every refusal is answered with its HTTP status and a short fixed body, counted in
-//! `wsgate_handshakes_total{result}` and logged once with client IP, route, origin, user agent
-//! and reason — never the token (nor the query string, which may carry one).
+//! The public listener is actix-http's HTTP/1.1 service with an upgrade hook: a request with
+//! `Upgrade: websocket` arrives here as the request plus its raw connection ([`upgrade`]);
+//! anything else gets the same admission checks and a refusal ([`plain`]). Every refusal is
+//! answered with its HTTP status and a short fixed body, counted in
+//! `wsgate_handshakes_total{result}` and logged once with client IP, route, origin, user
+//! agent and reason — never the token (nor the query string, which may carry one).
 
-use std::cell::Cell;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use actix_http::header::{self, HeaderMap, HeaderValue};
-use actix_http::{Method, Version};
-use actix_web::error::PayloadError;
-use actix_web::{web, HttpRequest, HttpResponse};
-use actix_web_actors::ws::WsResponseBuilder;
+use actix_codec::Framed;
+use actix_service::{fn_factory, fn_service, ServiceFactory};
+use actix_http::header::{self, HeaderMap};
+use actix_http::{h1, HttpMessage, Method, Request, Response, Version};
 use base64::Engine;
-use bytes::Bytes;
-use futures_util::Stream;
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
 
 use crate::actors::messages::{Acquire, Admit, Refusal};
 use crate::actors::registry::Lease;
+use crate::actors::relay::{Io, Side};
 use crate::actors::session::{SessionParams, WsSession};
 use crate::app::Gateway;
 use crate::auth::{jwt, AuthError};
 use crate::error::Denied;
 use crate::metrics::{self as m, NO_ROUTE};
-use crate::policy::framing::{FrameGuard, FrameViolation};
 use crate::policy::origin::OriginVerdict;
 use crate::policy::token_source::{extract_token, select_subprotocol, TokenCarriers};
 use crate::upstream::{self, Identity};
 
-/// The upstream WebSocket client of one worker thread (awc's client is `!Send`).
-pub struct UpstreamClient(pub awc::Client);
+/// Longest time spent writing a refusal to a client that does not read it.
+const REFUSAL_WRITE_LIMIT: Duration = Duration::from_secs(5);
 
-impl UpstreamClient {
-    /// A client whose connector applies `connect_timeout` and has no pool limit (each
-    /// upgraded connection is owned by its session, never pooled).
-    pub fn new(connect_timeout: Duration) -> Self {
-        let connector = awc::Connector::new().timeout(connect_timeout).limit(0);
-        Self(awc::Client::builder().connector(connector).timeout(connect_timeout).finish())
+/// What the public listener's services share on one worker thread.
+pub struct Entry {
+    /// Config, keys, registry.
+    pub gateway: Arc<Gateway>,
+    /// The worker's upstream WebSocket client (awc's client is `!Send`).
+    pub upstream: awc::Client,
+}
+
+impl Entry {
+    /// The entry of one worker: an upstream client whose connector applies
+    /// `upstream_connect_seconds` and has no pool limit (each upgraded connection is owned by
+    /// its session, never pooled).
+    pub fn new(gateway: Arc<Gateway>) -> Rc<Self> {
+        let timeout = Duration::from_secs(gateway.config.timeouts.upstream_connect_seconds);
+        let connector = awc::Connector::new().timeout(timeout).limit(0);
+        let upstream = awc::Client::builder().connector(connector).timeout(timeout).finish();
+        Rc::new(Self { gateway, upstream })
+    }
+}
+
+/// A refusal on its way to the client: why, a detail for the log, and `Retry-After`.
+struct Refused {
+    denied: Denied,
+    detail: String,
+    retry_after: Option<Duration>,
+}
+
+impl Refused {
+    fn new(denied: Denied, detail: impl Into<String>) -> Self {
+        Self { denied, detail: detail.into(), retry_after: None }
+    }
+}
+
+impl From<Refusal> for Refused {
+    fn from(r: Refusal) -> Self {
+        Self { denied: r.denied, detail: String::new(), retry_after: r.retry_after }
     }
 }
 
@@ -56,60 +85,97 @@ struct Attempt<'a> {
     user_agent: Option<&'a str>,
 }
 
-impl Attempt<'_> {
+impl<'a> Attempt<'a> {
+    fn new(req: &'a Request, ip: IpAddr, route_path: Option<&'a str>) -> Self {
+        let headers = req.headers();
+        Self {
+            started: Instant::now(),
+            ip,
+            route_path,
+            path: req.path(),
+            origin: header_str(headers, header::ORIGIN),
+            user_agent: header_str(headers, header::USER_AGENT),
+        }
+    }
+
     fn route_label(&self) -> &str {
         self.route_path.unwrap_or(NO_ROUTE)
     }
 
-    /// Answer, count and log a refusal.
-    fn refuse(&self, denied: Denied, detail: &str, retry_after: Option<Duration>) -> HttpResponse {
-        m::handshake(self.route_label(), denied.reason(), self.started.elapsed());
+    /// Count and log a refusal.
+    fn log_refusal(&self, r: &Refused) {
+        m::handshake(self.route_label(), r.denied.reason(), self.started.elapsed());
         tracing::warn!(
             event = "handshake_refused",
-            reason = denied.reason(),
-            status = denied.status().as_u16(),
-            detail,
+            reason = r.denied.reason(),
+            status = r.denied.status().as_u16(),
+            detail = r.detail.as_str(),
             route = self.route_label(),
             path = self.path,
             client_ip = %self.ip,
             origin = self.origin.unwrap_or(""),
             user_agent = self.user_agent.unwrap_or(""),
         );
-        refusal_response(denied, retry_after)
     }
 }
 
-fn refusal_response(denied: Denied, retry_after: Option<Duration>) -> HttpResponse {
-    let mut resp = HttpResponse::build(denied.status());
-    // A refused client gets no keep-alive: its next attempt pays the admission checks again
-    // and an idle refused connection holds nothing here.
-    resp.content_type("text/plain; charset=utf-8").force_close();
-    match denied {
+/// The headers a refusal carries besides content type, length and `Connection: close`.
+fn refusal_headers(denied: Denied, retry_after: Option<Duration>) -> Vec<(&'static str, String)> {
+    let mut headers = Vec::new();
+    let auth = match denied {
         Denied::UnsupportedVersion => {
-            resp.insert_header((header::SEC_WEBSOCKET_VERSION, "13"));
+            headers.push(("sec-websocket-version", "13".to_string()));
+            None
         }
-        Denied::MissingToken => {
-            resp.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"wsgate\""));
-        }
-        Denied::InvalidToken => {
-            resp.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"wsgate\", error=\"invalid_token\""));
-        }
+        Denied::MissingToken => Some("Bearer realm=\"wsgate\""),
+        Denied::InvalidToken => Some("Bearer realm=\"wsgate\", error=\"invalid_token\""),
         Denied::ExpiredToken => {
-            resp.insert_header((
-                header::WWW_AUTHENTICATE,
-                "Bearer realm=\"wsgate\", error=\"invalid_token\", error_description=\"token expired\"",
-            ));
+            Some("Bearer realm=\"wsgate\", error=\"invalid_token\", error_description=\"token expired\"")
         }
-        Denied::ConnectScope => {
-            resp.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"wsgate\", error=\"insufficient_scope\""));
-        }
-        _ => {}
+        Denied::ConnectScope => Some("Bearer realm=\"wsgate\", error=\"insufficient_scope\""),
+        _ => None,
+    };
+    if let Some(value) = auth {
+        headers.push(("www-authenticate", value.to_string()));
     }
     if let Some(wait) = retry_after {
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-        resp.insert_header((header::RETRY_AFTER, secs.to_string()));
+        headers.push(("retry-after", secs.to_string()));
     }
-    resp.body(format!("{}\n", denied.client_text()))
+    headers
+}
+
+/// A refusal as an HTTP/1.1 response on the wire. A refused client gets no keep-alive: its
+/// next attempt pays the admission checks again and a refused connection holds nothing here.
+fn refusal_bytes(denied: Denied, retry_after: Option<Duration>) -> Vec<u8> {
+    let status = denied.status();
+    let body = format!("{}\n", denied.client_text());
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len()
+    );
+    for (name, value) in refusal_headers(denied, retry_after) {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(&body);
+    out.into_bytes()
+}
+
+/// A refusal as an actix-http response (for requests that are not upgrades).
+fn refusal_response(denied: Denied, retry_after: Option<Duration>) -> Response<String> {
+    let mut resp = Response::with_body(denied.status(), format!("{}\n", denied.client_text()));
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    for (name, value) in refusal_headers(denied, retry_after) {
+        if let Ok(value) = header::HeaderValue::from_str(&value) {
+            headers.insert(header::HeaderName::from_static(name), value);
+        }
+    }
+    resp.head_mut().set_connection_type(actix_http::ConnectionType::Close);
+    resp
 }
 
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
@@ -162,39 +228,131 @@ pub fn check_upgrade(method: &Method, version: Version, headers: &HeaderMap) -> 
     Ok(())
 }
 
-/// `GET <route>`: the handshake policy, then the upgrade.
-pub async fn entry(req: HttpRequest, payload: web::Payload, gw: web::Data<Gateway>) -> HttpResponse {
-    let headers = req.headers();
+/// The upgrade hook of one worker's HTTP service, over connections of type `T`.
+pub fn upgrade_service<T: Io>(
+    entry: Rc<Entry>,
+) -> impl ServiceFactory<(Request, Framed<T, h1::Codec>), Config = (), Response = (), Error = actix_http::Error, InitError = ()>
+{
+    fn_factory(move || {
+        let entry = Rc::clone(&entry);
+        async move { Ok(fn_service(move |(req, framed)| upgrade(Rc::clone(&entry), req, framed))) }
+    })
+}
+
+/// The service of one worker for requests that are not WebSocket upgrades.
+pub fn plain_service(
+    entry: Rc<Entry>,
+) -> impl ServiceFactory<Request, Config = (), Response = Response<String>, Error = actix_http::Error, InitError = ()> {
+    fn_factory(move || {
+        let entry = Rc::clone(&entry);
+        async move { Ok(fn_service(move |req| plain(Rc::clone(&entry), req))) }
+    })
+}
+
+/// A request without `Upgrade: websocket` on the public listener: admission (so floods of
+/// plain requests are rate-limited like handshakes), then `400`.
+///
+/// # Errors
+/// Never; the signature is what actix-http's service wants.
+pub async fn plain(entry: Rc<Entry>, req: Request) -> Result<Response<String>, actix_http::Error> {
     let Some(ip) = req.peer_addr().map(|a| a.ip()) else {
-        return refusal_response(Denied::Internal, None);
+        return Ok(refusal_response(Denied::Internal, None));
     };
+    let gw = &entry.gateway;
+    let route = gw.config.route(req.path());
+    let attempt = Attempt::new(&req, ip, route.map(|r| r.path.as_str()));
+    let refused = match gw.registry.send(Admit { ip }).await {
+        Ok(Ok(())) => match check_upgrade(req.method(), req.version(), req.headers()) {
+            Err(denied) => Refused::new(denied, ""),
+            Ok(()) => Refused::new(Denied::BadUpgrade, "upgrade header not usable"),
+        },
+        Ok(Err(r)) => r.into(),
+        Err(_) => Refused { retry_after: Some(Duration::from_secs(1)), ..Refused::new(Denied::Overloaded, "registry unavailable") },
+    };
+    attempt.log_refusal(&refused);
+    Ok(refusal_response(refused.denied, refused.retry_after))
+}
+
+/// A request with `Upgrade: websocket` and its connection: the policy, then either a refusal
+/// written to the socket or the 101 and a [`WsSession`] owning both sockets.
+///
+/// # Errors
+/// Never; the signature is what actix-http's upgrade hook wants.
+pub async fn upgrade<T: Io>(
+    entry: Rc<Entry>,
+    req: Request,
+    framed: Framed<T, h1::Codec>,
+) -> Result<(), actix_http::Error> {
+    let parts = framed.into_parts();
+    let (mut io, read_ahead) = (parts.io, parts.read_buf);
+    let Some(ip) = req.peer_addr().map(|a| a.ip()) else {
+        let _ = write_refusal(&mut io, Denied::Internal, None).await;
+        return Ok(());
+    };
+    let gw = &entry.gateway;
     let route = gw.config.route(req.path()).cloned();
-    let mut attempt = Attempt {
-        started: Instant::now(),
-        ip,
-        route_path: route.as_ref().map(|r| r.path.as_str()),
-        path: req.path(),
-        origin: header_str(headers, header::ORIGIN),
-        user_agent: header_str(headers, header::USER_AGENT),
+    let mut attempt = Attempt::new(&req, ip, route.as_ref().map(|r| r.path.as_str()));
+    match negotiate(&entry, &req, &mut attempt, route.as_ref()).await {
+        Ok(accepted) => start_session(gw, &attempt, accepted, Box::new(io), read_ahead),
+        Err(refused) => {
+            attempt.log_refusal(&refused);
+            let _ = write_refusal(&mut io, refused.denied, refused.retry_after).await;
+        }
+    }
+    Ok(())
+}
+
+async fn write_refusal<T: Io>(io: &mut T, denied: Denied, retry_after: Option<Duration>) -> std::io::Result<()> {
+    let bytes = refusal_bytes(denied, retry_after);
+    let write = async {
+        io.write_all(&bytes).await?;
+        io.shutdown().await
     };
+    tokio::time::timeout(REFUSAL_WRITE_LIMIT, write).await.unwrap_or(Ok(()))
+}
+
+/// A handshake that passed every check, with its upstream open.
+struct Accepted {
+    route: Arc<crate::config::Route>,
+    claims: crate::auth::Claims,
+    lease: Lease,
+    dialed: upstream::Dialed,
+    selected: Option<String>,
+    token_source: &'static str,
+    accept_key: [u8; 28],
+}
+
+/// Checks 1–9 of DESIGN.md §1, in order.
+async fn negotiate(
+    entry: &Entry,
+    req: &Request,
+    attempt: &mut Attempt<'_>,
+    route: Option<&Arc<crate::config::Route>>,
+) -> Result<Accepted, Refused> {
+    let gw = &entry.gateway;
+    let headers = req.headers();
+    let ip = attempt.ip;
     // 1–2: global cap, per-IP handshake rate.
     match gw.registry.send(Admit { ip }).await {
         Ok(Ok(())) => {}
-        Ok(Err(Refusal { denied, retry_after })) => return attempt.refuse(denied, "", retry_after),
-        Err(_) => return attempt.refuse(Denied::Overloaded, "registry unavailable", Some(Duration::from_secs(1))),
+        Ok(Err(r)) => return Err(r.into()),
+        Err(_) => {
+            return Err(Refused {
+                retry_after: Some(Duration::from_secs(1)),
+                ..Refused::new(Denied::Overloaded, "registry unavailable")
+            })
+        }
     }
     // 3: a valid RFC 6455 upgrade.
-    if let Err(denied) = check_upgrade(req.method(), req.version(), headers) {
-        return attempt.refuse(denied, "", None);
-    }
+    check_upgrade(req.method(), req.version(), headers).map_err(|d| Refused::new(d, ""))?;
     // 4: the route.
-    let Some(route) = route.as_ref() else {
+    let Some(route) = route else {
         attempt.route_path = None;
-        return attempt.refuse(Denied::NoRoute, "", None);
+        return Err(Refused::new(Denied::NoRoute, ""));
     };
     // 5: origin.
     if route.origins.check(attempt.origin) == OriginVerdict::Refused {
-        return attempt.refuse(Denied::Origin, "", None);
+        return Err(Refused::new(Denied::Origin, ""));
     }
     // 6: token.
     let auth = &gw.config.auth;
@@ -205,111 +363,88 @@ pub async fn entry(req: HttpRequest, payload: web::Payload, gw: web::Data<Gatewa
         authorization: &authorization,
         protocols: &protocols,
         cookies: &cookies,
-        query: req.query_string(),
+        query: req.uri().query().unwrap_or(""),
     };
     let Some((token, source)) = extract_token(&route.token_sources, &carriers, &auth.cookie_name, &auth.query_param)
     else {
-        return attempt.refuse(Denied::MissingToken, "no token in the route's token sources", None);
+        return Err(Refused::new(Denied::MissingToken, "no token in the route's token sources"));
     };
     let claims = match jwt::verify(token, &gw.keys, auth, SystemTime::now()) {
         Ok(c) => c,
-        Err(AuthError::Expired) => return attempt.refuse(Denied::ExpiredToken, source.name(), None),
-        Err(AuthError::Invalid(why)) => return attempt.refuse(Denied::InvalidToken, why, None),
-        Err(_) => return attempt.refuse(Denied::InvalidToken, "verification failed", None),
+        Err(AuthError::Expired) => return Err(Refused::new(Denied::ExpiredToken, source.name())),
+        Err(AuthError::Invalid(why)) => return Err(Refused::new(Denied::InvalidToken, why)),
+        Err(_) => return Err(Refused::new(Denied::InvalidToken, "verification failed")),
     };
     // 7: connect scope.
     if let Some(scope) = &route.connect_scope {
         if !claims.has_scope(scope) {
-            return attempt.refuse(Denied::ConnectScope, "", None);
+            return Err(Refused::new(Denied::ConnectScope, ""));
         }
     }
     // 8: per-IP / per-subject / global caps.
     let id = match gw.registry.send(Acquire { ip, subject: claims.sub.clone() }).await {
         Ok(Ok(id)) => id,
-        Ok(Err(Refusal { denied, retry_after })) => return attempt.refuse(denied, "", retry_after),
-        Err(_) => return attempt.refuse(Denied::Overloaded, "registry unavailable", Some(Duration::from_secs(1))),
+        Ok(Err(r)) => return Err(r.into()),
+        Err(_) => {
+            return Err(Refused {
+                retry_after: Some(Duration::from_secs(1)),
+                ..Refused::new(Denied::Overloaded, "registry unavailable")
+            })
+        }
     };
     let lease = Lease::new(gw.registry.clone(), id, ip, claims.sub.clone());
     // 9: the upstream.
     let selected = select_subprotocol(&protocols, &route.subprotocols).map(str::to_string);
-    let Some(client) = req.app_data::<UpstreamClient>() else {
-        return attempt.refuse(Denied::Internal, "no upstream client", None);
-    };
     let identity = Identity { subject: &claims.sub, scopes: &claims.scopes, client_ip: ip };
     let limits = &gw.config.limits;
     let timeout = Duration::from_secs(gw.config.timeouts.upstream_connect_seconds);
     let dialed =
-        match upstream::dial(&client.0, route, &identity, selected.as_deref(), limits.max_message_bytes, timeout).await
-        {
-            Ok(d) => d,
-            Err((denied, detail)) => return attempt.refuse(denied, &detail, None),
-        };
-    let guard_verdict = Rc::new(Cell::new(None));
-    let payload = GuardedPayload {
-        inner: payload,
-        guard: FrameGuard::new(limits.max_message_bytes),
-        verdict: Rc::clone(&guard_verdict),
-        failed: false,
-    };
-    let params = SessionParams {
-        lease,
+        upstream::dial(&entry.upstream, route, &identity, selected.as_deref(), limits.max_message_bytes, timeout)
+            .await
+            .map_err(|(denied, detail)| Refused::new(denied, detail))?;
+    let key = headers.get(header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes()).unwrap_or_default();
+    Ok(Accepted {
         route: Arc::clone(route),
+        claims,
+        lease,
+        dialed,
+        selected,
+        token_source: source.name(),
+        accept_key: actix_http::ws::hash_key(key),
+    })
+}
+
+/// Queue the 101 and start the session on this worker.
+fn start_session(gw: &Gateway, attempt: &Attempt<'_>, a: Accepted, io: Box<dyn Io>, read_ahead: BytesMut) {
+    let id = a.lease.id;
+    let mut head = BytesMut::with_capacity(256);
+    head.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ");
+    head.extend_from_slice(&a.accept_key);
+    if let Some(p) = &a.selected {
+        head.extend_from_slice(b"\r\nsec-websocket-protocol: ");
+        head.extend_from_slice(p.as_bytes());
+    }
+    head.extend_from_slice(format!("\r\nx-wsgate-connection-id: {id}\r\n\r\n").as_bytes());
+    m::handshake(&a.route.path, "accepted", attempt.started.elapsed());
+    tracing::info!(event = "connection_opened", conn_id = id, route = %a.route.path, client_ip = %attempt.ip, origin = attempt.origin.unwrap_or(""), user_agent = attempt.user_agent.unwrap_or(""), token_source = a.token_source, subprotocol = a.selected.as_deref().unwrap_or(""));
+    let params = SessionParams {
+        lease: a.lease,
+        route: a.route,
         config: Arc::clone(&gw.config),
         keys: Arc::clone(&gw.keys),
-        claims,
-        client_ip: ip,
+        claims: a.claims,
+        client_ip: attempt.ip,
         origin: attempt.origin.map(str::to_string),
         user_agent: attempt.user_agent.map(str::to_string),
-        guard_verdict,
     };
-    let session = WsSession::new(params, dialed.framed);
-    let offered: Vec<&str> = selected.iter().map(String::as_str).collect();
-    let started =
-        WsResponseBuilder::new(session, &req, payload).frame_size(limits.max_message_bytes).protocols(&offered).start();
-    match started {
-        Ok(mut resp) => {
-            m::handshake(&route.path, "accepted", attempt.started.elapsed());
-            tracing::info!(event = "connection_opened", conn_id = id, route = %route.path, client_ip = %ip, origin = attempt.origin.unwrap_or(""), user_agent = attempt.user_agent.unwrap_or(""), token_source = source.name(), subprotocol = selected.as_deref().unwrap_or(""));
-            resp.headers_mut().insert(header::HeaderName::from_static("x-wsgate-connection-id"), HeaderValue::from(id));
-            resp
-        }
-        Err(e) => attempt.refuse(Denied::BadUpgrade, &e.to_string(), None),
-    }
-}
-
-/// The client's byte stream, watched by a [`FrameGuard`] before actix's codec buffers it.
-struct GuardedPayload {
-    inner: web::Payload,
-    guard: FrameGuard,
-    /// Shared with the session, which reads it to pick the close code.
-    verdict: Rc<Cell<Option<FrameViolation>>>,
-    failed: bool,
-}
-
-impl Stream for GuardedPayload {
-    type Item = Result<Bytes, PayloadError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.failed {
-            return Poll::Ready(None);
-        }
-        match Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Ready(Some(Ok(chunk))) => match self.guard.feed(&chunk) {
-                Ok(()) => Poll::Ready(Some(Ok(chunk))),
-                Err(v) => {
-                    self.verdict.set(Some(v));
-                    self.failed = true;
-                    Poll::Ready(Some(Err(PayloadError::Overflow)))
-                }
-            },
-            other => other,
-        }
-    }
+    let client = Side::new(io, read_ahead, head);
+    let upstream = Side::new(Box::new(a.dialed.io), a.dialed.read_ahead, BytesMut::new());
+    actix::Actor::start(WsSession::new(params, client, upstream));
 }
 
 #[cfg(test)]
 mod tests {
-    use actix_http::header::HeaderName;
+    use actix_http::header::{HeaderName, HeaderValue};
 
     use super::*;
 
@@ -360,5 +495,18 @@ mod tests {
         let resp = refusal_response(Denied::UnsupportedVersion, None);
         assert_eq!(resp.status().as_u16(), 426);
         assert_eq!(resp.headers().get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()), Some(&b"13"[..]));
+    }
+
+    #[test]
+    fn refusals_on_the_wire_are_complete_responses() {
+        let bytes = refusal_bytes(Denied::HandshakeRate, Some(Duration::from_millis(1500)));
+        let text = String::from_utf8(bytes).expect("ascii");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.starts_with("HTTP/1.1 429 Too Many Requests\r\n"), "{head}");
+        assert!(head.contains("\r\nretry-after: 2"), "{head}");
+        assert!(head.contains("\r\nconnection: close"), "{head}");
+        assert!(head.contains(&format!("\r\ncontent-length: {}", body.len())), "{head}");
+        let text = String::from_utf8(refusal_bytes(Denied::InvalidToken, None)).expect("ascii");
+        assert!(text.contains("www-authenticate: Bearer realm=\"wsgate\", error=\"invalid_token\"\r\n"), "{text}");
     }
 }

@@ -1,12 +1,12 @@
-//! A guard over the raw bytes a client sends after the upgrade, reading only WebSocket frame
-//! headers (RFC 6455 §5.2), so a message that will be too big is refused from its *declared*
-//! length before its payload is buffered.
+//! The framing rules of RFC 6455 §5 that a relay must enforce before it buffers a frame:
+//! reserved bits, masking direction, control-frame limits, fragment order, and the size of a
+//! message judged from its *declared* length, so a header announcing 256 MiB is refused
+//! before a byte of its payload is held.
 //!
-//! actix-http's codec waits for a whole frame before comparing its length with the limit, so a
-//! header declaring 256 MiB makes it buffer the lot. The guard sits in front of it: it sees the
-//! header, and refuses when the frame (or the fragmented message it belongs to) would pass
-//! `max_message_bytes`, or when a message has more frames than its fragment cap. It also
-//! enforces the control-frame rules (≤ 125 bytes, never fragmented).
+//! [`Framing`] judges parsed headers (the session uses it on both sockets); [`FrameGuard`]
+//! runs the same rules over a raw byte stream (fuzzing, benches).
+
+use crate::wire::{self, Header, MAX_CONTROL_PAYLOAD};
 
 /// Fewest frames allowed in one fragmented message. The cap grows with the size limit (one
 /// frame per [`BYTES_PER_FRAGMENT`] bytes of `max_message_bytes`), so that large limits still
@@ -16,7 +16,7 @@ pub const MIN_MAX_FRAGMENTS: u32 = 1024;
 /// Bytes of `max_message_bytes` that earn one more allowed fragment beyond the minimum.
 pub const BYTES_PER_FRAGMENT: usize = 64;
 
-/// Why the guard refused the stream.
+/// Why a frame is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameViolation {
     /// The frame or message passes the size limit, or has too many fragments (close 1009).
@@ -25,22 +25,21 @@ pub enum FrameViolation {
     Protocol,
 }
 
+/// Which end sent the frames: clients must mask, servers must not (§5.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// Collecting header bytes.
-    Header,
-    /// Skipping `remaining` payload bytes.
-    Payload { remaining: u64 },
+pub enum Sender {
+    /// Frames from a client (masked).
+    Client,
+    /// Frames from an upstream server (unmasked).
+    Server,
 }
 
-/// Incremental frame-header reader for one client connection.
+/// The framing state of one direction of a connection.
 #[derive(Debug, Clone)]
-pub struct FrameGuard {
+pub struct Framing {
+    sender: Sender,
     max_message: u64,
     max_fragments: u32,
-    state: State,
-    header: [u8; 14],
-    header_len: usize,
     /// Inside a fragmented data message.
     in_message: bool,
     /// Bytes of the current message so far.
@@ -49,22 +48,83 @@ pub struct FrameGuard {
     fragments: u32,
 }
 
-// === impl FrameGuard ===
+// === impl Framing ===
 
-impl FrameGuard {
-    /// A guard refusing messages over `max_message_bytes`.
-    pub fn new(max_message_bytes: usize) -> Self {
+impl Framing {
+    /// Rules for frames from `sender`, refusing messages over `max_message_bytes`.
+    pub fn new(max_message_bytes: usize, sender: Sender) -> Self {
         Self {
+            sender,
             max_message: max_message_bytes as u64,
             max_fragments: u32::try_from(max_message_bytes / BYTES_PER_FRAGMENT)
                 .unwrap_or(u32::MAX)
                 .max(MIN_MAX_FRAGMENTS),
-            state: State::Header,
-            header: [0; 14],
-            header_len: 0,
             in_message: false,
             message_bytes: 0,
             fragments: 0,
+        }
+    }
+
+    /// Judge the next frame header.
+    ///
+    /// # Errors
+    /// The violation; the connection must then be closed.
+    pub fn judge(&mut self, h: &Header) -> Result<(), FrameViolation> {
+        if h.rsv != 0 || h.mask.is_some() != (self.sender == Sender::Client) || h.len >> 63 != 0 {
+            return Err(FrameViolation::Protocol);
+        }
+        match h.opcode {
+            wire::OP_CLOSE | wire::OP_PING | wire::OP_PONG => {
+                if !h.fin || h.len > MAX_CONTROL_PAYLOAD {
+                    return Err(FrameViolation::Protocol);
+                }
+                return Ok(());
+            }
+            wire::OP_TEXT | wire::OP_BINARY => {
+                if self.in_message {
+                    return Err(FrameViolation::Protocol);
+                }
+                self.message_bytes = h.len;
+                self.fragments = 1;
+            }
+            wire::OP_CONTINUATION => {
+                if !self.in_message {
+                    return Err(FrameViolation::Protocol);
+                }
+                self.message_bytes = self.message_bytes.saturating_add(h.len);
+                self.fragments += 1;
+            }
+            _ => return Err(FrameViolation::Protocol),
+        }
+        self.in_message = !h.fin;
+        if self.message_bytes > self.max_message || self.fragments > self.max_fragments {
+            return Err(FrameViolation::TooBig);
+        }
+        Ok(())
+    }
+}
+
+/// The [`Framing`] rules over a raw client byte stream fed in arbitrary chunks: reads headers,
+/// skips payloads, never buffers more than one header.
+#[derive(Debug, Clone)]
+pub struct FrameGuard {
+    rules: Framing,
+    header: [u8; wire::MAX_HEADER_LEN],
+    header_len: usize,
+    /// Payload bytes still to skip.
+    remaining: u64,
+}
+
+// === impl FrameGuard ===
+
+impl FrameGuard {
+    /// A guard refusing client messages over `max_message_bytes`.
+    pub fn new(max_message_bytes: usize) -> Self {
+        Self {
+            rules: Framing::new(max_message_bytes, Sender::Client),
+            header: [0; wire::MAX_HEADER_LEN],
+            header_len: 0,
+            remaining: 0,
         }
     }
 
@@ -74,91 +134,23 @@ impl FrameGuard {
     /// The first violation found; the connection must then be closed.
     pub fn feed(&mut self, mut bytes: &[u8]) -> Result<(), FrameViolation> {
         while !bytes.is_empty() {
-            match self.state {
-                State::Payload { remaining } => {
-                    let n = remaining.min(bytes.len() as u64);
-                    bytes = &bytes[n as usize..];
-                    let left = remaining - n;
-                    self.state = if left == 0 { State::Header } else { State::Payload { remaining: left } };
-                }
-                State::Header => {
-                    let need = header_len(&self.header[..self.header_len]);
-                    let want = need.unwrap_or(2).saturating_sub(self.header_len).max(1);
-                    let n = want.min(bytes.len());
-                    self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
-                    self.header_len += n;
-                    bytes = &bytes[n..];
-                    match header_len(&self.header[..self.header_len]) {
-                        Some(total) if total == self.header_len => {
-                            let payload = self.on_header()?;
-                            self.header_len = 0;
-                            self.state =
-                                if payload == 0 { State::Header } else { State::Payload { remaining: payload } };
-                        }
-                        _ => {}
-                    }
-                }
+            if self.remaining > 0 {
+                let n = self.remaining.min(bytes.len() as u64);
+                bytes = &bytes[n as usize..];
+                self.remaining -= n;
+                continue;
+            }
+            // One byte at a time until the header is complete: at most 14 per frame.
+            self.header[self.header_len] = bytes[0];
+            self.header_len += 1;
+            bytes = &bytes[1..];
+            if let Some(h) = wire::parse_header(&self.header[..self.header_len]) {
+                self.rules.judge(&h)?;
+                self.header_len = 0;
+                self.remaining = h.len;
             }
         }
         Ok(())
-    }
-
-    /// Judge a complete header; returns its payload length.
-    fn on_header(&mut self) -> Result<u64, FrameViolation> {
-        let h = &self.header[..self.header_len];
-        let fin = h[0] & 0x80 != 0;
-        let opcode = h[0] & 0x0f;
-        let len = payload_len(h);
-        match opcode {
-            0x8..=0xf => {
-                if !fin || len > 125 {
-                    return Err(FrameViolation::Protocol);
-                }
-            }
-            0x1 | 0x2 => {
-                if self.in_message {
-                    return Err(FrameViolation::Protocol);
-                }
-                self.message_bytes = len;
-                self.fragments = 1;
-                self.in_message = !fin;
-            }
-            0x0 => {
-                if !self.in_message {
-                    return Err(FrameViolation::Protocol);
-                }
-                self.message_bytes = self.message_bytes.saturating_add(len);
-                self.fragments += 1;
-                self.in_message = !fin;
-            }
-            _ => return Err(FrameViolation::Protocol),
-        }
-        if opcode < 0x8 && (self.message_bytes > self.max_message || self.fragments > self.max_fragments) {
-            return Err(FrameViolation::TooBig);
-        }
-        Ok(len)
-    }
-}
-
-/// Total header length once enough bytes are known (2 + extended length + mask).
-fn header_len(h: &[u8]) -> Option<usize> {
-    if h.len() < 2 {
-        return None;
-    }
-    let ext = match h[1] & 0x7f {
-        126 => 2,
-        127 => 8,
-        _ => 0,
-    };
-    let mask = if h[1] & 0x80 != 0 { 4 } else { 0 };
-    Some(2 + ext + mask)
-}
-
-fn payload_len(h: &[u8]) -> u64 {
-    match h[1] & 0x7f {
-        126 => u64::from(u16::from_be_bytes([h[2], h[3]])),
-        127 => u64::from_be_bytes([h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]]),
-        n => u64::from(n),
     }
 }
 
@@ -203,7 +195,9 @@ mod tests {
     #[test]
     fn declared_length_over_limit_is_refused_from_the_header_alone() {
         let mut g = FrameGuard::new(65_536);
-        assert_eq!(g.feed(&header(true, 2, 1 << 63)), Err(FrameViolation::TooBig));
+        assert_eq!(g.feed(&header(true, 2, (1 << 63) - 1)), Err(FrameViolation::TooBig));
+        let mut g = FrameGuard::new(65_536);
+        assert_eq!(g.feed(&header(true, 2, 1 << 63)), Err(FrameViolation::Protocol), "64-bit length with the top bit set");
         let mut g = FrameGuard::new(65_536);
         assert_eq!(g.feed(&header(true, 1, 65_537)), Err(FrameViolation::TooBig));
     }
@@ -245,6 +239,18 @@ mod tests {
         assert_eq!(FrameGuard::new(1000).feed(&header(false, 9, 1)), Err(FrameViolation::Protocol));
         assert_eq!(FrameGuard::new(1000).feed(&header(true, 0, 1)), Err(FrameViolation::Protocol));
         assert_eq!(FrameGuard::new(1000).feed(&header(true, 3, 1)), Err(FrameViolation::Protocol));
+    }
+
+    #[test]
+    fn reserved_bits_and_the_masking_direction_are_enforced() {
+        let mut rsv = header(true, 1, 0);
+        rsv[0] |= 0x40;
+        assert_eq!(FrameGuard::new(1000).feed(&rsv), Err(FrameViolation::Protocol));
+        assert_eq!(FrameGuard::new(1000).feed(&[0x81, 0x00]), Err(FrameViolation::Protocol), "unmasked client frame");
+        let server = wire::parse_header(&[0x81, 0x00]).expect("header");
+        assert_eq!(Framing::new(1000, Sender::Server).judge(&server), Ok(()));
+        let masked = wire::parse_header(&header(true, 1, 0)).expect("header");
+        assert_eq!(Framing::new(1000, Sender::Server).judge(&masked), Err(FrameViolation::Protocol));
     }
 
     #[test]

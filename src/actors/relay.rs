@@ -1,0 +1,183 @@
+//! The byte side of a session: one [`Side`] per socket (client, upstream) with the bytes of an
+//! incomplete frame carried between reads and the frames waiting to be written.
+//!
+//! Reads go into one scratch buffer per worker thread; only the tail of a frame that has not
+//! fully arrived is copied into the connection's own `carry`. An idle connection therefore
+//! holds no read buffer at all, and a busy one reads without allocating.
+
+use std::cell::Cell;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::wire;
+
+/// Size of the per-thread read buffer (and so of the largest single read).
+const SCRATCH_BYTES: usize = 64 * 1024;
+
+/// Room reserved in `carry` when the next frame's length is not known yet.
+const CARRY_CHUNK: usize = 4 * 1024;
+
+/// Write queues larger than this are released once drained.
+const KEEP_OUT_CAPACITY: usize = 16 * 1024;
+
+thread_local! {
+    static SCRATCH: Cell<BytesMut> = Cell::new(BytesMut::new());
+}
+
+/// A socket the relay can drive (TCP, TLS over TCP, awc's boxed upstream socket).
+pub trait Io: AsyncRead + AsyncWrite + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + 'static> Io for T {}
+
+/// What a read produced.
+pub enum Read {
+    /// Bytes are in the buffer.
+    Data,
+    /// Nothing now; the task is woken when there is.
+    Pending,
+    /// The peer closed its sending side.
+    Eof,
+    /// The socket failed.
+    Failed(io::Error),
+}
+
+/// A read buffer lent out by [`Side::lend`], to be handed back with [`Side::restore`].
+pub struct Lent {
+    /// The bytes read so far (the start of the first unprocessed frame at offset 0).
+    pub buf: BytesMut,
+    from_scratch: bool,
+}
+
+/// One socket of a session.
+pub struct Side {
+    io: Box<dyn Io>,
+    /// Bytes of a frame that has not fully arrived.
+    carry: BytesMut,
+    /// How many bytes the frame at the start of `carry` needs in total, when known.
+    want: usize,
+    /// Whole frames waiting to be written.
+    pub out: BytesMut,
+    /// Unwritten bytes of the frame at the start of `out` when a write stopped inside it.
+    head_left: usize,
+    /// Writes failed or the socket is closed: nothing more is written.
+    pub dead: bool,
+    /// `carry` holds bytes read before the session started, not yet handled.
+    unhandled: bool,
+}
+
+// === impl Side ===
+
+impl Side {
+    /// A side over `io`; `carry` holds bytes already read past the handshake, `out` bytes to
+    /// write first (the 101 response).
+    pub fn new(io: Box<dyn Io>, carry: BytesMut, out: BytesMut) -> Self {
+        let unhandled = !carry.is_empty();
+        Self { io, carry, want: 0, out, head_left: 0, dead: false, unhandled }
+    }
+
+    /// Lend a buffer for the next read: the carried bytes when a frame is incomplete, else the
+    /// thread's scratch buffer.
+    pub fn lend(&mut self) -> Lent {
+        if self.carry.is_empty() {
+            let mut buf = SCRATCH.with(Cell::take);
+            buf.clear();
+            buf.reserve(SCRATCH_BYTES);
+            Lent { buf, from_scratch: true }
+        } else {
+            let mut buf = std::mem::take(&mut self.carry);
+            let room = self.want.saturating_sub(buf.len()).max(CARRY_CHUNK);
+            buf.reserve(room);
+            Lent { buf, from_scratch: false }
+        }
+    }
+
+    /// Read into `lent` (the first call hands over the bytes read before the session started).
+    pub fn poll_read(&mut self, cx: &mut Context<'_>, lent: &mut Lent) -> Read {
+        if std::mem::take(&mut self.unhandled) {
+            return Read::Data;
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut lent.buf) {
+            Poll::Pending => Read::Pending,
+            Poll::Ready(Ok(0)) => Read::Eof,
+            Poll::Ready(Ok(_)) => Read::Data,
+            Poll::Ready(Err(e)) => Read::Failed(e),
+        }
+    }
+
+    /// Take the buffer back after `consumed` bytes of whole frames were handled; `want` is the
+    /// total size of the incomplete frame left at the front, when its header is complete.
+    pub fn restore(&mut self, mut lent: Lent, consumed: usize, want: usize) {
+        lent.buf.advance(consumed);
+        self.want = want;
+        if lent.from_scratch {
+            if !lent.buf.is_empty() {
+                self.carry.extend_from_slice(&lent.buf);
+            }
+            lent.buf.clear();
+            SCRATCH.with(|s| s.set(lent.buf));
+        } else if lent.buf.is_empty() {
+            // Release: the next read goes to the scratch buffer.
+            self.carry = BytesMut::new();
+        } else {
+            self.carry = lent.buf;
+        }
+    }
+
+    /// Write queued frames; `Ready(Ok(()))` once `out` is empty and flushed.
+    pub fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.dead {
+            self.out.clear();
+            return Poll::Ready(Ok(()));
+        }
+        while !self.out.is_empty() {
+            let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, &self.out))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            if n < self.out.len() {
+                self.track_partial_write(n);
+            } else {
+                self.head_left = 0;
+            }
+            self.out.advance(n);
+        }
+        std::task::ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        if self.out.capacity() > KEEP_OUT_CAPACITY {
+            self.out = BytesMut::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Follow frame boundaries through the `n` bytes about to be dropped from `out`.
+    fn track_partial_write(&mut self, mut n: usize) {
+        let mut pos = 0;
+        while n > 0 {
+            if self.head_left == 0 {
+                match wire::parse_header(&self.out[pos..]) {
+                    Some(h) => self.head_left = h.frame_len() as usize,
+                    None => return,
+                }
+            }
+            let step = self.head_left.min(n);
+            self.head_left -= step;
+            n -= step;
+            pos += step;
+        }
+    }
+
+    /// Drop every queued frame not yet started (the one being written is kept whole, so the
+    /// stream stays well-formed); used before a slow consumer's close frame.
+    pub fn discard_unstarted(&mut self) {
+        let keep = if self.head_left > 0 { self.head_left.min(self.out.len()) } else { 0 };
+        self.out.truncate(keep);
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued(&self) -> usize {
+        self.out.len()
+    }
+}
