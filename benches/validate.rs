@@ -1,14 +1,23 @@
-//! Question: what do the per-message checks cost (JSON parse, envelope, type, scope, schema),
-//! and the frame guard per chunk? Baseline: a bare `serde_json::from_str` of the same frame,
-//! the floor any JSON-aware gateway pays.
+//! Question: what do the per-message checks cost, and what dominates the whole per-frame
+//! decision? Each figure has its floor beside it:
+//! - envelope (type, id, payload shape, scope) vs a bare `serde_json` parse of the same text
+//!   into a `Value` and into `IgnoredAny` (syntax check only, the least any JSON-aware
+//!   gateway pays);
+//! - the JSON Schema check of the payload (a type with a schema) vs the envelope alone;
+//! - the whole decision on a 256-byte client frame as the session makes it: header parse and
+//!   framing rules, unmasking copy, UTF-8, both token buckets, envelope + scope + schema.
+//! Also the frame guard per 4 KiB frame and the origin check.
 
 use std::hint::black_box;
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use wsgate::config::{MessageRule, Route};
-use wsgate::policy::framing::FrameGuard;
+use wsgate::policy::framing::{FrameGuard, Framing, Sender};
 use wsgate::policy::origin::OriginPolicy;
+use wsgate::policy::ratelimit::TokenBucket;
 use wsgate::policy::validate::check_text;
+use wsgate::wire;
 
 fn route() -> Route {
     let schema =
@@ -20,20 +29,68 @@ fn route() -> Route {
     r
 }
 
+/// An envelope of `kind` padded to exactly `size` bytes.
+fn envelope(kind: &str, size: usize) -> String {
+    let head = format!(r#"{{"type":"{kind}","id":"c-17","payload":{{"room":"ops","text":""#);
+    let tail = r#""}}"#;
+    format!("{head}{}{tail}", "x".repeat(size.saturating_sub(head.len() + tail.len())))
+}
+
 fn bench(c: &mut Criterion) {
     let r = route();
     let scopes = vec!["chat:read".to_string(), "chat:write".to_string()];
-    let small = r#"{"type":"chat.send","payload":{"room":"ops","text":"hi"},"id":"c-17"}"#.to_string();
-    let big = format!(r#"{{"type":"chat.send","payload":{{"room":"ops","text":"{}"}},"id":"c-18"}}"#, "x".repeat(4000));
-    let mut g = c.benchmark_group("check_text");
-    for (name, text) in [("64B", &small), ("4KiB", &big)] {
-        g.bench_with_input(BenchmarkId::new("pipeline", name), text, |b, t| {
+    let mut g = c.benchmark_group("envelope");
+    for size in [64, 256, 4096] {
+        let text = envelope("chat.read", size);
+        g.bench_with_input(BenchmarkId::new("check_text", size), &text, |b, t| {
             b.iter(|| check_text(&r, &scopes, black_box(t)))
         });
-        g.bench_with_input(BenchmarkId::new("serde_json_only", name), text, |b, t| {
+        g.bench_with_input(BenchmarkId::new("baseline_serde_value", size), &text, |b, t| {
             b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(t)))
         });
+        g.bench_with_input(BenchmarkId::new("baseline_serde_ignored", size), &text, |b, t| {
+            b.iter(|| serde_json::from_str::<serde::de::IgnoredAny>(black_box(t)))
+        });
     }
+    g.finish();
+
+    let mut g = c.benchmark_group("schema");
+    for size in [64, 256, 4096] {
+        let text = envelope("chat.send", size);
+        g.bench_with_input(BenchmarkId::new("check_text_with_schema", size), &text, |b, t| {
+            b.iter(|| check_text(&r, &scopes, black_box(t)))
+        });
+    }
+    g.finish();
+
+    // The whole decision for one masked 256-byte client text frame, in the session's order.
+    let text = envelope("chat.send", 256);
+    let key = [0x11, 0x22, 0x33, 0x44];
+    let mut frame = bytes::BytesMut::new();
+    wire::encode(&mut frame, wire::OP_TEXT, true, text.as_bytes(), Some(key));
+    let mut g = c.benchmark_group("frame_decision");
+    g.bench_function("256B", |b| {
+        let mut framing = Framing::new(65_536, Sender::Client);
+        let now = Instant::now();
+        let mut messages = TokenBucket::try_new(1 << 40, 1_000_000, now).expect("bucket");
+        let mut bytes = TokenBucket::try_new(1 << 50, 1_000_000_000, now).expect("bucket");
+        let mut unmasked = Vec::with_capacity(512);
+        b.iter(|| {
+            let f = black_box(&frame[..]);
+            let h = wire::parse_header(f).expect("header");
+            framing.judge(&h).expect("rules");
+            unmasked.clear();
+            unmasked.extend_from_slice(&f[h.header_len..]);
+            wire::apply_mask(&mut unmasked, h.mask.expect("masked"));
+            let s = std::str::from_utf8(&unmasked).expect("utf-8");
+            let now = Instant::now();
+            let ok = messages.try_take(1, now).is_ok() && bytes.try_take(s.len() as u64, now).is_ok();
+            (ok, check_text(&r, &scopes, s).is_ok())
+        })
+    });
+    g.bench_function("baseline_serde_value_256B", |b| {
+        b.iter(|| serde_json::from_str::<serde_json::Value>(black_box(&text)))
+    });
     g.finish();
 
     let mut frame = vec![0x81u8, 0x80 | 126, 0x10, 0x00, 1, 2, 3, 4];

@@ -4,6 +4,10 @@
 //! Pure: takes the route, the client's scopes and the frame text; returns what to do with the
 //! frame. The session actor owns the order with the bucket and the violation count.
 
+use std::borrow::Cow;
+
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::config::{BinaryPolicy, Route, UnknownTypes};
@@ -91,46 +95,312 @@ impl Refused {
 
 /// Judge one client text frame on a JSON-envelope route.
 ///
+/// The envelope is read without building a JSON tree: the type and id are borrowed from the
+/// text, the payload is kept as its raw slice and parsed into a value only when its type has a
+/// schema. A type or payload key that appears twice is refused (`invalid_envelope`): the
+/// gateway must not authorize one type while a backend that keeps the first duplicate acts on
+/// another.
+///
 /// # Errors
 /// [`Refused`] with the first failing check, in DESIGN.md §3 order.
 pub fn check_text(route: &Route, scopes: &[String], text: &str) -> Result<Verdict, Refused> {
-    let value: Value = serde_json::from_str(text).map_err(|_| Refused::new(Rejection::InvalidJson, None))?;
-    let Value::Object(map) = value else {
-        return Err(Refused::new(Rejection::InvalidEnvelope, None));
+    let mut de = serde_json::Deserializer::from_str(text);
+    let parsed = EnvelopeSeed { type_field: &route.type_field }.deserialize(&mut de).and_then(|p| de.end().map(|()| p));
+    let env = match parsed {
+        Ok(Parsed::Object(env)) => env,
+        Ok(Parsed::Other) => return Err(Refused::new(Rejection::InvalidEnvelope, None)),
+        Err(_) => return Err(Refused::new(Rejection::InvalidJson, None)),
     };
-    let id = match map.get("id") {
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
+    // The id is only copied out when the frame is refused.
+    let refuse = |rejection| Refused::new(rejection, env.id.as_ref().and_then(Loose::to_id));
+    let (Some(Loose::Str(kind)), Some(payload)) = (&env.kind, env.payload) else {
+        return Err(refuse(Rejection::InvalidEnvelope));
     };
-    let (Some(Value::String(kind)), Some(Value::Object(payload))) = (map.get(&route.type_field), map.get("payload"))
-    else {
-        return Err(Refused::new(Rejection::InvalidEnvelope, id));
-    };
+    if env.duplicate || !payload.get().starts_with('{') {
+        return Err(refuse(Rejection::InvalidEnvelope));
+    }
+    if !nesting_within(payload.get(), MAX_NESTING) {
+        return Err(refuse(Rejection::InvalidJson));
+    }
     if kind == AUTH_REFRESH {
-        return match payload.get("token") {
-            Some(Value::String(t)) => Ok(Verdict::Refresh { token: t.clone(), id }),
-            _ => Err(Refused::new(Rejection::InvalidEnvelope, id)),
+        return match serde_json::from_str::<RefreshPayload>(payload.get()) {
+            Ok(p) => Ok(Verdict::Refresh { token: p.token, id: env.id.as_ref().and_then(Loose::to_id) }),
+            Err(_) => Err(refuse(Rejection::InvalidEnvelope)),
         };
     }
-    let Some(rule) = route.messages.get(kind.as_str()) else {
+    let Some(rule) = route.messages.get(kind.as_ref()) else {
         return match route.unknown_types {
             UnknownTypes::Forward if !is_reserved(kind) => Ok(Verdict::Forward),
-            _ => Err(Refused::new(Rejection::UnknownType, id)),
+            _ => Err(refuse(Rejection::UnknownType)),
         };
     };
     if let Some(scope) = &rule.scope {
         if !scopes.iter().any(|s| s == scope) {
-            return Err(Refused::new(Rejection::Forbidden, id));
+            return Err(refuse(Rejection::Forbidden));
         }
     }
     if let Some(schema) = &rule.schema {
-        let payload = map.get("payload").unwrap_or(&Value::Null);
-        if !schema.is_valid(payload) {
-            return Err(Refused::new(Rejection::SchemaViolation, id));
+        let valid = serde_json::from_str::<Value>(payload.get()).is_ok_and(|v| schema.is_valid(&v));
+        if !valid {
+            return Err(refuse(Rejection::SchemaViolation));
         }
     }
     Ok(Verdict::Forward)
+}
+
+/// Deepest nesting of arrays and objects accepted in a client message (serde_json's own
+/// recursion limit for the parts it builds).
+pub const MAX_NESTING: usize = 128;
+
+/// True when `json` (valid JSON) nests arrays and objects at most `limit` deep. Counting the
+/// openers outside strings (memchr over the text) settles almost every message; only one
+/// with more openers than `limit` is walked byte by byte.
+fn nesting_within(json: &str, limit: usize) -> bool {
+    let b = json.as_bytes();
+    let (mut i, mut openers) = (0, 0);
+    while let Some(off) = memchr::memchr3(b'"', b'[', b'{', &b[i..]) {
+        let at = i + off;
+        if b[at] == b'"' {
+            i = string_end(b, at + 1);
+        } else {
+            openers += 1;
+            if openers > limit {
+                return exact_nesting_within(b, limit);
+            }
+            i = at + 1;
+        }
+    }
+    true
+}
+
+/// Index just past the closing quote of the string starting at `i` (after its opening quote).
+fn string_end(b: &[u8], mut i: usize) -> usize {
+    while let Some(off) = memchr::memchr2(b'"', b'\\', &b[i..]) {
+        let at = i + off;
+        if b[at] == b'\\' {
+            i = at + 2;
+            if i >= b.len() {
+                return b.len();
+            }
+        } else {
+            return at + 1;
+        }
+    }
+    b.len()
+}
+
+fn exact_nesting_within(b: &[u8], limit: usize) -> bool {
+    let (mut i, mut depth) = (0, 0usize);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                i = string_end(b, i + 1);
+                continue;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Any JSON value, skipped; unlike `serde::de::IgnoredAny` it goes through serde_json's recursion limit.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Skip;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, _: &'de str) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Skip, E> {
+                Ok(Skip)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skip, A::Error> {
+                while map.next_entry::<Skip, Skip>()?.is_some() {}
+                Ok(Skip)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct RefreshPayload {
+    token: String,
+}
+
+/// A client frame's top level: an envelope object, or any other JSON value.
+enum Parsed<'a> {
+    Object(Envelope<'a>),
+    Other,
+}
+
+/// The fields of an envelope the checks read.
+#[derive(Default)]
+struct Envelope<'a> {
+    kind: Option<Loose<'a>>,
+    id: Option<Loose<'a>>,
+    payload: Option<&'a RawValue>,
+    /// The type or payload key appeared more than once.
+    duplicate: bool,
+}
+
+/// A JSON value read loosely: a string (borrowed when it has no escapes), a number,
+/// or anything else (skipped).
+enum Loose<'a> {
+    Str(Cow<'a, str>),
+    Num(serde_json::Number),
+    Other,
+}
+
+impl Loose<'_> {
+    /// The envelope `id` to echo as `ref`: a string or a number.
+    fn to_id(&self) -> Option<String> {
+        match self {
+            Loose::Str(s) => Some(s.to_string()),
+            Loose::Num(n) => Some(n.to_string()),
+            Loose::Other => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Loose<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Loose<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Loose::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Loose::Str(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Loose::Str(Cow::Owned(v)))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Loose::Num(v.into()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Loose::Num(v.into()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(serde_json::Number::from_f64(v).map_or(Loose::Other, Loose::Num))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Loose::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Loose::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<Skip, Skip>()?.is_some() {}
+                Ok(Loose::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Parses an envelope, knowing the route's type field.
+struct EnvelopeSeed<'f> {
+    type_field: &'f str,
+}
+
+impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
+    type Value = Parsed<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Parsed<'de>, D::Error> {
+        struct V<'f>(&'f str);
+        impl<'de> Visitor<'de> for V<'_> {
+            type Value = Parsed<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut env = Envelope::default();
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if key == self.0 {
+                        env.duplicate |= env.kind.is_some();
+                        env.kind = Some(map.next_value::<Loose<'de>>()?);
+                    } else if key == "payload" {
+                        env.duplicate |= env.payload.is_some();
+                        env.payload = Some(map.next_value::<&'de RawValue>()?);
+                    } else if key == "id" {
+                        env.id = Some(map.next_value::<Loose<'de>>()?);
+                    } else {
+                        map.next_value::<Skip>()?;
+                    }
+                }
+                Ok(Parsed::Object(env))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(Parsed::Other)
+            }
+            fn visit_borrowed_str<E: de::Error>(self, _: &'de str) -> Result<Self::Value, E> {
+                Ok(Parsed::Other)
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(Parsed::Other)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(Parsed::Other)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(Parsed::Other)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(Parsed::Other)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(Parsed::Other)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Parsed::Other)
+            }
+        }
+        d.deserialize_any(V(self.type_field))
+    }
 }
 
 /// Judge a client binary frame on a JSON-envelope route.
@@ -226,9 +496,40 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_type_or_payload_keys_are_refused() {
+        let w = &["chat:write"];
+        let dup_type = r#"{"type":"chat.ping","type":"chat.send","payload":{"text":"hi"}}"#;
+        assert_eq!(rejection(dup_type, w), Some(Rejection::InvalidEnvelope));
+        let dup_payload = r#"{"type":"chat.send","payload":{"text":"hi"},"payload":{"text":5}}"#;
+        assert_eq!(rejection(dup_payload, w), Some(Rejection::InvalidEnvelope));
+    }
+
+    #[test]
+    fn escaped_strings_and_numeric_ids_are_read() {
+        let w = &["chat:write"];
+        assert_eq!(rejection(r#"{"type":"chat\u002esend","payload":{"text":"hi"}}"#, w), None);
+        let r = check_text(&route(UnknownTypes::Reject), &[], r#"{"id":42,"type":"x","payload":{}}"#).unwrap_err();
+        assert_eq!(r.id.as_deref(), Some("42"));
+        assert_eq!(rejection(r#"{"type":"chat.send","payload":{"text":"hi"}} x"#, w), Some(Rejection::InvalidJson));
+        assert_eq!(rejection(r#"{"type":"chat.send","payload":{"text":"hi"}"#, w), Some(Rejection::InvalidJson));
+    }
+
+    #[test]
     fn deeply_nested_json_is_rejected_without_overflowing_the_stack() {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert_eq!(rejection(&deep, &[]), Some(Rejection::InvalidJson));
+    }
+
+    #[test]
+    fn nesting_is_measured_outside_strings() {
+        assert!(nesting_within(r#"{"a":[{"b":[]}]}"#, 4));
+        assert!(!nesting_within(r#"{"a":[{"b":[]}]}"#, 3));
+        let wide = format!("[{}]", vec!["{}"; 500].join(","));
+        assert!(nesting_within(&wide, 2), "many siblings are not depth");
+        let in_string = format!(r#"{{"s":"{}\"{}"}}"#, "[".repeat(300), "{".repeat(300));
+        assert!(nesting_within(&in_string, 1));
+        let deep_payload = format!(r#"{{"type":"chat.ping","payload":{}{}}}"#, r#"{"a":"#.repeat(200), "}".repeat(200));
+        assert_eq!(rejection(&deep_payload, &[]), Some(Rejection::InvalidJson));
     }
 
     #[test]
