@@ -150,4 +150,20 @@ if [ "$IDLE" -gt 0 ]; then
     sleep 3
   done
 fi
+# Handshakes per second with ES256 verification: a second gateway (1 worker, CPU 0) whose
+# only key is an ES256 public key; the generator opens and closes connections as fast as the
+# ramp allows (spread over 127.0.0.0/8 so no per-IP limit or port range interferes).
+if [ "${HANDSHAKES:-1}" = 1 ]; then
+  openssl ecparam -name prime256v1 -genkey -noout -out "$OUT/es256.key" 2>/dev/null
+  openssl pkcs8 -topk8 -nocrypt -in "$OUT/es256.key" -out "$OUT/es256.pk8.pem"
+  openssl ec -in "$OUT/es256.key" -pubout -out "$OUT/es256.pub.pem" 2>/dev/null
+  sed -e 's/^algorithm = "HS256"/algorithm = "ES256"/' -e 's|^secret_env = .*|public_key_file = "es256.pub.pem"|' \
+    "$OUT/wsgate.toml" >"$OUT/wsgate-es256.toml"
+  mkdir -p "$OUT/es256"
+  start_gateway release "$OUT/wsgate-es256.toml" "$OUT/es256" env WSGATE_LOG=warn taskset -c 0
+  taskset -c 1 $LT ramp --url "ws://$GW_ADDR/ws" --private-key "$OUT/es256.pk8.pem" --alg ES256 \
+    --close-after-handshake --spread-ips --rate 1000 --rate-step 1000 --max-connections 1000000 \
+    --warmup 0 --duration "${HS_WINDOW:-8}" --cpu-pid "$GW_PID" --label wsgate-es256 --quiet \
+    --json "$OUT/handshakes-es256.json" | tee -a "$OUT/runs.txt"
+fi
 python3 loadtest/report.py "$OUT" | tee -a "$OUT/summary.txt"

@@ -45,3 +45,12 @@ if rss:
     for r in rss:
         per = (r["rss_idle_kib"] - r["rss_before_kib"]) / r["connections"]
         print(f"| {r['target']} | {r['connections']} | {r['rss_before_kib']} | {r['rss_idle_kib']} | {per:.1f} |")
+hs = os.path.join(out, "handshakes-es256.json")
+if os.path.exists(hs):
+    h = json.load(open(hs))
+    cpu_hs = h.get("proxy_cpu_us_per_handshake")
+    per_core = 1e6 / cpu_hs if cpu_hs else None
+    print("\n| handshakes (ES256 verify, 1 worker) | completed | refused | handshakes/s | p50 us | p99 us | gateway CPU us/handshake | handshakes/s per core |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| wsgate | {h['connected']} | {sum(h['refused'].values())} | {h['handshakes_per_s']:.0f} | {h['handshake_us']['p50']} | "
+          f"{h['handshake_us']['p99']} | {fmt(cpu_hs, 0)} | {fmt(per_core, 0)} |")

@@ -1,47 +1,62 @@
 //! wsgate-loadtest: drives a WebSocket endpoint (wsgate or anything else) and reports
-//! throughput, round-trip latency and, given the proxy's PID, its CPU time per message.
+//! connections, messages, rejections by error code, close codes, throughput, round-trip
+//! latency and, given the proxy's PID, its CPU time per message.
 //!
-//! Scenarios implemented: `steady` (N connections, closed loop with a pipeline depth, echo
-//! round trip timed), `churn` (connect, exchange, disconnect, repeat) and `idle` (connect and
-//! hold, for memory per connection). Every run is bounded
-//! by `--duration`; client addresses can be spread over 127.0.0.0/8 (`--spread-ips`) so per-IP
-//! caps and ephemeral ports do not limit a test.
+//! Scenarios: `steady`, `ramp`, `churn`, `expiry`, `abuse`, `idle` (see `--help` and
+//! loadtest/README.md). Every run is bounded by `--duration` and `--max-connections`; client
+//! addresses can be spread over 127.0.0.0/8 (`--spread-ips`) so per-IP caps and ephemeral
+//! ports do not limit a test.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+mod scenarios;
+mod stats;
+mod tokens;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use futures_util::{SinkExt, StreamExt};
-use hdrhistogram::Histogram;
-use tokio::net::TcpSocket;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::Message;
+use indicatif::{ProgressBar, ProgressStyle};
 
-#[derive(Clone, Copy, ValueEnum, Debug)]
+use scenarios::Role;
+use stats::{q, Stats};
+use tokens::Minter;
+
+#[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
 enum Scenario {
+    /// N connections, closed loop with `--depth` messages in flight, echo round trip timed.
     Steady,
+    /// Handshake storm: `--rate` new connections per second, `+ --rate-step` every second,
+    /// until refusals appear or `--max-connections` are open.
+    Ramp,
+    /// Connect, exchange `--exchanges` messages, disconnect, repeat.
     Churn,
+    /// Steady traffic on tokens living `--ttl` seconds; `--refresh-share` of the clients
+    /// refresh in-band, the others are closed at expiry and reconnect.
+    Expiry,
+    /// A mix of good clients and abusive ones (`--mix`): foreign origins, bad and expired
+    /// tokens, rate-limit violators, oversized frames, slow readers.
+    Abuse,
     /// Connect and hold the connection without traffic until the deadline (memory per connection).
     Idle,
 }
 
 #[derive(Parser, Debug, Clone)]
 #[command(name = "wsgate-loadtest", about = "WebSocket load generator")]
-struct Args {
+pub struct Args {
     /// Scenario to run.
     #[arg(value_enum)]
     scenario: Scenario,
     /// Target, e.g. ws://127.0.0.1:8080/ws.
     #[arg(long)]
     url: String,
-    /// Concurrent connections.
+    /// Concurrent connections (clients).
     #[arg(long, default_value_t = 100)]
     connections: usize,
+    /// Ramp: stop opening connections at this many in total.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
     /// Measurement window in seconds (after the warm-up).
     #[arg(long, default_value_t = 10)]
     duration: u64,
@@ -51,22 +66,53 @@ struct Args {
     /// Message size in bytes (a JSON envelope padded to this size).
     #[arg(long, default_value_t = 64)]
     size: usize,
+    /// Envelope type of the messages sent.
+    #[arg(long, default_value = "chat.send")]
+    message_type: String,
     /// Messages in flight per connection (closed loop).
     #[arg(long, default_value_t = 1)]
     depth: usize,
     /// Churn: messages exchanged per connection before it closes.
     #[arg(long, default_value_t = 5)]
     exchanges: usize,
-    /// Bearer token (Authorization header); or mint one with --hs256-secret.
+    /// Ramp: handshakes per second at the start.
+    #[arg(long, default_value_t = 100)]
+    rate: u64,
+    /// Ramp: handshakes per second added every second.
+    #[arg(long, default_value_t = 100)]
+    rate_step: u64,
+    /// Ramp: close each connection right after its handshake (measures handshakes/s).
+    #[arg(long)]
+    close_after_handshake: bool,
+    /// Expiry: share of clients that refresh their token in-band (0..=1).
+    #[arg(long, default_value_t = 0.5)]
+    refresh_share: f64,
+    /// Abuse: role weights, e.g. good=50,foreign-origin=10,bad-token=10,expired=5,flood=10,oversize=5,slow=10.
+    #[arg(long, default_value = "good=50,foreign-origin=10,bad-token=10,expired=5,flood=10,oversize=5,slow=10")]
+    mix: String,
+    /// Abuse: size of the oversized frames.
+    #[arg(long, default_value_t = 2 * 1024 * 1024)]
+    oversize_bytes: usize,
+    /// Bearer token (Authorization header); or mint one with --hs256-secret / --private-key.
     #[arg(long)]
     token: Option<String>,
-    /// Mint an HS256 token with this secret (sub/scope/ttl below).
+    /// Mint HS256 tokens with this secret.
     #[arg(long)]
     hs256_secret: Option<String>,
+    /// Mint tokens with this PEM private key (see --alg).
+    #[arg(long)]
+    private_key: Option<String>,
+    /// Algorithm for --private-key: ES256 or RS256.
+    #[arg(long, default_value = "ES256")]
+    alg: String,
+    /// `kid` header of minted tokens.
+    #[arg(long)]
+    kid: Option<String>,
     #[arg(long, default_value = "loadtest")]
     sub: String,
     #[arg(long, default_value = "chat:read chat:write")]
     scope: String,
+    /// Token lifetime in seconds.
     #[arg(long, default_value_t = 3600)]
     ttl: u64,
     /// Origin header to send.
@@ -87,204 +133,30 @@ struct Args {
     /// A label for the summary (target name).
     #[arg(long, default_value = "target")]
     label: String,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
-#[derive(Default)]
-struct Totals {
-    connected: u64,
-    refused: BTreeMap<String, u64>,
-    sent: u64,
-    received: u64,
-    errors: BTreeMap<String, u64>,
-    close_codes: BTreeMap<u16, u64>,
-    cycles: u64,
+/// What every client task shares.
+pub struct Run {
+    pub args: Args,
+    pub stats: Stats,
+    pub deadline: Instant,
+    minter: Option<Minter>,
 }
 
-struct Shared {
-    totals: Mutex<Totals>,
-    rtt: Mutex<Histogram<u64>>,
-    recording: std::sync::atomic::AtomicBool,
-}
-
-fn mint(secret: &str, a: &Args) -> anyhow::Result<String> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let claims = serde_json::json!({"sub": a.sub, "scope": a.scope, "iat": now, "exp": now + a.ttl});
-    Ok(jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )?)
-}
-
-fn payload(size: usize) -> String {
-    let head = r#"{"type":"chat.send","id":"lt","payload":{"text":""#;
-    let tail = r#""}}"#;
-    let pad = size.saturating_sub(head.len() + tail.len());
-    format!("{head}{}{tail}", "x".repeat(pad))
-}
-
-fn local_addr(i: usize) -> IpAddr {
-    let n = (i % (250 * 250)) as u32;
-    IpAddr::V4(Ipv4Addr::new(127, 10 + (n / 62_500) as u8, (n / 250 % 250) as u8 + 1, (n % 250) as u8 + 1))
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
-
-async fn open(a: &Args, token: Option<&str>, i: usize) -> Result<Ws, String> {
-    let mut req = a.url.as_str().into_client_request().map_err(|e| format!("url: {e}"))?;
-    if let Some(t) = token {
-        req.headers_mut()
-            .insert("authorization", HeaderValue::from_str(&format!("Bearer {t}")).map_err(|e| e.to_string())?);
-    }
-    if let Some(o) = &a.origin {
-        req.headers_mut().insert("origin", HeaderValue::from_str(o).map_err(|e| e.to_string())?);
-    }
-    let host = req.uri().host().unwrap_or("127.0.0.1").to_string();
-    let port = req.uri().port_u16().unwrap_or(80);
-    let target: SocketAddr = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|e| format!("resolve: {e}"))?
-        .next()
-        .ok_or("resolve: no address")?;
-    let sock = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
-    if a.spread_ips {
-        sock.bind(SocketAddr::new(local_addr(i), 0)).map_err(|e| format!("bind: {e}"))?;
-    }
-    let stream = sock.connect(target).await.map_err(|e| format!("connect: {}", e.kind()))?;
-    let _ = stream.set_nodelay(true);
-    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
-    match tokio_tungstenite::client_async_with_config(req, stream, Some(config)).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(format!("http_{}", resp.status().as_u16())),
-        Err(e) => Err(format!("handshake: {e}")),
-    }
-}
-
-fn note_error(shared: &Shared, e: &tokio_tungstenite::tungstenite::Error) {
-    let key = match e {
-        tokio_tungstenite::tungstenite::Error::ConnectionClosed => "closed".to_string(),
-        tokio_tungstenite::tungstenite::Error::Io(io) => format!("io_{:?}", io.kind()),
-        tokio_tungstenite::tungstenite::Error::Protocol(_) => "protocol".to_string(),
-        other => format!("{other}").chars().take(40).collect(),
-    };
-    *shared.totals.lock().expect("lock").errors.entry(key).or_default() += 1;
-}
-
-/// Read the next data message; record close codes.
-async fn next_data(ws: &mut Ws, shared: &Shared) -> Option<Message> {
-    loop {
-        match ws.next().await? {
-            Ok(Message::Close(frame)) => {
-                let code = frame.map_or(1005, |f| u16::from(f.code));
-                *shared.totals.lock().expect("lock").close_codes.entry(code).or_default() += 1;
-                return None;
-            }
-            Ok(m @ (Message::Text(_) | Message::Binary(_))) => return Some(m),
-            Ok(_) => continue,
+impl Run {
+    /// A token for `sub` living `ttl` seconds, if the run mints tokens.
+    pub fn mint(&self, sub: &str, ttl: i64) -> Option<String> {
+        let m = self.minter.as_ref()?;
+        match m.mint(sub, &self.args.scope, ttl) {
+            Ok(t) => Some(t),
             Err(e) => {
-                note_error(shared, &e);
-                return None;
+                Stats::bump(&self.stats.errors, format!("mint: {e}"));
+                None
             }
         }
-    }
-}
-
-async fn steady(a: Arc<Args>, token: Option<String>, shared: Arc<Shared>, i: usize, deadline: Instant) {
-    let mut ws = match open(&a, token.as_deref(), i).await {
-        Ok(ws) => ws,
-        Err(why) => {
-            *shared.totals.lock().expect("lock").refused.entry(why).or_default() += 1;
-            return;
-        }
-    };
-    shared.totals.lock().expect("lock").connected += 1;
-    if a.skip_greeting && next_data(&mut ws, &shared).await.is_none() {
-        return;
-    }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
-    let (mut sent, mut received) = (0u64, 0u64);
-    let mut in_flight: VecDeque<Instant> = VecDeque::with_capacity(a.depth);
-    let msg = payload(a.size);
-    for _ in 0..a.depth {
-        in_flight.push_back(Instant::now());
-        if let Err(e) = ws.send(Message::text(msg.clone())).await {
-            note_error(&shared, &e);
-            return;
-        }
-    }
-    while Instant::now() < deadline {
-        let Ok(next) = tokio::time::timeout_at(deadline.into(), next_data(&mut ws, &shared)).await else { break };
-        let Some(_) = next else { break };
-        let recording = shared.recording.load(std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = in_flight.pop_front() {
-            if recording {
-                let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
-                received += 1;
-            }
-        }
-        in_flight.push_back(Instant::now());
-        if let Err(e) = ws.send(Message::text(msg.clone())).await {
-            note_error(&shared, &e);
-            break;
-        }
-        if recording {
-            sent += 1;
-        }
-    }
-    let _ = ws.close(None).await;
-    let mut t = shared.totals.lock().expect("lock");
-    t.sent += sent;
-    t.received += received;
-    drop(t);
-    let _ = shared.rtt.lock().expect("lock").add(&hist);
-}
-
-async fn churn(a: Arc<Args>, token: Option<String>, shared: Arc<Shared>, i: usize, deadline: Instant) {
-    let msg = payload(a.size);
-    let mut n = 0usize;
-    while Instant::now() < deadline {
-        n += 1;
-        let mut ws = match open(&a, token.as_deref(), i * 1000 + n % 1000).await {
-            Ok(ws) => ws,
-            Err(why) => {
-                *shared.totals.lock().expect("lock").refused.entry(why).or_default() += 1;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        shared.totals.lock().expect("lock").connected += 1;
-        if a.skip_greeting && next_data(&mut ws, &shared).await.is_none() {
-            continue;
-        }
-        let mut ok = true;
-        for _ in 0..a.exchanges {
-            let t0 = Instant::now();
-            if ws.send(Message::text(msg.clone())).await.is_err() || next_data(&mut ws, &shared).await.is_none() {
-                ok = false;
-                break;
-            }
-            if shared.recording.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = shared.rtt.lock().expect("lock").record(t0.elapsed().as_micros().max(1) as u64);
-                let mut t = shared.totals.lock().expect("lock");
-                t.sent += 1;
-                t.received += 1;
-            }
-        }
-        let _ = ws.close(None).await;
-        if ok {
-            shared.totals.lock().expect("lock").cycles += 1;
-        }
-    }
-}
-
-async fn idle(a: Arc<Args>, token: Option<String>, shared: Arc<Shared>, i: usize, deadline: Instant) {
-    match open(&a, token.as_deref(), i).await {
-        Ok(mut ws) => {
-            shared.totals.lock().expect("lock").connected += 1;
-            let _ = tokio::time::timeout_at(deadline.into(), async { while ws.next().await.is_some() {} }).await;
-            let _ = ws.close(None).await;
-        }
-        Err(why) => *shared.totals.lock().expect("lock").refused.entry(why).or_default() += 1,
     }
 }
 
@@ -297,75 +169,204 @@ fn cpu_micros(pid: u32) -> Option<(u64, u64)> {
     Some((ticks(11)? * 10_000, ticks(12)? * 10_000)) // USER_HZ is 100 on Linux
 }
 
+fn parse_mix(mix: &str) -> anyhow::Result<Vec<(Role, u32)>> {
+    let mut out = Vec::new();
+    for part in mix.split(',').filter(|p| !p.is_empty()) {
+        let (name, weight) = part.split_once('=').with_context(|| format!("--mix: `{part}` is not role=weight"))?;
+        let role = Role::ALL
+            .into_iter()
+            .find(|r| r.name() == name.trim())
+            .with_context(|| format!("--mix: unknown role `{name}`"))?;
+        out.push((role, weight.trim().parse().with_context(|| format!("--mix: weight of `{name}`"))?));
+    }
+    anyhow::ensure!(out.iter().any(|(_, w)| *w > 0), "--mix: no role has a weight");
+    Ok(out)
+}
+
+/// The role of client `i` out of `n`, in proportion to the weights.
+fn role_of(mix: &[(Role, u32)], i: usize, n: usize) -> Role {
+    let total: u32 = mix.iter().map(|(_, w)| w).sum();
+    let point = (i as u64 * u64::from(total) / n.max(1) as u64) as u32;
+    let mut acc = 0;
+    for (role, w) in mix {
+        acc += w;
+        if point < acc {
+            return *role;
+        }
+    }
+    mix.last().map_or(Role::Good, |(r, _)| *r)
+}
+
+fn progress(run: &Run, quiet: bool) -> ProgressBar {
+    let total = run.args.warmup + run.args.duration;
+    let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(total) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len}s {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     anyhow::ensure!(a.duration > 0 && a.duration <= 3600, "--duration must be 1..=3600 s");
     anyhow::ensure!(a.connections > 0 && a.connections <= 20_000, "--connections must be 1..=20000");
+    let cap = if a.close_after_handshake { 10_000_000 } else { 20_000 };
+    anyhow::ensure!(a.max_connections > 0 && a.max_connections <= cap, "--max-connections must be 1..={cap}");
     anyhow::ensure!(a.depth > 0 && a.depth <= 1024, "--depth must be 1..=1024");
-    let token = match (&a.token, &a.hs256_secret) {
-        (Some(t), _) => Some(t.clone()),
-        (None, Some(s)) => Some(mint(s, &a).context("mint token")?),
-        (None, None) => None,
-    };
-    let shared = Arc::new(Shared {
-        totals: Mutex::new(Totals::default()),
-        rtt: Mutex::new(Histogram::new_with_bounds(1, 60_000_000, 3)?),
-        recording: std::sync::atomic::AtomicBool::new(false),
-    });
-    let a = Arc::new(a);
+    anyhow::ensure!((0.0..=1.0).contains(&a.refresh_share), "--refresh-share must be within 0..=1");
+    let mix = parse_mix(&a.mix)?;
+    let minter = Minter::new(a.hs256_secret.as_deref(), a.private_key.as_deref(), &a.alg, a.kid.clone())?;
     let start = Instant::now();
     let warm_end = start + Duration::from_secs(a.warmup);
     let deadline = warm_end + Duration::from_secs(a.duration);
-    let mut tasks = Vec::with_capacity(a.connections);
-    for i in 0..a.connections {
-        let (a2, t, s) = (a.clone(), token.clone(), shared.clone());
-        tasks.push(tokio::spawn(async move {
-            match a2.scenario {
-                Scenario::Steady => steady(a2.clone(), t, s, i, deadline).await,
-                Scenario::Churn => churn(a2.clone(), t, s, i, deadline).await,
-                Scenario::Idle => idle(a2.clone(), t, s, i, deadline).await,
-            }
-        }));
-    }
-    tokio::time::sleep_until(warm_end.into()).await;
-    shared.recording.store(true, std::sync::atomic::Ordering::Relaxed);
-    let cpu0 = a.cpu_pid.and_then(cpu_micros);
-    let t0 = Instant::now();
-    tokio::time::sleep_until(deadline.into()).await;
-    shared.recording.store(false, std::sync::atomic::Ordering::Relaxed);
-    let window = t0.elapsed().as_secs_f64();
-    let cpu1 = a.cpu_pid.and_then(cpu_micros);
-    for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-    }
-    let totals = shared.totals.lock().expect("lock");
-    let h = shared.rtt.lock().expect("lock");
-    let rate = totals.received as f64 / window;
-    let (cpu_per_msg, user_share) = match (cpu0, cpu1) {
-        (Some((u0, s0)), Some((u1, s1))) if totals.received > 0 => {
-            let (user, sys) = (u1.saturating_sub(u0), s1.saturating_sub(s0));
-            let share = if user + sys > 0 { user as f64 / (user + sys) as f64 } else { 0.0 };
-            (Some((user + sys) as f64 / totals.received as f64), Some(share))
-        }
-        _ => (None, None),
+    let quiet = a.quiet;
+    let run = Arc::new(Run { args: a, stats: Stats::new()?, deadline, minter });
+    let a = &run.args;
+    let token = match &a.token {
+        Some(t) => Some(t.clone()),
+        None => run.mint(&a.sub, a.ttl as i64),
     };
-    let q = |p: f64| if h.is_empty() { 0 } else { h.value_at_quantile(p) };
+    let bar = progress(&run, quiet);
+
+    let mut tasks = Vec::new();
+    let scenario = a.scenario;
+    if scenario != Scenario::Ramp {
+        for i in 0..a.connections {
+            let (run, t) = (Arc::clone(&run), token.clone());
+            let role = role_of(&mix, i, a.connections);
+            tasks.push(tokio::spawn(async move {
+                match scenario {
+                    Scenario::Steady => scenarios::steady(run, i, t).await,
+                    Scenario::Churn => scenarios::churn(run, i, t).await,
+                    Scenario::Idle => scenarios::idle(run, i, t).await,
+                    Scenario::Expiry => scenarios::expiry(run, i).await,
+                    Scenario::Abuse => scenarios::abuse(run, i, role, t).await,
+                    Scenario::Ramp => {}
+                }
+            }));
+        }
+    }
+
+    let mut cpu0 = None;
+    let mut t0 = Instant::now();
+    let mut ramp_rate = a.rate;
+    let mut opened = 0usize;
+    let mut ramp_log = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last = (0u64, 0u64);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        if !run.stats.recording() && now >= warm_end {
+            run.stats.recording.store(true, Ordering::Relaxed);
+            cpu0 = a.cpu_pid.and_then(cpu_micros);
+            t0 = now;
+        }
+        if scenario == Scenario::Ramp {
+            let refused_before = run.stats.refused.lock().expect("lock").values().sum::<u64>();
+            let batch = (ramp_rate as usize).min(a.max_connections.saturating_sub(opened));
+            let spacing = Duration::from_secs(1) / (batch.max(1) as u32);
+            for k in 0..batch {
+                let (run, t) = (Arc::clone(&run), token.clone());
+                let i = opened + k;
+                tasks.push(tokio::spawn(async move {
+                    tokio::time::sleep(spacing * k as u32).await;
+                    scenarios::ramp_one(run, i, t).await
+                }));
+            }
+            opened += batch;
+            let refused_now = run.stats.refused.lock().expect("lock").values().sum::<u64>();
+            ramp_log.push(serde_json::json!({"second": ramp_log.len() + 1, "rate": batch, "refused_so_far": refused_now}));
+            if refused_now == refused_before && batch > 0 {
+                ramp_rate += a.rate_step;
+            }
+        }
+        let (sent, recv) = (run.stats.sent.load(Ordering::Relaxed), run.stats.received.load(Ordering::Relaxed));
+        let refused: u64 = run.stats.refused.lock().expect("lock").values().sum();
+        bar.set_position(start.elapsed().as_secs());
+        bar.set_message(format!(
+            "conn {} refused {} msg/s {}",
+            run.stats.connected.load(Ordering::Relaxed),
+            refused,
+            recv.saturating_sub(last.1)
+        ));
+        last = (sent, recv);
+    }
+    run.stats.recording.store(false, Ordering::Relaxed);
+    let window = t0.elapsed().as_secs_f64().max(0.001);
+    let cpu1 = a.cpu_pid.and_then(cpu_micros);
+    bar.finish_and_clear();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
+    }
+    summarize(&run, window, cpu0, cpu1, ramp_log)
+}
+
+fn summarize(
+    run: &Run,
+    window: f64,
+    cpu0: Option<(u64, u64)>,
+    cpu1: Option<(u64, u64)>,
+    ramp_log: Vec<serde_json::Value>,
+) -> anyhow::Result<()> {
+    let a = &run.args;
+    let s = &run.stats;
+    let received = s.received.load(Ordering::Relaxed);
+    let sent = s.sent.load(Ordering::Relaxed);
+    let handshakes = s.handshakes.load(Ordering::Relaxed);
+    let connected = s.connected.load(Ordering::Relaxed);
+    let rate = received as f64 / window;
+    let cpu = match (cpu0, cpu1) {
+        (Some((u0, s0)), Some((u1, s1))) => Some((u1.saturating_sub(u0), s1.saturating_sub(s0))),
+        _ => None,
+    };
+    let user_share = cpu.filter(|(u, s)| u + s > 0).map(|(u, s)| u as f64 / (u + s) as f64);
+    let cpu_per_msg = cpu.filter(|_| received > 0).map(|(u, s)| (u + s) as f64 / received as f64);
+    let cpu_per_handshake = cpu.filter(|_| handshakes > 0).map(|(u, s)| (u + s) as f64 / handshakes as f64);
+    let h = s.rtt.lock().expect("lock");
+    let hs = s.handshake_us.lock().expect("lock");
+    let refused = s.refused.lock().expect("lock").clone();
+    let rejected = s.rejected.lock().expect("lock").clone();
+    let errors = s.errors.lock().expect("lock").clone();
+    let closes = s.close_codes.lock().expect("lock").clone();
+    let events = s.events.lock().expect("lock").clone();
+    let total_time = (a.warmup + a.duration) as f64;
     let summary = serde_json::json!({
         "label": a.label, "scenario": format!("{:?}", a.scenario).to_lowercase(), "url": a.url,
         "connections": a.connections, "size": a.size, "depth": a.depth, "window_s": window,
-        "connected": totals.connected, "refused": totals.refused, "sent": totals.sent, "received": totals.received,
-        "churn_cycles": totals.cycles, "errors": totals.errors, "close_codes": totals.close_codes,
-        "msgs_per_s": rate, "rtt_us": {"p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": h.max()},
+        "handshakes": handshakes, "connected": connected, "refused": refused,
+        "handshakes_per_s": handshakes as f64 / total_time,
+        "handshake_us": {"p50": q(&hs, 0.5), "p99": q(&hs, 0.99), "max": hs.max()},
+        "sent": sent, "received": received, "rejected": rejected, "errors": errors, "close_codes": closes,
+        "events": events, "msgs_per_s": rate,
+        "rtt_us": {"p50": q(&h, 0.5), "p90": q(&h, 0.9), "p99": q(&h, 0.99), "p999": q(&h, 0.999), "max": h.max()},
         "proxy_cpu_us_per_msg": cpu_per_msg, "proxy_cpu_user_share": user_share,
+        "proxy_cpu_us_per_handshake": cpu_per_handshake,
+        "ramp": ramp_log,
     });
     println!(
         "{:<14} {:>6} conn {:>5} B depth {:>3}: {:>9.0} msg/s  rtt p50 {:>6} us p99 {:>7} us p99.9 {:>7} us max {:>8} us  cpu/msg {} (user {})  connected {} refused {:?} errors {:?} closes {:?}",
-        a.label, a.connections, a.size, a.depth, rate, q(0.5), q(0.99), q(0.999), h.max(),
+        a.label, a.connections, a.size, a.depth, rate, q(&h, 0.5), q(&h, 0.99), q(&h, 0.999), h.max(),
         cpu_per_msg.map_or("-".to_string(), |c| format!("{c:.1} us")),
         user_share.map_or("-".to_string(), |u| format!("{:.0}%", u * 100.0)),
-        totals.connected, totals.refused, totals.errors, totals.close_codes
+        connected, refused, errors, closes
     );
+    if a.scenario != Scenario::Steady {
+        println!(
+            "  handshakes {handshakes} ({:.0}/s, p50 {} us, p99 {} us, proxy cpu/handshake {})  sent {sent} received {received}",
+            handshakes as f64 / total_time,
+            q(&hs, 0.5),
+            q(&hs, 0.99),
+            cpu_per_handshake.map_or("-".to_string(), |c| format!("{c:.0} us"))
+        );
+        println!("  rejected by code {rejected:?}");
+        println!("  events {events:?}");
+    }
     if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;
     }

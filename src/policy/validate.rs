@@ -152,11 +152,16 @@ pub fn check_text(route: &Route, scopes: &[String], text: &str) -> Result<Verdic
 /// recursion limit for the parts it builds).
 pub const MAX_NESTING: usize = 128;
 
-/// True when `json` (valid JSON) nests arrays and objects at most `limit` deep. Counting the
-/// openers outside strings (memchr over the text) settles almost every message; only one
-/// with more openers than `limit` is walked byte by byte.
+/// True when `json` (valid JSON) nests arrays and objects at most `limit` deep. A text
+/// shorter than two bytes per level cannot; counting the openers outside strings (memchr over
+/// the text) settles almost every other message; only one with more openers than `limit` is
+/// walked byte by byte.
 fn nesting_within(json: &str, limit: usize) -> bool {
     let b = json.as_bytes();
+    if b.len() <= limit * 2 {
+        // Too short to nest deeper than the limit (each level takes two bytes).
+        return true;
+    }
     let (mut i, mut openers) = (0, 0);
     while let Some(off) = memchr::memchr3(b'"', b'[', b'{', &b[i..]) {
         let at = i + off;
