@@ -23,7 +23,7 @@ pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, Error> {
     }
     let key = PrivateKeyDer::from_pem_file(&files.key_file)
         .map_err(|e| Error::Tls(format!("server.tls.key_file {}: {e}", files.key_file.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| Error::Tls(e.to_string()))?

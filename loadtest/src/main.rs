@@ -84,6 +84,9 @@ pub struct Args {
     /// Ramp: close each connection right after its handshake (measures handshakes/s).
     #[arg(long)]
     close_after_handshake: bool,
+    /// Ramp: handshakes in progress at once at most (the storm queues behind them).
+    #[arg(long, default_value_t = 256)]
+    max_in_flight: usize,
     /// Expiry: share of clients that refresh their token in-band (0..=1).
     #[arg(long, default_value_t = 0.5)]
     refresh_share: f64,
@@ -143,6 +146,8 @@ pub struct Run {
     pub args: Args,
     pub stats: Stats,
     pub deadline: Instant,
+    /// Ramp: permits for handshakes in progress.
+    pub in_flight: tokio::sync::Semaphore,
     minter: Option<Minter>,
 }
 
@@ -222,7 +227,8 @@ async fn main() -> anyhow::Result<()> {
     let warm_end = start + Duration::from_secs(a.warmup);
     let deadline = warm_end + Duration::from_secs(a.duration);
     let quiet = a.quiet;
-    let run = Arc::new(Run { args: a, stats: Stats::new()?, deadline, minter });
+    let in_flight = tokio::sync::Semaphore::new(a.max_in_flight.max(1));
+    let run = Arc::new(Run { args: a, stats: Stats::new()?, deadline, in_flight, minter });
     let a = &run.args;
     let token = match &a.token {
         Some(t) => Some(t.clone()),

@@ -250,7 +250,13 @@ pub async fn idle(run: Arc<Run>, i: usize, token: Option<String>) {
 /// One handshake of a ramp; the connection is held until the deadline unless
 /// `--close-after-handshake`.
 pub async fn ramp_one(run: Arc<Run>, i: usize, token: Option<String>) {
-    match open(&run, token.as_deref(), run.args.origin.as_deref(), i).await {
+    let Ok(permit) = run.in_flight.acquire().await else { return };
+    if Instant::now() >= run.deadline {
+        return;
+    }
+    let opened = open(&run, token.as_deref(), run.args.origin.as_deref(), i).await;
+    drop(permit);
+    match opened {
         Ok(mut ws) => {
             if run.args.close_after_handshake {
                 let _ = ws.close(None).await;

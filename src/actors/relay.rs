@@ -67,6 +67,8 @@ pub struct Side {
     pub dead: bool,
     /// `carry` holds bytes read before the session started, not yet handled.
     unhandled: bool,
+    /// Bytes were written since the last flush (TLS buffers them until flushed).
+    unflushed: bool,
 }
 
 // === impl Side ===
@@ -76,7 +78,7 @@ impl Side {
     /// write first (the 101 response).
     pub fn new(io: Box<dyn Io>, carry: BytesMut, out: BytesMut) -> Self {
         let unhandled = !carry.is_empty();
-        Self { io, carry, want: 0, out, head_left: 0, dead: false, unhandled }
+        Self { io, carry, want: 0, out, head_left: 0, dead: false, unhandled, unflushed: false }
     }
 
     /// Lend a buffer for the next read: the carried bytes when a frame is incomplete, else the
@@ -144,8 +146,12 @@ impl Side {
                 self.head_left = 0;
             }
             self.out.advance(n);
+            self.unflushed = true;
         }
-        std::task::ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        if self.unflushed {
+            std::task::ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            self.unflushed = false;
+        }
         if self.out.capacity() > KEEP_OUT_CAPACITY {
             self.out = BytesMut::new();
         }

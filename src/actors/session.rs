@@ -13,6 +13,7 @@
 //! mailbox hop. Does not own: admission (registry), dialing (upstream.rs).
 
 use std::cell::Cell;
+use std::future::Future;
 use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
-use actix::{Actor, ActorContext, ActorFuture, AsyncContext, Context, SpawnHandle};
+use actix::{Actor, ActorContext, ActorFuture, AsyncContext, Context};
 use bytes::BytesMut;
 
 use super::registry::Lease;
@@ -104,8 +105,20 @@ pub struct WsSession {
     /// UTF-8 state of a fragmented upstream text message.
     upstream_text: Option<Utf8Stream>,
     mask_keys: MaskKeys,
-    expiry_timer: Option<SpawnHandle>,
-    warning_timer: Option<SpawnHandle>,
+    /// When the token expires (close 4001); `None` once handled.
+    expires_at: Option<Instant>,
+    /// When to send `auth.expiring`; `None` once sent or when disabled.
+    warn_at: Option<Instant>,
+    /// Next heartbeat tick (ping and idle check); `None` when both are disabled.
+    heartbeat_at: Option<Instant>,
+    /// Ping interval and idle limit (zero: disabled).
+    ping_every: Duration,
+    idle_limit: Duration,
+    /// Latest moment the closing session stops, flushed or not.
+    stop_at: Option<Instant>,
+    /// One timer for all of the deadlines above, armed for the earliest.
+    timer: Pin<Box<tokio::time::Sleep>>,
+    timer_armed_for: Option<Instant>,
     last_seen: Instant,
     opened: Instant,
     messages_in: u64,
@@ -139,8 +152,14 @@ impl WsSession {
             assembly: None,
             upstream_text: None,
             mask_keys: MaskKeys::new(),
-            expiry_timer: None,
-            warning_timer: None,
+            expires_at: None,
+            warn_at: None,
+            heartbeat_at: None,
+            ping_every: Duration::ZERO,
+            idle_limit: Duration::ZERO,
+            stop_at: None,
+            timer: Box::pin(tokio::time::sleep_until(now.into())),
+            timer_armed_for: None,
             last_seen: now,
             opened: now,
             messages_in: 0,
@@ -185,26 +204,64 @@ impl WsSession {
 
     /// Stop reading; the pump stops the actor once both write queues are flushed, at the
     /// latest after [`CLOSE_GRACE`].
-    fn begin_closing(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_later(CLOSE_GRACE, |_, ctx| ctx.stop());
+    fn begin_closing(&mut self, _: &mut Context<Self>) {
+        self.stop_at = Some(Instant::now() + CLOSE_GRACE);
         self.wake();
     }
 
-    /// (Re-)arm the warning and expiry timers from the current claims.
-    fn arm_expiry(&mut self, ctx: &mut Context<Self>) {
-        for handle in [self.expiry_timer.take(), self.warning_timer.take()].into_iter().flatten() {
-            ctx.cancel_future(handle);
-        }
+    /// (Re-)set the warning and expiry deadlines from the current claims.
+    fn arm_expiry(&mut self) {
         let auth = &self.p.config.auth;
         let left = self.p.claims.time_left(auth.leeway, SystemTime::now());
-        self.expiry_timer = Some(ctx.run_later(left, |s, ctx| {
-            tracing::info!(event = "token_expired", conn_id = s.id(), route = %s.p.route.path, client_ip = %s.p.client_ip, subject = %s.p.claims.sub, jti = s.p.claims.jti.as_deref().unwrap_or(""), "session token expired");
-            s.close(ctx, Denied::TokenExpired);
-        }));
-        let warning = auth.expiry_warning;
-        if !warning.is_zero() {
-            let at = left.saturating_sub(warning);
-            self.warning_timer = Some(ctx.run_later(at, |s, _| s.send_expiring()));
+        let now = Instant::now();
+        self.expires_at = Some(now + left);
+        self.warn_at = (!auth.expiry_warning.is_zero()).then(|| now + left.saturating_sub(auth.expiry_warning));
+        self.wake();
+    }
+
+    /// The earliest pending deadline.
+    fn next_deadline(&self) -> Option<Instant> {
+        [self.expires_at, self.warn_at, self.heartbeat_at, self.stop_at].into_iter().flatten().min()
+    }
+
+    /// Handle every deadline that has passed. Deadlines are checked on each pump pass (a
+    /// clock read) and one timer wakes the session for the earliest: no timer future is
+    /// polled per frame.
+    fn run_deadlines(&mut self, ctx: &mut Context<Self>, now: Instant) {
+        if self.stop_at.is_some_and(|t| t <= now) {
+            self.stop_at = None;
+            ctx.stop();
+            return;
+        }
+        if self.expires_at.is_some_and(|t| t <= now) {
+            self.expires_at = None;
+            self.warn_at = None;
+            if self.closing.is_none() {
+                tracing::info!(event = "token_expired", conn_id = self.id(), route = %self.p.route.path, client_ip = %self.p.client_ip, subject = %self.p.claims.sub, jti = self.p.claims.jti.as_deref().unwrap_or(""), "session token expired");
+                self.close(ctx, Denied::TokenExpired);
+            }
+        }
+        if self.warn_at.is_some_and(|t| t <= now) {
+            self.warn_at = None;
+            if self.closing.is_none() {
+                self.send_expiring();
+            }
+        }
+        if self.heartbeat_at.is_some_and(|t| t <= now) {
+            self.heartbeat(ctx, now);
+        }
+    }
+
+    /// Point the timer at the earliest deadline (registering the wake-up when it changed).
+    fn arm_timer(&mut self, cx: &mut std::task::Context<'_>) {
+        let Some(at) = self.next_deadline() else { return };
+        if self.timer_armed_for != Some(at) {
+            self.timer.as_mut().reset(at.into());
+            self.timer_armed_for = Some(at);
+            if self.timer.as_mut().poll(cx).is_ready() {
+                // Already due: run the pump again now.
+                cx.waker().wake_by_ref();
+            }
         }
     }
 
@@ -218,26 +275,33 @@ impl WsSession {
         self.send_text(&frame.to_string());
     }
 
-    fn start_heartbeat(&mut self, ctx: &mut Context<Self>) {
+    fn start_heartbeat(&mut self) {
         let t = &self.p.config.timeouts;
-        let (ping, idle) = (Duration::from_secs(t.ping_interval_seconds), Duration::from_secs(t.idle_seconds));
-        let tick = match (ping.is_zero(), idle.is_zero()) {
-            (true, true) => return,
-            (false, _) => ping,
-            (true, false) => (idle / 2).max(Duration::from_secs(1)),
-        };
-        ctx.run_interval(tick, move |s, ctx| {
-            if s.closing.is_some() {
-                return;
-            }
-            if !idle.is_zero() && s.last_seen.elapsed() > idle {
-                return s.close(ctx, Denied::Idle);
-            }
-            if !ping.is_zero() {
-                wire::encode(&mut s.client.out, wire::OP_PING, true, b"", None);
-                s.wake();
-            }
-        });
+        self.ping_every = Duration::from_secs(t.ping_interval_seconds);
+        self.idle_limit = Duration::from_secs(t.idle_seconds);
+        self.heartbeat_at = self.heartbeat_tick().map(|tick| Instant::now() + tick);
+    }
+
+    /// Time between heartbeats: the ping interval, or half the idle limit without pings.
+    fn heartbeat_tick(&self) -> Option<Duration> {
+        match (self.ping_every.is_zero(), self.idle_limit.is_zero()) {
+            (true, true) => None,
+            (false, _) => Some(self.ping_every),
+            (true, false) => Some((self.idle_limit / 2).max(Duration::from_secs(1))),
+        }
+    }
+
+    fn heartbeat(&mut self, ctx: &mut Context<Self>, now: Instant) {
+        self.heartbeat_at = self.heartbeat_tick().map(|tick| now + tick);
+        if self.closing.is_some() {
+            return;
+        }
+        if !self.idle_limit.is_zero() && now.duration_since(self.last_seen) > self.idle_limit {
+            return self.close(ctx, Denied::Idle);
+        }
+        if !self.ping_every.is_zero() {
+            wire::encode(&mut self.client.out, wire::OP_PING, true, b"", None);
+        }
     }
 
     /// Count a rejected frame; close once `violations_before_close` are reached in the window.
@@ -336,7 +400,7 @@ impl WsSession {
             Ok(claims) => {
                 tracing::info!(event = "auth_refresh", result = "ok", conn_id = self.id(), route = %self.p.route.path, subject = %claims.sub, jti = claims.jti.as_deref().unwrap_or(""), exp = claims.exp);
                 self.p.claims = claims;
-                self.arm_expiry(ctx);
+                self.arm_expiry();
                 let mut payload = serde_json::json!({"exp": self.p.claims.exp});
                 if let Some(id) = id {
                     payload["ref"] = serde_json::Value::String(id.to_string());
@@ -593,13 +657,23 @@ impl WsSession {
             self.waker = Some(cx.waker().clone());
         }
         let high_water = self.p.config.limits.outbound_buffer_bytes;
+        // A side whose read was pending has its wake-up registered: not read again this call.
+        let (mut client_ready, mut upstream_ready) = (true, true);
         for _ in 0..PASSES_PER_WAKE {
-            let mut progress = false;
-            if self.closing.is_none() && self.upstream.queued() < high_water {
-                progress |= self.read_client(ctx, cx);
+            if self.next_deadline().is_some_and(|t| t <= Instant::now()) {
+                self.run_deadlines(ctx, Instant::now());
+                if !ctx.state().alive() {
+                    return Poll::Ready(());
+                }
             }
-            if self.closing.is_none() {
-                progress |= self.read_upstream(ctx, cx);
+            let mut progress = false;
+            if client_ready && self.closing.is_none() && self.upstream.queued() < high_water {
+                client_ready = self.read_client(ctx, cx);
+                progress |= client_ready;
+            }
+            if upstream_ready && self.closing.is_none() {
+                upstream_ready = self.read_upstream(ctx, cx);
+                progress |= upstream_ready;
             }
             let client_flushed = match self.client.poll_write_out(cx) {
                 Poll::Ready(Ok(())) => true,
@@ -628,6 +702,7 @@ impl WsSession {
                 return Poll::Ready(());
             }
             if !progress {
+                self.arm_timer(cx);
                 return Poll::Pending;
             }
         }
@@ -675,8 +750,8 @@ impl Actor for WsSession {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.metrics.opened();
         ctx.spawn(Pump);
-        self.arm_expiry(ctx);
-        self.start_heartbeat(ctx);
+        self.arm_expiry();
+        self.start_heartbeat();
         let auth = &self.p.config.auth;
         if !auth.expiry_warning.is_zero()
             && self.p.claims.time_left(auth.leeway, SystemTime::now()) <= auth.expiry_warning
