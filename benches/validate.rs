@@ -6,6 +6,7 @@
 //! - the JSON Schema check of the payload (a type with a schema) vs the envelope alone;
 //! - the whole decision on a 256-byte client frame as the session makes it: header parse and
 //!   framing rules, unmasking copy, UTF-8, both token buckets, envelope + scope + schema.
+//!
 //! Also the frame guard per 4 KiB frame and the origin check.
 
 use std::hint::black_box;

@@ -11,7 +11,7 @@ use actix_http::HttpService;
 use actix_service::ServiceFactoryExt;
 use actix_web::{web, App, HttpServer};
 
-use crate::actors::registry::Registry;
+use crate::actors::registry::{Admission, Registry};
 use crate::auth::keys::KeySet;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -27,7 +27,9 @@ pub struct Gateway {
     pub config: Arc<Config>,
     /// Verification keys.
     pub keys: Arc<KeySet>,
-    /// The admission actor.
+    /// Connection caps and handshake rates (called directly by the handshake path).
+    pub admission: Arc<Admission>,
+    /// The actor maintaining the admission state.
     pub registry: Addr<Registry>,
 }
 
@@ -60,8 +62,9 @@ pub async fn run(config: Config, keys: KeySet, announce: impl FnOnce(Bound)) -> 
     });
 
     let config = Arc::new(config);
-    let registry = Registry::new(config.limits.clone()).start();
-    let gateway = Arc::new(Gateway { config: Arc::clone(&config), keys: Arc::new(keys), registry });
+    let admission = Admission::new(config.limits.clone());
+    let registry = Registry::new(Arc::clone(&admission)).start();
+    let gateway = Arc::new(Gateway { config: Arc::clone(&config), keys: Arc::new(keys), admission, registry });
 
     let public_listener = TcpListener::bind(config.listen)?;
     let public_addr = public_listener.local_addr()?;

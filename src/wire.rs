@@ -214,20 +214,34 @@ impl Utf8Stream {
     }
 }
 
+thread_local! {
+    /// Per-thread seed stream for [`MaskKeys`], seeded once from the OS.
+    static SEEDS: std::cell::Cell<u64> = std::cell::Cell::new({
+        let mut seed = [0u8; 8];
+        match getrandom::fill(&mut seed) {
+            Ok(()) => u64::from_ne_bytes(seed),
+            Err(_) => 0x9e37_79b9_7f4a_7c15,
+        }
+    });
+}
+
 /// A small xorshift generator for the masking keys of the gateway's own frames to an
-/// upstream (pongs, closes). Seeded from the OS per session.
+/// upstream (pongs, closes). Each session's generator is seeded from a per-thread splitmix64
+/// stream that the OS seeded once, so opening a session costs no system call.
 #[derive(Debug, Clone)]
 pub struct MaskKeys(u64);
 
 impl MaskKeys {
-    /// Seeded from `getrandom`; a fixed odd seed if the OS source fails.
+    /// The next generator of this thread's seed stream.
     pub fn new() -> Self {
-        let mut seed = [0u8; 8];
-        let seed = match getrandom::fill(&mut seed) {
-            Ok(()) => u64::from_ne_bytes(seed) | 1,
-            Err(_) => 0x9e37_79b9_7f4a_7c15,
-        };
-        Self(seed)
+        let seed = SEEDS.with(|s| {
+            let mut z = s.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+            s.set(z);
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        });
+        Self(seed | 1)
     }
 
     /// The next key.

@@ -287,7 +287,8 @@ async fn main() -> anyhow::Result<()> {
             }
             opened += batch;
             let refused_now = run.stats.refused.lock().expect("lock").values().sum::<u64>();
-            ramp_log.push(serde_json::json!({"second": ramp_log.len() + 1, "rate": batch, "refused_so_far": refused_now}));
+            ramp_log
+                .push(serde_json::json!({"second": ramp_log.len() + 1, "rate": batch, "refused_so_far": refused_now}));
             if refused_now == refused_before && batch > 0 {
                 ramp_rate += a.rate_step;
             }

@@ -139,14 +139,12 @@ pub async fn steady(run: Arc<Run>, i: usize, token: Option<String>) {
     let _ = ws.close(None).await;
 }
 
+/// Answers a gateway control frame (`auth.expiring`, ...) with a frame to send, or nothing.
+type OnControl<'a> = dyn FnMut(&str) -> Option<String> + Send + 'a;
+
 /// The closed loop of [`steady`]; stops at `until`, at the end of the connection, or when
 /// `stop` says so after an incoming control frame (which it receives).
-async fn exchange_until_deadline(
-    run: &Run,
-    ws: &mut Ws,
-    until: Instant,
-    mut on_control: Option<&mut (dyn FnMut(&str) -> Option<String> + Send)>,
-) {
+async fn exchange_until_deadline(run: &Run, ws: &mut Ws, until: Instant, mut on_control: Option<&mut OnControl<'_>>) {
     let a = &run.args;
     let stats = &run.stats;
     if a.skip_greeting && !matches!(next(ws, stats).await, Incoming::Data) {

@@ -14,7 +14,12 @@ pub struct Minter {
 
 impl Minter {
     /// From `--hs256-secret` or `--private-key` + `--alg`.
-    pub fn new(secret: Option<&str>, private_key: Option<&str>, alg: &str, kid: Option<String>) -> anyhow::Result<Option<Self>> {
+    pub fn new(
+        secret: Option<&str>,
+        private_key: Option<&str>,
+        alg: &str,
+        kid: Option<String>,
+    ) -> anyhow::Result<Option<Self>> {
         match (secret, private_key) {
             (Some(s), _) => Ok(Some(Self { alg: Algorithm::HS256, key: EncodingKey::from_secret(s.as_bytes()), kid })),
             (None, Some(path)) => {

@@ -13,8 +13,8 @@
 //! mailbox hop. Does not own: admission (registry), dialing (upstream.rs).
 
 use std::cell::Cell;
-use std::future::Future;
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;

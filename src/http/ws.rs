@@ -14,14 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use actix_codec::Framed;
-use actix_service::{fn_factory, fn_service, ServiceFactory};
 use actix_http::header::{self, HeaderMap};
 use actix_http::{h1, HttpMessage, Method, Request, Response, Version};
+use actix_service::{fn_factory, fn_service, ServiceFactory};
 use base64::Engine;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
-use crate::actors::messages::{Acquire, Admit, Refusal};
+use crate::actors::messages::Refusal;
 use crate::actors::registry::Lease;
 use crate::actors::relay::{Io, Side};
 use crate::actors::session::{SessionParams, WsSession};
@@ -231,8 +231,13 @@ pub fn check_upgrade(method: &Method, version: Version, headers: &HeaderMap) -> 
 /// The upgrade hook of one worker's HTTP service, over connections of type `T`.
 pub fn upgrade_service<T: Io>(
     entry: Rc<Entry>,
-) -> impl ServiceFactory<(Request, Framed<T, h1::Codec>), Config = (), Response = (), Error = actix_http::Error, InitError = ()>
-{
+) -> impl ServiceFactory<
+    (Request, Framed<T, h1::Codec>),
+    Config = (),
+    Response = (),
+    Error = actix_http::Error,
+    InitError = (),
+> {
     fn_factory(move || {
         let entry = Rc::clone(&entry);
         async move { Ok(fn_service(move |(req, framed)| upgrade(Rc::clone(&entry), req, framed))) }
@@ -261,13 +266,12 @@ pub async fn plain(entry: Rc<Entry>, req: Request) -> Result<Response<String>, a
     let gw = &entry.gateway;
     let route = gw.config.route(req.path());
     let attempt = Attempt::new(&req, ip, route.map(|r| r.path.as_str()));
-    let refused = match gw.registry.send(Admit { ip }).await {
-        Ok(Ok(())) => match check_upgrade(req.method(), req.version(), req.headers()) {
+    let refused = match gw.admission.admit(ip) {
+        Ok(()) => match check_upgrade(req.method(), req.version(), req.headers()) {
             Err(denied) => Refused::new(denied, ""),
             Ok(()) => Refused::new(Denied::BadUpgrade, "upgrade header not usable"),
         },
-        Ok(Err(r)) => r.into(),
-        Err(_) => Refused { retry_after: Some(Duration::from_secs(1)), ..Refused::new(Denied::Overloaded, "registry unavailable") },
+        Err(r) => r.into(),
     };
     attempt.log_refusal(&refused);
     Ok(refusal_response(refused.denied, refused.retry_after))
@@ -333,16 +337,7 @@ async fn negotiate(
     let headers = req.headers();
     let ip = attempt.ip;
     // 1–2: global cap, per-IP handshake rate.
-    match gw.registry.send(Admit { ip }).await {
-        Ok(Ok(())) => {}
-        Ok(Err(r)) => return Err(r.into()),
-        Err(_) => {
-            return Err(Refused {
-                retry_after: Some(Duration::from_secs(1)),
-                ..Refused::new(Denied::Overloaded, "registry unavailable")
-            })
-        }
-    }
+    gw.admission.admit(ip)?;
     // 3: a valid RFC 6455 upgrade.
     check_upgrade(req.method(), req.version(), headers).map_err(|d| Refused::new(d, ""))?;
     // 4: the route.
@@ -382,17 +377,7 @@ async fn negotiate(
         }
     }
     // 8: per-IP / per-subject / global caps.
-    let id = match gw.registry.send(Acquire { ip, subject: claims.sub.clone() }).await {
-        Ok(Ok(id)) => id,
-        Ok(Err(r)) => return Err(r.into()),
-        Err(_) => {
-            return Err(Refused {
-                retry_after: Some(Duration::from_secs(1)),
-                ..Refused::new(Denied::Overloaded, "registry unavailable")
-            })
-        }
-    };
-    let lease = Lease::new(gw.registry.clone(), id, ip, claims.sub.clone());
+    let lease = gw.admission.acquire(ip, &claims.sub)?;
     // 9: the upstream.
     let selected = select_subprotocol(&protocols, &route.subprotocols).map(str::to_string);
     let identity = Identity { subject: &claims.sub, scopes: &claims.scopes, client_ip: ip };
@@ -418,7 +403,9 @@ async fn negotiate(
 fn start_session(gw: &Gateway, attempt: &Attempt<'_>, a: Accepted, io: Box<dyn Io>, read_ahead: BytesMut) {
     let id = a.lease.id;
     let mut head = BytesMut::with_capacity(256);
-    head.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ");
+    head.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: ",
+    );
     head.extend_from_slice(&a.accept_key);
     if let Some(p) = &a.selected {
         head.extend_from_slice(b"\r\nsec-websocket-protocol: ");

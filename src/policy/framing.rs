@@ -197,7 +197,11 @@ mod tests {
         let mut g = FrameGuard::new(65_536);
         assert_eq!(g.feed(&header(true, 2, (1 << 63) - 1)), Err(FrameViolation::TooBig));
         let mut g = FrameGuard::new(65_536);
-        assert_eq!(g.feed(&header(true, 2, 1 << 63)), Err(FrameViolation::Protocol), "64-bit length with the top bit set");
+        assert_eq!(
+            g.feed(&header(true, 2, 1 << 63)),
+            Err(FrameViolation::Protocol),
+            "64-bit length with the top bit set"
+        );
         let mut g = FrameGuard::new(65_536);
         assert_eq!(g.feed(&header(true, 1, 65_537)), Err(FrameViolation::TooBig));
     }
