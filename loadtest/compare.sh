@@ -165,5 +165,9 @@ if [ "${HANDSHAKES:-1}" = 1 ]; then
     --close-after-handshake --spread-ips --rate 1000 --rate-step 1000 --max-connections 1000000 \
     --warmup 0 --duration "${HS_WINDOW:-8}" --cpu-pid "$GW_PID" --label wsgate-es256 --quiet \
     --json "$OUT/handshakes-es256.json" | tee -a "$OUT/runs.txt"
+  # The same storm through NGINX (no token check at all): the cost of proxying a handshake.
+  taskset -c 1 $LT ramp --url "ws://127.0.0.1:$NGINX_PORT/" --close-after-handshake --spread-ips \
+    --rate 1000 --rate-step 1000 --max-connections 1000000 --warmup 0 --duration "${HS_WINDOW:-8}" \
+    --cpu-pid "$NGINX_WORKER" --label nginx --quiet --json "$OUT/handshakes-nginx.json" | tee -a "$OUT/runs.txt"
 fi
 python3 loadtest/report.py "$OUT" | tee -a "$OUT/summary.txt"

@@ -45,12 +45,16 @@ if rss:
     for r in rss:
         per = (r["rss_idle_kib"] - r["rss_before_kib"]) / r["connections"]
         print(f"| {r['target']} | {r['connections']} | {r['rss_before_kib']} | {r['rss_idle_kib']} | {per:.1f} |")
-hs = os.path.join(out, "handshakes-es256.json")
-if os.path.exists(hs):
-    h = json.load(open(hs))
-    cpu_hs = h.get("proxy_cpu_us_per_handshake")
-    per_core = 1e6 / cpu_hs if cpu_hs else None
-    print("\n| handshakes (ES256 verify, 1 worker) | completed | refused | handshakes/s | p50 us | p99 us | gateway CPU us/handshake | handshakes/s per core |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(f"| wsgate | {h['connected']} | {sum(h['refused'].values())} | {h['handshakes_per_s']:.0f} | {h['handshake_us']['p50']} | "
-          f"{h['handshake_us']['p99']} | {fmt(cpu_hs, 0)} | {fmt(per_core, 0)} |")
+hs_rows = [(name, os.path.join(out, f"handshakes-{name}.json")) for name in ("es256", "nginx")]
+hs_rows = [(name, json.load(open(p))) for name, p in hs_rows if os.path.exists(p)]
+if hs_rows:
+    print("\n| handshake storm (1 worker, connections closed at once) | completed | refused | handshakes/s | p50 us | p99 us | proxy CPU us/handshake | user share | handshakes/s per core |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, h in hs_rows:
+        cpu_hs = h.get("proxy_cpu_us_per_handshake")
+        per_core = 1e6 / cpu_hs if cpu_hs else None
+        what = "wsgate, ES256 verify + upstream dial" if name == "es256" else "nginx, plain proxy (no auth)"
+        share = h.get("proxy_cpu_user_share")
+        print(f"| {what} | {h['connected']} | {sum(h['refused'].values())} | {h['handshakes_per_s']:.0f} | "
+              f"{h['handshake_us']['p50']} | {h['handshake_us']['p99']} | {fmt(cpu_hs, 0)} | "
+              f"{fmt(share * 100 if share is not None else None, 0)}% | {fmt(per_core, 0)} |")

@@ -31,7 +31,8 @@ pub mod names {
     pub const AUTH_REFRESH_TOTAL: &str = "wsgate_auth_refresh_total";
     /// Counter: revocations applied.
     pub const REVOCATIONS_TOTAL: &str = "wsgate_revocations_total";
-    /// Histogram: gateway time per client frame (checks + hand-off to the upstream writer).
+    /// Histogram: gateway time per client frame (checks + hand-off to the upstream writer),
+    /// sampled: one frame in `FORWARD_TIME_SAMPLE` (16) per connection.
     pub const MESSAGE_FORWARD_SECONDS: &str = "wsgate_message_forward_seconds";
     /// Histogram: time from request to upgrade answer (includes the upstream dial).
     pub const HANDSHAKE_SECONDS: &str = "wsgate_handshake_seconds";
@@ -127,7 +128,7 @@ fn describe() {
     describe_histogram!(
         names::MESSAGE_FORWARD_SECONDS,
         Unit::Seconds,
-        "Gateway time per client frame: checks and hand-off to the upstream."
+        "Gateway time per client frame: checks and hand-off to the upstream (one frame in 16 per connection is timed)."
     );
     describe_histogram!(
         names::HANDSHAKE_SECONDS,
