@@ -353,7 +353,7 @@ impl WsSession {
     ) {
         // The gateway time of one frame in FORWARD_TIME_SAMPLE is timed (two clock reads and
         // a histogram insert cost about as much as the rest of the no-envelope path).
-        let started = (self.messages_in % FORWARD_TIME_SAMPLE == 0).then(Instant::now);
+        let started = self.messages_in.is_multiple_of(FORWARD_TIME_SAMPLE).then(Instant::now);
         let text_str = if text {
             match std::str::from_utf8(payload) {
                 Ok(s) => Some(s),
