@@ -50,6 +50,7 @@ pub struct Bound {
 /// Bind failures, TLS material errors, metrics recorder errors.
 pub async fn run(config: Config, keys: KeySet, announce: impl FnOnce(Bound)) -> Result<()> {
     let handle = crate::metrics::install().map_err(Error::Metrics)?;
+    crate::metrics::connections_max(config.limits.max_connections);
     for r in &config.routes {
         crate::metrics::register_route(&r.path);
     }

@@ -40,6 +40,10 @@ pub mod names {
     pub const UPSTREAM_CONNECT_SECONDS: &str = "wsgate_upstream_connect_seconds";
     /// Histogram: connection lifetime.
     pub const CONNECTION_DURATION_SECONDS: &str = "wsgate_connection_duration_seconds";
+    /// Counter: upstream failures by kind (`connect_failed`, `connect_timeout`, `lost`, `too_big`).
+    pub const UPSTREAM_ERRORS_TOTAL: &str = "wsgate_upstream_errors_total";
+    /// Gauge: `limits.max_connections` (0 = unlimited), for "near the cap" alerts.
+    pub const CONNECTIONS_MAX: &str = "wsgate_connections_max";
     /// Gauge: always 1, labelled with the version.
     pub const BUILD_INFO: &str = "wsgate_build_info";
 }
@@ -138,6 +142,11 @@ fn describe() {
     describe_histogram!(names::UPSTREAM_CONNECT_SECONDS, Unit::Seconds, "Upstream WebSocket dial time.");
     describe_histogram!(names::CONNECTION_DURATION_SECONDS, Unit::Seconds, "Client connection lifetime.");
     describe_gauge!(names::BUILD_INFO, Unit::Count, "Build information; always 1.");
+    describe_counter!(names::UPSTREAM_ERRORS_TOTAL, Unit::Count, "Upstream failures by kind.");
+    describe_gauge!(names::CONNECTIONS_MAX, Unit::Count, "Configured limits.max_connections (0 = unlimited).");
+    for kind in UPSTREAM_ERROR_KINDS {
+        counter!(names::UPSTREAM_ERRORS_TOTAL, "kind" => kind).increment(0);
+    }
 }
 
 /// Pre-register a route's label sets at 0 so `rate()` and `increase()` have a baseline.
@@ -180,6 +189,19 @@ pub fn register_route(route: &str) {
 pub fn handshake(route: &str, result: &'static str, elapsed: Duration) {
     counter!(names::HANDSHAKES_TOTAL, "route" => route.to_string(), "result" => result).increment(1);
     histogram!(names::HANDSHAKE_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// Kinds of [`names::UPSTREAM_ERRORS_TOTAL`].
+pub const UPSTREAM_ERROR_KINDS: [&str; 4] = ["connect_failed", "connect_timeout", "lost", "too_big"];
+
+/// The upstream failed in a way of `kind` (one of [`UPSTREAM_ERROR_KINDS`]).
+pub fn upstream_error(kind: &'static str) {
+    counter!(names::UPSTREAM_ERRORS_TOTAL, "kind" => kind).increment(1);
+}
+
+/// Publish the connection cap (0 = unlimited).
+pub fn connections_max(max: u64) {
+    gauge!(names::CONNECTIONS_MAX).set(max as f64);
 }
 
 /// An upstream dial took `elapsed`.

@@ -36,6 +36,26 @@ use crate::policy::ratelimit::{optional_bucket, TokenBucket};
 use crate::policy::validate::{self, Refused, Rejection, Verdict};
 use crate::wire::{self, BadClose, Header, MaskKeys, Utf8Stream};
 
+/// One structured security event of a session, with every field the README's "Logs" section
+/// promises: event, reason, route, client IP, origin, user agent, subject, connection id and
+/// token id (`jti`) — never the token.
+macro_rules! session_event {
+    ($level:ident, $s:expr, $event:expr, $reason:expr $(, $k:ident = $v:expr)* $(,)?) => {
+        tracing::$level!(
+            event = $event,
+            reason = $reason,
+            conn_id = $s.p.lease.id,
+            route = %$s.p.route.path,
+            client_ip = %$s.p.client_ip,
+            origin = $s.p.origin.as_deref().unwrap_or(""),
+            user_agent = $s.p.user_agent.as_deref().unwrap_or(""),
+            subject = %$s.p.claims.sub,
+            jti = $s.p.claims.jti.as_deref().unwrap_or(""),
+            $($k = $v,)*
+        )
+    };
+}
+
 /// Window over which rejected frames are counted towards `violations_before_close`.
 const VIOLATION_WINDOW: Duration = Duration::from_secs(60);
 
@@ -241,7 +261,7 @@ impl WsSession {
             self.expires_at = None;
             self.warn_at = None;
             if self.closing.is_none() {
-                tracing::info!(event = "token_expired", conn_id = self.id(), route = %self.p.route.path, client_ip = %self.p.client_ip, subject = %self.p.claims.sub, jti = self.p.claims.jti.as_deref().unwrap_or(""), "session token expired");
+                session_event!(info, self, "token_expired", "token_expired");
                 self.close(ctx, Denied::TokenExpired);
             }
         }
@@ -326,7 +346,8 @@ impl WsSession {
         if self.violations.len() >= limit {
             let denied =
                 if rejection == Rejection::RateLimited { Denied::RateViolations } else { Denied::PolicyViolations };
-            tracing::warn!(event = "violations_close", conn_id = self.id(), route = %self.p.route.path, client_ip = %self.p.client_ip, subject = %self.p.claims.sub, reason = denied.reason(), "closing after repeated rejected frames");
+            let event = if denied == Denied::RateViolations { "rate_limit_close" } else { "policy_violation_close" };
+            session_event!(warn, self, event, denied.reason());
             self.close(ctx, denied);
         }
     }
@@ -407,7 +428,15 @@ impl WsSession {
         m::auth_refresh(outcome.is_ok());
         match outcome {
             Ok(claims) => {
-                tracing::info!(event = "auth_refresh", result = "ok", conn_id = self.id(), route = %self.p.route.path, subject = %claims.sub, jti = claims.jti.as_deref().unwrap_or(""), exp = claims.exp);
+                session_event!(
+                    info,
+                    self,
+                    "auth_refresh",
+                    "ok",
+                    result = "ok",
+                    new_jti = claims.jti.as_deref().unwrap_or(""),
+                    exp = claims.exp
+                );
                 self.p.claims = claims;
                 self.arm_expiry();
                 let mut payload = serde_json::json!({"exp": self.p.claims.exp});
@@ -418,14 +447,14 @@ impl WsSession {
                 self.send_text(&frame.to_string());
             }
             Err(why) => {
-                tracing::warn!(event = "auth_refresh", result = "failed", reason = why, conn_id = self.id(), route = %self.p.route.path, client_ip = %self.p.client_ip, subject = %self.p.claims.sub);
+                session_event!(warn, self, "auth_refresh", why, result = "failed");
                 self.reject(ctx, Rejection::Forbidden, id);
             }
         }
     }
 
     fn protocol_close(&mut self, ctx: &mut Context<Self>, denied: Denied) {
-        tracing::info!(event = "protocol_close", conn_id = self.id(), route = %self.p.route.path, client_ip = %self.p.client_ip, reason = denied.reason());
+        session_event!(info, self, "protocol_close", denied.reason());
         self.close(ctx, denied);
     }
 
@@ -602,7 +631,8 @@ impl WsSession {
     /// The upstream side ended or misbehaved: close the client with `denied`.
     fn upstream_ended(&mut self, ctx: &mut Context<Self>, denied: Denied) {
         if self.closing.is_none() {
-            tracing::warn!(event = "upstream_ended", conn_id = self.id(), route = %self.p.route.path, client_ip = %self.p.client_ip, subject = %self.p.claims.sub, reason = denied.reason());
+            session_event!(warn, self, "upstream_ended", denied.reason());
+            m::upstream_error(if denied == Denied::MessageTooBig { "too_big" } else { "lost" });
         }
         self.close(ctx, denied);
     }
@@ -702,7 +732,7 @@ impl WsSession {
                 Poll::Pending => false,
             };
             if self.closing.is_none() && self.client.queued() > high_water {
-                tracing::warn!(event = "slow_consumer", conn_id = self.id(), route = %self.p.route.path, client_ip = %self.p.client_ip, subject = %self.p.claims.sub, queued = self.client.queued());
+                session_event!(warn, self, "slow_consumer_close", "slow_consumer", queued = self.client.queued());
                 self.close(ctx, Denied::SlowConsumer);
                 continue;
             }

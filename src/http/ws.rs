@@ -83,6 +83,9 @@ struct Attempt<'a> {
     path: &'a str,
     origin: Option<&'a str>,
     user_agent: Option<&'a str>,
+    /// Token subject and id, once the token verified.
+    subject: Option<String>,
+    jti: Option<String>,
 }
 
 impl<'a> Attempt<'a> {
@@ -95,6 +98,8 @@ impl<'a> Attempt<'a> {
             path: req.path(),
             origin: header_str(headers, header::ORIGIN),
             user_agent: header_str(headers, header::USER_AGENT),
+            subject: None,
+            jti: None,
         }
     }
 
@@ -115,6 +120,8 @@ impl<'a> Attempt<'a> {
             client_ip = %self.ip,
             origin = self.origin.unwrap_or(""),
             user_agent = self.user_agent.unwrap_or(""),
+            subject = self.subject.as_deref().unwrap_or(""),
+            jti = self.jti.as_deref().unwrap_or(""),
         );
     }
 }
@@ -370,6 +377,8 @@ async fn negotiate(
         Err(AuthError::Invalid(why)) => return Err(Refused::new(Denied::InvalidToken, why)),
         Err(_) => return Err(Refused::new(Denied::InvalidToken, "verification failed")),
     };
+    attempt.subject = Some(claims.sub.clone());
+    attempt.jti.clone_from(&claims.jti);
     // 7: connect scope.
     if let Some(scope) = &route.connect_scope {
         if !claims.has_scope(scope) {
@@ -386,7 +395,10 @@ async fn negotiate(
     let dialed =
         upstream::dial(&entry.upstream, route, &identity, selected.as_deref(), limits.max_message_bytes, timeout)
             .await
-            .map_err(|(denied, detail)| Refused::new(denied, detail))?;
+            .map_err(|(denied, detail)| {
+                m::upstream_error(if denied == Denied::UpstreamTimeout { "connect_timeout" } else { "connect_failed" });
+                Refused::new(denied, detail)
+            })?;
     let key = headers.get(header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes()).unwrap_or_default();
     Ok(Accepted {
         route: Arc::clone(route),
