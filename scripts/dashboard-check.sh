@@ -100,16 +100,18 @@ L2=$!
 $LT expiry --url "ws://$GW_ADDR/ws" --connections 20 --ttl 8 --refresh-share 0.5 --duration "$TRAFFIC" "${COMMON[@]}" \
   --label expiry >"$OUT/expiry.txt" &
 L3=$!
-$LT churn --url "ws://$GW_ADDR/dead" --connections 2 --duration "$TRAFFIC" --quiet --warmup 0 --label dead >"$OUT/dead.txt" &
+$LT churn --url "ws://$GW_ADDR/dead" --connections 2 --duration "$TRAFFIC" --quiet --warmup 0 --label dead \
+  --hs256-secret "$WSGATE_CHECK_SECRET" >"$OUT/dead.txt" &
 L4=$!
+sleep $(( TRAFFIC * 3 / 4 )); PEAK=$(date +%s)   # stat panels show this moment
 wait $L1 $L2 $L3 $L4 || true
 sleep 3   # a few more scrapes after the traffic
-cat "$OUT"/steady.txt "$OUT"/abuse.txt "$OUT"/expiry.txt | cut -c1-200
+cat "$OUT"/steady.txt "$OUT"/abuse.txt "$OUT"/expiry.txt "$OUT"/dead.txt | cut -c1-300
 
 curl -sf "http://$ADMIN/metrics" >"$OUT/metrics.txt"
 echo "promtool check metrics:"; promtool check metrics <"$OUT/metrics.txt"
 echo "promtool check rules:"; promtool check rules grafana/alerts.yml
 SINCE=$(( $(date +%s) - START ))
 ARGS=("$PROM" grafana/wsgate-dashboard.json grafana/alerts.yml)
-if [ "${RENDER:-1}" = 1 ]; then ARGS+=(--render grafana/dashboard-preview.png --since "$SINCE"); fi
+if [ "${RENDER:-1}" = 1 ]; then ARGS+=(--render grafana/dashboard-preview.png --since "$SINCE" --peak "$PEAK"); fi
 "$VENV/bin/python" tests/dashboard/check_dashboard.py "${ARGS[@]}"

@@ -109,7 +109,7 @@ pub async fn next(ws: &mut Ws, stats: &Stats) -> Incoming {
                 if stats.note_incoming(&t) {
                     return Incoming::Rejected;
                 }
-                if t.starts_with(r#"{"type":"auth."#) {
+                if t.contains(r#""type":"auth."#) {
                     return Incoming::Control(t.to_string());
                 }
                 return Incoming::Data;
@@ -370,9 +370,13 @@ pub async fn abuse(run: Arc<Run>, i: usize, role: Role, token: Option<String>) {
                 while !matches!(next(&mut ws, &run.stats).await, Incoming::Ended) {}
             }
             Role::Slow => {
-                let msg = payload(&a.message_type, 4096);
-                let until = (Instant::now() + Duration::from_secs(10)).min(run.deadline);
+                // Large messages at a pace under the rate limits, replies never read: the
+                // gateway's queue towards this client grows until it closes it 4008.
+                let msg = payload(&a.message_type, 60_000);
+                let until = (Instant::now() + Duration::from_secs(20)).min(run.deadline);
+                let mut tick = tokio::time::interval(Duration::from_millis(70));
                 while Instant::now() < until {
+                    tick.tick().await;
                     let sent = tokio::time::timeout_at(until.into(), ws.send(Message::text(msg.clone()))).await;
                     if !matches!(sent, Ok(Ok(()))) {
                         break;

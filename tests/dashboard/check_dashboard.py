@@ -2,7 +2,8 @@
 """Evaluate every expression of the wsgate Grafana dashboard and alert rules against a running
 Prometheus, and render the dashboard's panels from the same data into a PNG.
 
-usage: check_dashboard.py PROM_URL DASHBOARD_JSON ALERTS_YML [--render OUT.png --since SECONDS]
+usage: check_dashboard.py PROM_URL DASHBOARD_JSON ALERTS_YML [--render OUT.png --since SECONDS --peak UNIX_TIME]
+(stat panels are drawn with their value at --peak, a moment during the traffic)
 
 Dashboard variables are substituted as Grafana would with "All" selected: $route -> .*,
 $__rate_interval -> 1m. Exits 1 if any expression is invalid or returns no series. For alert
@@ -58,6 +59,7 @@ def main():
     prom, dash_path, alerts_path = sys.argv[1:4]
     render = sys.argv[sys.argv.index("--render") + 1] if "--render" in sys.argv else None
     since = float(sys.argv[sys.argv.index("--since") + 1]) if "--since" in sys.argv else 300
+    peak = float(sys.argv[sys.argv.index("--peak") + 1]) if "--peak" in sys.argv else None
     dash = json.load(open(dash_path))
     panels = [p for p in dash["panels"] if p.get("type") != "row"]
     failures, checked = [], 0
@@ -87,10 +89,10 @@ def main():
     for f in failures:
         print("  FAIL", f)
     if render:
-        draw(prom, dash, panels, render, since)
+        draw(prom, dash, panels, render, since, peak)
     sys.exit(1 if failures else 0)
 
-def draw(prom, dash, panels, out, since):
+def draw(prom, dash, panels, out, since, peak):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -112,7 +114,7 @@ def draw(prom, dash, panels, out, since):
         for s in ax.spines.values():
             s.set_color("#2c3235")
         if p["type"] == "stat":
-            body = query(prom, subst(p["targets"][0]["expr"]))
+            body = query(prom, subst(p["targets"][0]["expr"]), at=peak)
             res = body.get("data", {}).get("result", [])
             label = p["targets"][0].get("legendFormat", "")
             if res and "{{" in label:
