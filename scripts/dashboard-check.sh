@@ -13,9 +13,9 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 OUT=${OUT:-target/dashboard-check}; rm -rf "$OUT"; mkdir -p "$OUT"
 TRAFFIC=${TRAFFIC_SECONDS:-45}
-if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! command -v curl >/dev/null; then
   [ "$(id -u)" = 0 ] || { echo "dashboard-check: install Debian's prometheus package first"; exit 1; }
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus curl >/dev/null
   # The package may start its own service; this check runs its own instance on its own port.
 fi
 VENV=${VENV:-.venv}
