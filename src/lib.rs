@@ -4,10 +4,12 @@
 //! - [`config`]: the TOML config, parsed and validated into [`config::Config`].
 //! - [`error`]: [`Error`] and [`error::Denied`] (refusals with status, close code, reason).
 //! - [`auth`]: JWT verification against configured keys, claims, dev-token minting.
-//! - [`policy`]: pure decisions: origin, token sources, token bucket, frame guard, message checks.
-//! - [`actors`]: the `WsSession` connection actor and the `Registry` admission actor.
-//! - [`upstream`]: dialing the backend and the upstream reader actor.
-//! - [`http`]: the public WebSocket entry and the admin listener.
+//! - [`policy`]: pure decisions: origin, token sources, token bucket, framing rules, message checks.
+//! - [`actors`]: the `WsSession` connection actor (with its socket relay), admission and the
+//!   `Registry` actor.
+//! - [`upstream`]: dialing the backend WebSocket.
+//! - [`wire`]: the RFC 6455 frame codec of the relay.
+//! - [`http`]: the public WebSocket entry (handshake policy, upgrade) and the admin listener.
 //! - [`metrics`]: every metric name and the recording helpers.
 //! - [`tls`]: PEM files to a rustls server config.
 //! - [`echo`]: the echo backend of `wsgate demo` (and tests).
