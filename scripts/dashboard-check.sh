@@ -5,9 +5,10 @@
 # origins, bad and expired tokens, rate-limit violators, oversized frames, slow readers,
 # expiring tokens with in-band refreshes, a dead upstream), then evaluates every dashboard
 # and alert expression through Prometheus's HTTP API, runs `promtool check rules` and
-# `promtool check metrics`, and renders grafana/dashboard-preview.png (matplotlib in .venv).
+# `promtool check metrics`, and renders the panels into a PNG (matplotlib in .venv).
 # Bounded: about 90 s of traffic; every process is stopped on exit.
-# Env: TRAFFIC_SECONDS (45), RENDER (1), OUT (target/dashboard-check).
+# Env: TRAFFIC_SECONDS (45), RENDER (1), OUT (target/dashboard-check), PREVIEW (where the PNG
+# goes: $OUT/dashboard-preview.png; PREVIEW=grafana/dashboard-preview.png refreshes the README's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -113,5 +114,5 @@ echo "promtool check metrics:"; promtool check metrics <"$OUT/metrics.txt"
 echo "promtool check rules:"; promtool check rules grafana/alerts.yml
 SINCE=$(( $(date +%s) - START ))
 ARGS=("$PROM" grafana/wsgate-dashboard.json grafana/alerts.yml)
-if [ "${RENDER:-1}" = 1 ]; then ARGS+=(--render grafana/dashboard-preview.png --since "$SINCE" --peak "$PEAK"); fi
+if [ "${RENDER:-1}" = 1 ]; then ARGS+=(--render "${PREVIEW:-$OUT/dashboard-preview.png}" --since "$SINCE" --peak "$PEAK"); fi
 "$VENV/bin/python" tests/dashboard/check_dashboard.py "${ARGS[@]}"

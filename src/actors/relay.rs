@@ -187,3 +187,52 @@ impl Side {
         self.out.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use super::*;
+
+    fn frame(len: usize, fill: u8) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        wire::encode(&mut out, wire::OP_BINARY, true, &vec![fill; len], None);
+        out.to_vec()
+    }
+
+    /// A write that stops inside a frame keeps that frame whole when the queue is cut for a
+    /// slow consumer's close: the peer reads only complete frames.
+    #[tokio::test]
+    async fn discarding_after_a_partial_write_keeps_the_stream_well_formed() {
+        let (near, mut far) = tokio::io::duplex(50);
+        let mut side = Side::new(Box::new(near), BytesMut::new(), BytesMut::new());
+        for fill in 1..=4u8 {
+            side.out.extend_from_slice(&frame(30, fill));
+        }
+        // 50 bytes fit: the first frame (32 bytes) and 18 bytes of the second.
+        let first = poll_fn(|cx| Poll::Ready(side.poll_write_out(cx))).await;
+        assert!(first.is_pending(), "the duplex buffer is full");
+        side.discard_unstarted();
+        assert_eq!(side.queued(), 32 - 18, "the rest of the second frame stays queued");
+        wire::encode_close(&mut side.out, 4008, "slow", None);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        while side.queued() > 0 {
+            let _ = poll_fn(|cx| Poll::Ready(side.poll_write_out(cx))).await;
+            let n = tokio::io::AsyncReadExt::read(&mut far, &mut buf).await.expect("read");
+            got.extend_from_slice(&buf[..n]);
+        }
+        while got.len() < 32 + 32 + 8 {
+            let n = tokio::io::AsyncReadExt::read(&mut far, &mut buf).await.expect("read");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let mut pos = 0;
+        let mut opcodes = Vec::new();
+        while let Some(h) = wire::parse_header(&got[pos..]) {
+            opcodes.push((h.opcode, got.get(pos + h.header_len).copied()));
+            pos += h.frame_len() as usize;
+        }
+        assert_eq!(pos, got.len(), "only whole frames arrived");
+        assert_eq!(opcodes, vec![(wire::OP_BINARY, Some(1)), (wire::OP_BINARY, Some(2)), (wire::OP_CLOSE, Some(0x0f))]);
+    }
+}
