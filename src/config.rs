@@ -462,6 +462,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Worker threads; 0 = one per core.
     pub workers: usize,
+    /// Peers whose `X-Forwarded-For` names the client (`server.trusted_proxies`).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Directory for persistent state (revocations).
     pub state_dir: Option<PathBuf>,
     /// TLS for the public listener; `None` = plain ws://.
@@ -514,11 +516,18 @@ impl Config {
     fn from_raw(raw: RawConfig, base: &Path) -> Result<Self, ConfigError> {
         let listen = parse_addr("server.listen", &raw.server.listen)?;
         let admin_listen = parse_addr("admin.listen", &raw.admin.listen)?;
-        if !raw.server.trusted_proxies.is_empty() {
-            return Err(ConfigError::invalid(
-                "server.trusted_proxies",
-                "not supported by this build yet; leave it empty",
-            ));
+        let mut trusted_proxies = Vec::with_capacity(raw.server.trusted_proxies.len());
+        for (i, cidr) in raw.server.trusted_proxies.iter().enumerate() {
+            let net = cidr
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| cidr.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ConfigError::invalid(
+                        format!("server.trusted_proxies[{i}]"),
+                        format!("{cidr:?} is not a CIDR (10.0.0.0/8) or an address"),
+                    )
+                })?;
+            trusted_proxies.push(net);
         }
         let auth = validate_auth(raw.auth, base)?;
         validate_limits(&raw.limits)?;
@@ -540,6 +549,7 @@ impl Config {
         Ok(Self {
             listen,
             workers: raw.server.workers,
+            trusted_proxies,
             state_dir: raw.server.state_dir.map(|p| base.join(p)),
             tls: raw
                 .server

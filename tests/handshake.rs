@@ -249,3 +249,37 @@ async fn upstream_down_refusing_or_silent_gets_502_or_504_never_101() {
     assert_eq!(code, 200);
     assert!(metrics.contains(r#"wsgate_handshakes_total{route="/s",result="upstream_timeout"} 1"#), "{metrics}");
 }
+
+/// Behind a load balancer: X-Forwarded-For names the client only when the TCP peer is a
+/// trusted proxy (rightmost untrusted entry); from any other peer it is ignored, so a client
+/// cannot choose the address its limits and logs are charged to.
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarded_for_is_read_only_from_trusted_proxies() {
+    use futures_util::StreamExt;
+
+    let upstream = format!("{}/whoami", echo_upstream().await);
+    let gw = gateway(Setup::new(&upstream).server(r#"trusted_proxies = ["127.0.0.1/32"]"#)).await;
+    let forwarded = [("x-forwarded-for", "6.6.6.6, 198.51.100.20")];
+    let mut ws = gw.connect_with("/ws", Some(ORIGIN), Some(&token()), &forwarded).await.expect("via the proxy");
+    let seen = recv_json(&mut ws).await;
+    assert_eq!(seen["x-wsgate-client-ip"], "198.51.100.20", "rightmost untrusted entry");
+
+    // The same header from 127.0.0.2, which is not a trusted proxy.
+    let url = gw.url("/ws");
+    let addr: std::net::SocketAddr = url.trim_start_matches("ws://").trim_end_matches("/ws").parse().expect("addr");
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind("127.0.0.2:0".parse().expect("addr")).expect("bind 127.0.0.2");
+    let stream = sock.connect(addr).await.expect("connect");
+    let mut req = url.into_client_request().expect("request");
+    req.headers_mut().insert("origin", HeaderValue::from_static(ORIGIN));
+    req.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {}", token())).expect("hv"));
+    req.headers_mut().insert("x-forwarded-for", HeaderValue::from_static("198.51.100.20"));
+    let (mut direct, _) = tokio_tungstenite::client_async(req, stream).await.expect("direct handshake");
+    let msg = tokio::time::timeout(std::time::Duration::from_secs(10), direct.next())
+        .await
+        .expect("greeting in time")
+        .expect("a message")
+        .expect("no error");
+    let seen: serde_json::Value = serde_json::from_str(msg.to_text().expect("text")).expect("json");
+    assert_eq!(seen["x-wsgate-client-ip"], "127.0.0.2", "a spoofed header from an untrusted peer is ignored");
+}

@@ -185,6 +185,17 @@ fn refusal_response(denied: Denied, retry_after: Option<Duration>) -> Response<S
     resp
 }
 
+/// The client's address: the TCP peer, or from a trusted proxy the rightmost untrusted
+/// `X-Forwarded-For` entry (`policy::client_ip`).
+fn client_ip(req: &Request, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    if trusted.is_empty() {
+        return Some(peer);
+    }
+    let forwarded = header_values(req.headers(), header::HeaderName::from_static("x-forwarded-for"));
+    Some(crate::policy::client_ip::client_ip(peer, &forwarded, trusted))
+}
+
 fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
@@ -267,10 +278,10 @@ pub fn plain_service(
 /// # Errors
 /// Never; the signature is what actix-http's service wants.
 pub async fn plain(entry: Rc<Entry>, req: Request) -> Result<Response<String>, actix_http::Error> {
-    let Some(ip) = req.peer_addr().map(|a| a.ip()) else {
+    let gw = &entry.gateway;
+    let Some(ip) = client_ip(&req, &gw.config.trusted_proxies) else {
         return Ok(refusal_response(Denied::Internal, None));
     };
-    let gw = &entry.gateway;
     let route = gw.config.route(req.path());
     let attempt = Attempt::new(&req, ip, route.map(|r| r.path.as_str()));
     let refused = match gw.admission.admit(ip) {
@@ -296,11 +307,11 @@ pub async fn upgrade<T: Io>(
 ) -> Result<(), actix_http::Error> {
     let parts = framed.into_parts();
     let (mut io, read_ahead) = (parts.io, parts.read_buf);
-    let Some(ip) = req.peer_addr().map(|a| a.ip()) else {
+    let gw = &entry.gateway;
+    let Some(ip) = client_ip(&req, &gw.config.trusted_proxies) else {
         let _ = write_refusal(&mut io, Denied::Internal, None).await;
         return Ok(());
     };
-    let gw = &entry.gateway;
     let route = gw.config.route(req.path()).cloned();
     let mut attempt = Attempt::new(&req, ip, route.as_ref().map(|r| r.path.as_str()));
     match negotiate(&entry, &req, &mut attempt, route.as_ref()).await {

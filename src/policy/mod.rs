@@ -7,6 +7,7 @@
 //! - [`validate`]: the per-message pipeline after the size check: JSON, envelope, type, scope, schema.
 //! - [`framing`]: a frame-header guard that refuses oversized frames before they are buffered.
 
+pub mod client_ip;
 pub mod framing;
 pub mod origin;
 pub mod ratelimit;

@@ -70,6 +70,8 @@ pub struct Setup {
     pub more_routes: String,
     /// Further tables appended at the end (e.g. `[server.tls]`).
     pub tail: String,
+    /// Extra lines for `[server]`.
+    pub server: String,
 }
 
 impl Setup {
@@ -82,7 +84,14 @@ impl Setup {
             route: String::new(),
             more_routes: String::new(),
             tail: String::new(),
+            server: String::new(),
         }
+    }
+
+    pub fn server(mut self, s: &str) -> Self {
+        self.server.push_str(s);
+        self.server.push('\n');
+        self
     }
 
     pub fn tail(mut self, s: &str) -> Self {
@@ -126,6 +135,7 @@ impl Setup {
             r#"
 [server]
 listen = "127.0.0.1:0"
+{server}
 [admin]
 listen = "127.0.0.1:0"
 [auth]
@@ -163,6 +173,7 @@ scope = "chat:read"
             route = self.route,
             more = self.more_routes,
             tail = self.tail,
+            server = self.server,
         )
     }
 }
