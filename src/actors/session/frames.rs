@@ -1,0 +1,272 @@
+//! The frame side of [`WsSession`]: each complete frame from either socket, judged in
+//! DESIGN.md §3 order and queued for the other side as received. Lifecycle, timers, closing
+//! and the pump are in the parent module.
+
+use std::cell::Cell;
+use std::time::Instant;
+
+use actix::Context;
+use bytes::BytesMut;
+
+use super::{Assembly, WsSession, FORWARD_TIME_SAMPLE, FRAGMENT_ASSEMBLY_LIMIT};
+use crate::config::Envelope;
+use crate::error::Denied;
+use crate::metrics as m;
+use crate::policy::framing::FrameViolation;
+use crate::policy::validate::{self, Refused, Rejection, Verdict};
+use crate::wire::{self, BadClose, Header, Utf8Stream};
+
+thread_local! {
+    /// Per-thread buffer the checks read unmasked client payloads from.
+    static UNMASKED: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+impl WsSession {
+    /// Charge one frame (and `bytes`) to the buckets; false when over the limit.
+    pub(super) fn charge(&mut self, bytes: usize, now: Instant) -> bool {
+        let msg_ok = self.messages.as_mut().is_none_or(|b| b.try_take(1, now).is_ok());
+        let bytes_ok = msg_ok && self.bytes.as_mut().is_none_or(|b| b.try_take(bytes as u64, now).is_ok());
+        msg_ok && bytes_ok
+    }
+
+    /// A complete client data message: UTF-8 → rate → JSON checks → forward (DESIGN.md §3
+    /// order). `payload` is unmasked; `frames` are the bytes as received, forwarded on success.
+    /// `fragments_ok` is false when a fragment already failed the message bucket (then only
+    /// the byte bucket is left to charge).
+    fn on_client_message(
+        &mut self,
+        ctx: &mut Context<Self>,
+        text: bool,
+        payload: &[u8],
+        frames: &[u8],
+        fragmented: Option<bool>,
+        now: Instant,
+    ) {
+        // The gateway time of one frame in FORWARD_TIME_SAMPLE is timed (two clock reads and
+        // a histogram insert cost about as much as the rest of the no-envelope path).
+        let started = self.messages_in.is_multiple_of(FORWARD_TIME_SAMPLE).then(Instant::now);
+        let text_str = if text {
+            match std::str::from_utf8(payload) {
+                Ok(s) => Some(s),
+                Err(_) => return self.close(ctx, Denied::InvalidUtf8),
+            }
+        } else {
+            None
+        };
+        let charged_ok = match fragmented {
+            None => self.charge(payload.len(), now),
+            Some(rate_limited) => {
+                !rate_limited && self.bytes.as_mut().is_none_or(|b| b.try_take(payload.len() as u64, now).is_ok())
+            }
+        };
+        if !charged_ok {
+            return self.reject(ctx, Rejection::RateLimited, None);
+        }
+        if self.p.route.envelope == Envelope::Json {
+            let verdict = match text_str {
+                Some(t) => validate::check_text(&self.p.route, &self.p.claims.scopes, t),
+                None => validate::check_binary(&self.p.route)
+                    .map(|()| Verdict::Forward)
+                    .map_err(|rejection| Refused { rejection, id: None }),
+            };
+            match verdict {
+                Ok(Verdict::Forward) => {}
+                Ok(Verdict::Refresh { token, id }) => return self.refresh(ctx, &token, id.as_deref()),
+                Err(r) => return self.reject(ctx, r.rejection, r.id.as_deref()),
+            }
+        }
+        self.upstream.out.extend_from_slice(frames);
+        self.messages_in += 1;
+        self.metrics.in_forwarded.increment(1);
+        self.metrics.in_bytes.increment(payload.len() as u64);
+        if let Some(started) = started {
+            self.metrics.forward_seconds.record(started.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Handle the whole client frames at the front of `buf`; returns the bytes consumed and
+    /// the total size of the incomplete frame left, when its header is complete.
+    pub(super) fn on_client_bytes(&mut self, ctx: &mut Context<Self>, buf: &[u8]) -> (usize, usize) {
+        let mut pos = 0;
+        let now = Instant::now();
+        self.last_seen = now;
+        while self.closing.is_none() {
+            let Some(h) = wire::parse_header(&buf[pos..]) else { break };
+            if !self.client_judged {
+                if let Err(v) = self.client_framing.judge(&h) {
+                    self.protocol_close(ctx, violation_denied(v));
+                    break;
+                }
+                self.client_judged = true;
+            }
+            let len = h.frame_len() as usize;
+            if buf.len() - pos < len {
+                return (pos, len);
+            }
+            self.client_judged = false;
+            self.on_client_frame(ctx, &h, &buf[pos..pos + len], now);
+            pos += len;
+        }
+        (pos, 0)
+    }
+
+    fn on_client_frame(&mut self, ctx: &mut Context<Self>, h: &Header, frame: &[u8], now: Instant) {
+        let mut payload = UNMASKED.with(Cell::take);
+        payload.clear();
+        payload.extend_from_slice(&frame[h.header_len..]);
+        if let Some(key) = h.mask {
+            wire::apply_mask(&mut payload, key);
+        }
+        match h.opcode {
+            wire::OP_TEXT | wire::OP_BINARY if h.fin => {
+                self.on_client_message(ctx, h.opcode == wire::OP_TEXT, &payload, frame, None, now);
+            }
+            wire::OP_TEXT | wire::OP_BINARY => {
+                let rate_limited = !self.charge(0, now);
+                let mut frames = BytesMut::with_capacity(frame.len());
+                frames.extend_from_slice(frame);
+                self.assembly = Some(Assembly {
+                    text: h.opcode == wire::OP_TEXT,
+                    payload: payload.clone(),
+                    frames,
+                    started: now,
+                    rate_limited,
+                });
+            }
+            wire::OP_CONTINUATION => self.on_continuation(ctx, h.fin, &payload, frame, now),
+            wire::OP_PING => {
+                // Pings count against the bucket like any frame: a ping flood is a flood.
+                if self.charge(payload.len(), now) {
+                    wire::encode(&mut self.client.out, wire::OP_PONG, true, &payload, None);
+                } else {
+                    self.reject(ctx, Rejection::RateLimited, None);
+                }
+            }
+            wire::OP_CLOSE => self.on_client_close(ctx, &payload),
+            _ => {} // pong
+        }
+        UNMASKED.with(|u| u.set(payload));
+    }
+
+    fn on_continuation(&mut self, ctx: &mut Context<Self>, fin: bool, payload: &[u8], frame: &[u8], now: Instant) {
+        let limited = !self.charge(0, now);
+        let Some(asm) = self.assembly.as_mut() else {
+            return self.protocol_close(ctx, Denied::Protocol);
+        };
+        if now.duration_since(asm.started) > FRAGMENT_ASSEMBLY_LIMIT {
+            return self.protocol_close(ctx, Denied::Protocol);
+        }
+        asm.payload.extend_from_slice(payload);
+        asm.frames.extend_from_slice(frame);
+        asm.rate_limited |= limited;
+        if !fin {
+            return;
+        }
+        let Some(asm) = self.assembly.take() else { return };
+        self.on_client_message(ctx, asm.text, &asm.payload, &asm.frames, Some(asm.rate_limited), now);
+    }
+
+    /// The client's close: echo its code, relay it upstream, stop.
+    fn on_client_close(&mut self, ctx: &mut Context<Self>, payload: &[u8]) {
+        match wire::parse_close(payload) {
+            Err(BadClose::Protocol) => self.protocol_close(ctx, Denied::Protocol),
+            Err(BadClose::Utf8) => self.protocol_close(ctx, Denied::InvalidUtf8),
+            Ok(code) => {
+                self.closing = Some(m::DISCONNECT_CLIENT);
+                let echo = code.map_or(&[][..], |_| &payload[..2]);
+                wire::encode(&mut self.client.out, wire::OP_CLOSE, true, echo, None);
+                let upstream_code = code.unwrap_or(1000);
+                wire::encode_close(&mut self.upstream.out, upstream_code, "", Some(self.mask_keys.next_key()));
+                self.begin_closing(ctx);
+            }
+        }
+    }
+
+    /// Handle the whole upstream frames at the front of `buf` (see [`Self::on_client_bytes`]).
+    pub(super) fn on_upstream_bytes(&mut self, ctx: &mut Context<Self>, buf: &[u8]) -> (usize, usize) {
+        let mut pos = 0;
+        while self.closing.is_none() {
+            let Some(h) = wire::parse_header(&buf[pos..]) else { break };
+            if !self.upstream_judged {
+                if let Err(v) = self.upstream_framing.judge(&h) {
+                    self.upstream_ended(ctx, upstream_violation_denied(v));
+                    break;
+                }
+                self.upstream_judged = true;
+            }
+            let len = h.frame_len() as usize;
+            if buf.len() - pos < len {
+                return (pos, len);
+            }
+            self.upstream_judged = false;
+            self.on_upstream_frame(ctx, &h, &buf[pos..pos + len]);
+            pos += len;
+        }
+        (pos, 0)
+    }
+
+    fn on_upstream_frame(&mut self, ctx: &mut Context<Self>, h: &Header, frame: &[u8]) {
+        let payload = &frame[h.header_len..];
+        match h.opcode {
+            wire::OP_TEXT | wire::OP_BINARY | wire::OP_CONTINUATION => {
+                let text_ok = match (h.opcode, h.fin) {
+                    (wire::OP_TEXT, true) => std::str::from_utf8(payload).is_ok(),
+                    (wire::OP_TEXT, false) => {
+                        let mut stream = Utf8Stream::default();
+                        let ok = stream.feed(payload, false);
+                        self.upstream_text = Some(stream);
+                        ok
+                    }
+                    (wire::OP_CONTINUATION, fin) => match self.upstream_text.as_mut() {
+                        Some(stream) => stream.feed(payload, fin),
+                        None => true,
+                    },
+                    _ => {
+                        self.upstream_text = None;
+                        true
+                    }
+                };
+                if !text_ok {
+                    return self.upstream_ended(ctx, Denied::UpstreamLost);
+                }
+                self.client.out.extend_from_slice(frame);
+                self.metrics.out_bytes.increment(payload.len() as u64);
+                if h.fin {
+                    self.messages_out += 1;
+                    self.metrics.out_forwarded.increment(1);
+                }
+            }
+            wire::OP_PING => {
+                wire::encode(&mut self.upstream.out, wire::OP_PONG, true, payload, Some(self.mask_keys.next_key()));
+            }
+            wire::OP_CLOSE => match wire::parse_close(payload) {
+                Ok(_) => {
+                    // Relay the upstream's close (code and reason) to the client; echo it upstream.
+                    self.closing = Some(m::DISCONNECT_UPSTREAM);
+                    self.client.out.extend_from_slice(frame);
+                    let echo = payload.get(..2).unwrap_or(&[]);
+                    wire::encode(&mut self.upstream.out, wire::OP_CLOSE, true, echo, Some(self.mask_keys.next_key()));
+                    self.begin_closing(ctx);
+                }
+                Err(_) => self.upstream_ended(ctx, Denied::UpstreamLost),
+            },
+            _ => {} // pong
+        }
+    }
+}
+
+fn violation_denied(v: FrameViolation) -> Denied {
+    match v {
+        FrameViolation::TooBig => Denied::MessageTooBig,
+        FrameViolation::Protocol => Denied::Protocol,
+    }
+}
+
+/// What the client is told when the upstream broke a framing rule: an oversized upstream
+/// message stays 1009, any other upstream fault is the upstream being lost (1014).
+fn upstream_violation_denied(v: FrameViolation) -> Denied {
+    match v {
+        FrameViolation::TooBig => Denied::MessageTooBig,
+        FrameViolation::Protocol => Denied::UpstreamLost,
+    }
+}
