@@ -20,8 +20,6 @@ cargo build -q --release --bin wsgate --bin wsgate-echo -p wsgate-loadtest --bin
   { cargo build -q --release --bin wsgate --bin wsgate-echo && cargo build -q --release -p wsgate-loadtest; }
 ulimit -n 20000
 source scripts/lib.sh
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not up"; return 1; }
 
 start_echo release "$OUT" taskset -c 0
 ECHO_PORT=${ECHO_ADDR##*:}

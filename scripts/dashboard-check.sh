@@ -24,7 +24,6 @@ VENV=${VENV:-.venv}
 [ "${RENDER:-1}" = 1 ] && "$VENV/bin/pip" install -q --disable-pip-version-check 'matplotlib>=3.8,<4'
 cargo build -q --release --bin wsgate --bin wsgate-echo
 cargo build -q --release -p wsgate-loadtest
-free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
 start_echo release "$OUT"
 DEAD_PORT=$(free_port)   # nothing listens here: the /dead route's dials are refused

@@ -30,6 +30,11 @@ start_echo() {
 
 # start_gateway PROFILE CONFIG OUTDIR [PREFIX...]: run `wsgate serve` (JSON logs in OUTDIR/gw.log);
 # sets GW_ADDR (host:port of the public listener), GW_PID.
+# A free TCP port on 127.0.0.1 (for servers that cannot bind port 0 themselves).
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+# Wait up to 5 s for 127.0.0.1:$1 to accept connections.
+wait_port() { for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 not up"; return 1; }
+
 start_gateway() {
   local profile=$1 config=$2 out=$3; shift 3
   "$@" ./target/"$profile"/wsgate --log-format json serve --config "$config" >"$out/gw.out" 2>"$out/gw.log" &

@@ -229,6 +229,10 @@ pub struct SessionMetrics {
     pub out_bytes: Counter,
     /// Gateway time per client frame.
     pub forward_seconds: metrics::Histogram,
+    /// Client frames refused, one counter per [`Rejection`] (in `ALL_REJECTIONS` order).
+    rejected: [Counter; ALL_REJECTIONS.len()],
+    /// Gateway control messages handled.
+    control: Counter,
 }
 
 // === impl SessionMetrics ===
@@ -243,6 +247,10 @@ impl SessionMetrics {
             out_forwarded: counter!(names::MESSAGES_TOTAL, "route" => r.clone(), "direction" => "out", "verdict" => VERDICT_FORWARDED),
             out_bytes: counter!(names::MESSAGE_BYTES_TOTAL, "route" => r.clone(), "direction" => "out"),
             forward_seconds: histogram!(names::MESSAGE_FORWARD_SECONDS, "route" => r.clone()),
+            rejected: ALL_REJECTIONS.map(|rej| {
+                counter!(names::MESSAGES_TOTAL, "route" => r.clone(), "direction" => "in", "verdict" => rej.code())
+            }),
+            control: counter!(names::MESSAGES_TOTAL, "route" => r.clone(), "direction" => "in", "verdict" => VERDICT_CONTROL),
             route: r,
         }
     }
@@ -254,14 +262,14 @@ impl SessionMetrics {
 
     /// A client frame was refused.
     pub fn rejected(&self, rejection: Rejection) {
-        counter!(names::MESSAGES_TOTAL, "route" => self.route.clone(), "direction" => "in", "verdict" => rejection.code())
-            .increment(1);
+        if let Some(i) = ALL_REJECTIONS.iter().position(|r| *r == rejection) {
+            self.rejected[i].increment(1);
+        }
     }
 
     /// A gateway control message was handled.
     pub fn control(&self) {
-        counter!(names::MESSAGES_TOTAL, "route" => self.route.clone(), "direction" => "in", "verdict" => VERDICT_CONTROL)
-            .increment(1);
+        self.control.increment(1);
     }
 
     /// The connection closed for `reason` after `lifetime`; no longer active.

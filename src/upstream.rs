@@ -40,8 +40,6 @@ pub struct Dialed {
     pub io: BoxedSocket,
     /// Bytes the upstream sent right after its 101 (already frames).
     pub read_ahead: BytesMut,
-    /// The subprotocol the upstream selected, if any.
-    pub protocol: Option<String>,
 }
 
 /// Open the route's upstream WebSocket, asking for `protocol` and adding identity headers.
@@ -56,10 +54,9 @@ pub async fn dial(
     route: &Route,
     identity: &Identity<'_>,
     protocol: Option<&str>,
-    max_message_bytes: usize,
     timeout: Duration,
 ) -> Result<Dialed, (Denied, String)> {
-    let mut req = client.ws(route.upstream.as_str()).max_frame_size(max_message_bytes);
+    let mut req = client.ws(route.upstream.as_str());
     if let Some(p) = protocol {
         req = req.protocols([p]);
     }
@@ -94,7 +91,7 @@ pub async fn dial(
                 return Err((Denied::UpstreamFailed, "upstream selected a subprotocol that was not offered".into()));
             }
             let parts = framed.into_parts();
-            Ok(Dialed { io: parts.io, read_ahead: parts.read_buf, protocol: selected })
+            Ok(Dialed { io: parts.io, read_ahead: parts.read_buf })
         }
     }
 }

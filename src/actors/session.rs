@@ -149,6 +149,9 @@ pub struct WsSession {
     closing: Option<&'static str>,
     /// Wakes the pump after a timer or handler queued a frame.
     waker: Option<Waker>,
+    /// The pump is running: it flushes what is queued before it returns, so no wake-up is
+    /// needed (a self-wake per rejected frame would re-poll the actor for nothing).
+    pumping: bool,
 }
 
 // === impl WsSession ===
@@ -188,6 +191,7 @@ impl WsSession {
             messages_out: 0,
             closing: None,
             waker: None,
+            pumping: false,
             p,
         }
     }
@@ -197,6 +201,9 @@ impl WsSession {
     }
 
     fn wake(&self) {
+        if self.pumping {
+            return;
+        }
         if let Some(w) = &self.waker {
             w.wake_by_ref();
         }
@@ -209,7 +216,7 @@ impl WsSession {
     }
 
     /// Close the client with `denied`'s code; the upstream gets 1001.
-    fn close(&mut self, ctx: &mut Context<Self>, denied: Denied) {
+    fn close(&mut self, denied: Denied) {
         if self.closing.is_some() {
             return;
         }
@@ -221,12 +228,12 @@ impl WsSession {
         if denied != Denied::UpstreamLost {
             wire::encode_close(&mut self.upstream.out, 1001, "", Some(self.mask_keys.next_key()));
         }
-        self.begin_closing(ctx);
+        self.begin_closing();
     }
 
     /// Stop reading; the pump stops the actor once both write queues are flushed, at the
     /// latest after [`CLOSE_GRACE`].
-    fn begin_closing(&mut self, _: &mut Context<Self>) {
+    fn begin_closing(&mut self) {
         self.stop_at = Some(Instant::now() + CLOSE_GRACE);
         self.wake();
     }
@@ -260,7 +267,7 @@ impl WsSession {
             self.warn_at = None;
             if self.closing.is_none() {
                 session_event!(info, self, "token_expired", "token_expired");
-                self.close(ctx, Denied::TokenExpired);
+                self.close(Denied::TokenExpired);
             }
         }
         if self.warn_at.is_some_and(|t| t <= now) {
@@ -270,7 +277,7 @@ impl WsSession {
             }
         }
         if self.heartbeat_at.is_some_and(|t| t <= now) {
-            self.heartbeat(ctx, now);
+            self.heartbeat(now);
         }
     }
 
@@ -313,13 +320,13 @@ impl WsSession {
         }
     }
 
-    fn heartbeat(&mut self, ctx: &mut Context<Self>, now: Instant) {
+    fn heartbeat(&mut self, now: Instant) {
         self.heartbeat_at = self.heartbeat_tick().map(|tick| now + tick);
         if self.closing.is_some() {
             return;
         }
         if !self.idle_limit.is_zero() && now.duration_since(self.last_seen) > self.idle_limit {
-            return self.close(ctx, Denied::Idle);
+            return self.close(Denied::Idle);
         }
         if !self.ping_every.is_zero() {
             wire::encode(&mut self.client.out, wire::OP_PING, true, b"", None);
@@ -327,7 +334,7 @@ impl WsSession {
     }
 
     /// Count a rejected frame; close once `violations_before_close` are reached in the window.
-    fn reject(&mut self, ctx: &mut Context<Self>, rejection: Rejection, id: Option<&str>) {
+    fn reject(&mut self, rejection: Rejection, id: Option<&str>) {
         self.metrics.rejected(rejection);
         tracing::debug!(event = "frame_rejected", conn_id = self.id(), route = %self.p.route.path, code = rejection.code());
         let frame = validate::error_frame(rejection, id, &self.p.route.type_field);
@@ -346,13 +353,13 @@ impl WsSession {
                 if rejection == Rejection::RateLimited { Denied::RateViolations } else { Denied::PolicyViolations };
             let event = if denied == Denied::RateViolations { "rate_limit_close" } else { "policy_violation_close" };
             session_event!(warn, self, event, denied.reason());
-            self.close(ctx, denied);
+            self.close(denied);
         }
     }
 
     /// `auth.refresh`: same subject required; on success re-arm the timers and answer
     /// `auth.refreshed`; on failure `forbidden` and the old expiry stands.
-    fn refresh(&mut self, ctx: &mut Context<Self>, token: &str, id: Option<&str>) {
+    fn refresh(&mut self, token: &str, id: Option<&str>) {
         self.metrics.control();
         let result = jwt::verify(token, &self.p.keys, &self.p.config.auth, SystemTime::now());
         let outcome = match result {
@@ -384,73 +391,69 @@ impl WsSession {
             }
             Err(why) => {
                 session_event!(warn, self, "auth_refresh", why, result = "failed");
-                self.reject(ctx, Rejection::Forbidden, id);
+                self.reject(Rejection::Forbidden, id);
             }
         }
     }
 
-    fn protocol_close(&mut self, ctx: &mut Context<Self>, denied: Denied) {
+    fn protocol_close(&mut self, denied: Denied) {
         session_event!(info, self, "protocol_close", denied.reason());
-        self.close(ctx, denied);
+        self.close(denied);
     }
 
     /// The upstream side ended or misbehaved: close the client with `denied`.
-    fn upstream_ended(&mut self, ctx: &mut Context<Self>, denied: Denied) {
+    fn upstream_ended(&mut self, denied: Denied) {
         if self.closing.is_none() {
             session_event!(warn, self, "upstream_ended", denied.reason());
             m::upstream_error(if denied == Denied::MessageTooBig { "too_big" } else { "lost" });
         }
-        self.close(ctx, denied);
+        self.close(denied);
     }
 
     /// The client's TCP stream ended or failed (with or without a close frame).
-    fn client_gone(&mut self, ctx: &mut Context<Self>) {
+    fn client_gone(&mut self) {
         if self.closing.is_none() {
             self.closing = Some(m::DISCONNECT_CLIENT);
             wire::encode_close(&mut self.upstream.out, 1001, "", Some(self.mask_keys.next_key()));
-            self.begin_closing(ctx);
+            self.begin_closing();
         }
         self.client.dead = true;
     }
 
     /// One read from the client; true when bytes were handled.
-    fn read_client(&mut self, ctx: &mut Context<Self>, cx: &mut std::task::Context<'_>) -> bool {
+    fn read_client(&mut self, cx: &mut std::task::Context<'_>) -> bool {
         let mut lent = self.client.lend();
-        match self.client.poll_read(cx, &mut lent) {
-            Read::Data => {
-                let (consumed, want) = self.on_client_bytes(ctx, &lent.buf);
-                self.client.restore(lent, consumed, want);
-                true
-            }
-            Read::Pending => {
-                self.client.restore(lent, 0, 0);
-                false
-            }
+        let read = self.client.poll_read(cx, &mut lent);
+        let (consumed, want) = match read {
+            Read::Data => self.on_client_bytes(&lent.buf),
+            _ => (0, 0),
+        };
+        self.client.restore(lent, consumed, want);
+        match read {
+            Read::Data => true,
+            Read::Pending => false,
             Read::Eof | Read::Failed(_) => {
-                self.client.restore(lent, 0, 0);
-                self.client_gone(ctx);
+                self.client_gone();
                 false
             }
         }
     }
 
     /// One read from the upstream; true when bytes were handled.
-    fn read_upstream(&mut self, ctx: &mut Context<Self>, cx: &mut std::task::Context<'_>) -> bool {
+    fn read_upstream(&mut self, cx: &mut std::task::Context<'_>) -> bool {
         let mut lent = self.upstream.lend();
-        match self.upstream.poll_read(cx, &mut lent) {
-            Read::Data => {
-                let (consumed, want) = self.on_upstream_bytes(ctx, &lent.buf);
-                self.upstream.restore(lent, consumed, want);
-                true
-            }
-            Read::Pending => {
-                self.upstream.restore(lent, 0, 0);
-                false
-            }
+        let read = self.upstream.poll_read(cx, &mut lent);
+        let (consumed, want) = match read {
+            Read::Data => self.on_upstream_bytes(&lent.buf),
+            _ => (0, 0),
+        };
+        self.upstream.restore(lent, consumed, want);
+        match read {
+            Read::Data => true,
+            Read::Pending => false,
             Read::Eof | Read::Failed(_) => {
-                self.upstream.restore(lent, 0, 0);
                 self.upstream.dead = true;
-                self.upstream_ended(ctx, Denied::UpstreamLost);
+                self.upstream_ended(Denied::UpstreamLost);
                 false
             }
         }
@@ -473,17 +476,17 @@ impl WsSession {
             }
             let mut progress = false;
             if client_ready && self.closing.is_none() && self.upstream.queued() < high_water {
-                client_ready = self.read_client(ctx, cx);
+                client_ready = self.read_client(cx);
                 progress |= client_ready;
             }
             if upstream_ready && self.closing.is_none() {
-                upstream_ready = self.read_upstream(ctx, cx);
+                upstream_ready = self.read_upstream(cx);
                 progress |= upstream_ready;
             }
             let client_flushed = match self.client.poll_write_out(cx) {
                 Poll::Ready(Ok(())) => true,
                 Poll::Ready(Err(_)) => {
-                    self.client_gone(ctx);
+                    self.client_gone();
                     true
                 }
                 Poll::Pending => false,
@@ -492,14 +495,14 @@ impl WsSession {
                 Poll::Ready(Ok(())) => true,
                 Poll::Ready(Err(_)) => {
                     self.upstream.dead = true;
-                    self.upstream_ended(ctx, Denied::UpstreamLost);
+                    self.upstream_ended(Denied::UpstreamLost);
                     true
                 }
                 Poll::Pending => false,
             };
             if self.closing.is_none() && self.client.queued() > high_water {
                 session_event!(warn, self, "slow_consumer_close", "slow_consumer", queued = self.client.queued());
-                self.close(ctx, Denied::SlowConsumer);
+                self.close(Denied::SlowConsumer);
                 continue;
             }
             if self.closing.is_some() && client_flushed && upstream_flushed {
@@ -529,7 +532,10 @@ impl ActorFuture<WsSession> for Pump {
         ctx: &mut Context<WsSession>,
         task: &mut std::task::Context<'_>,
     ) -> Poll<()> {
-        act.pump(ctx, task)
+        act.pumping = true;
+        let polled = act.pump(ctx, task);
+        act.pumping = false;
+        polled
     }
 }
 

@@ -401,15 +401,13 @@ async fn negotiate(
     // 9: the upstream.
     let selected = select_subprotocol(&protocols, &route.subprotocols).map(str::to_string);
     let identity = Identity { subject: &claims.sub, scopes: &claims.scopes, client_ip: ip };
-    let limits = &gw.config.limits;
     let timeout = Duration::from_secs(gw.config.timeouts.upstream_connect_seconds);
-    let dialed =
-        upstream::dial(&entry.upstream, route, &identity, selected.as_deref(), limits.max_message_bytes, timeout)
-            .await
-            .map_err(|(denied, detail)| {
-                m::upstream_error(if denied == Denied::UpstreamTimeout { "connect_timeout" } else { "connect_failed" });
-                Refused::new(denied, detail)
-            })?;
+    let dialed = upstream::dial(&entry.upstream, route, &identity, selected.as_deref(), timeout).await.map_err(
+        |(denied, detail)| {
+            m::upstream_error(if denied == Denied::UpstreamTimeout { "connect_timeout" } else { "connect_failed" });
+            Refused::new(denied, detail)
+        },
+    )?;
     let key = headers.get(header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes()).unwrap_or_default();
     Ok(Accepted {
         route: Arc::clone(route),

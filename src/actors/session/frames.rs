@@ -5,7 +5,6 @@
 use std::cell::Cell;
 use std::time::Instant;
 
-use actix::Context;
 use bytes::BytesMut;
 
 use super::{Assembly, WsSession, FORWARD_TIME_SAMPLE, FRAGMENT_ASSEMBLY_LIMIT};
@@ -33,22 +32,14 @@ impl WsSession {
     /// order). `payload` is unmasked; `frames` are the bytes as received, forwarded on success.
     /// `fragments_ok` is false when a fragment already failed the message bucket (then only
     /// the byte bucket is left to charge).
-    fn on_client_message(
-        &mut self,
-        ctx: &mut Context<Self>,
-        text: bool,
-        payload: &[u8],
-        frames: &[u8],
-        fragmented: Option<bool>,
-        now: Instant,
-    ) {
+    fn on_client_message(&mut self, text: bool, payload: &[u8], frames: &[u8], fragmented: Option<bool>, now: Instant) {
         // The gateway time of one frame in FORWARD_TIME_SAMPLE is timed (two clock reads and
         // a histogram insert cost about as much as the rest of the no-envelope path).
         let started = self.messages_in.is_multiple_of(FORWARD_TIME_SAMPLE).then(Instant::now);
         let text_str = if text {
             match std::str::from_utf8(payload) {
                 Ok(s) => Some(s),
-                Err(_) => return self.close(ctx, Denied::InvalidUtf8),
+                Err(_) => return self.close(Denied::InvalidUtf8),
             }
         } else {
             None
@@ -60,7 +51,7 @@ impl WsSession {
             }
         };
         if !charged_ok {
-            return self.reject(ctx, Rejection::RateLimited, None);
+            return self.reject(Rejection::RateLimited, None);
         }
         if self.p.route.envelope == Envelope::Json {
             let verdict = match text_str {
@@ -71,8 +62,8 @@ impl WsSession {
             };
             match verdict {
                 Ok(Verdict::Forward) => {}
-                Ok(Verdict::Refresh { token, id }) => return self.refresh(ctx, &token, id.as_deref()),
-                Err(r) => return self.reject(ctx, r.rejection, r.id.as_deref()),
+                Ok(Verdict::Refresh { token, id }) => return self.refresh(&token, id.as_deref()),
+                Err(r) => return self.reject(r.rejection, r.id.as_deref()),
             }
         }
         self.upstream.out.extend_from_slice(frames);
@@ -86,7 +77,7 @@ impl WsSession {
 
     /// Handle the whole client frames at the front of `buf`; returns the bytes consumed and
     /// the total size of the incomplete frame left, when its header is complete.
-    pub(super) fn on_client_bytes(&mut self, ctx: &mut Context<Self>, buf: &[u8]) -> (usize, usize) {
+    pub(super) fn on_client_bytes(&mut self, buf: &[u8]) -> (usize, usize) {
         let mut pos = 0;
         let now = Instant::now();
         self.last_seen = now;
@@ -94,7 +85,7 @@ impl WsSession {
             let Some(h) = wire::parse_header(&buf[pos..]) else { break };
             if !self.client_judged {
                 if let Err(v) = self.client_framing.judge(&h) {
-                    self.protocol_close(ctx, violation_denied(v));
+                    self.protocol_close(violation_denied(v));
                     break;
                 }
                 self.client_judged = true;
@@ -104,13 +95,13 @@ impl WsSession {
                 return (pos, len);
             }
             self.client_judged = false;
-            self.on_client_frame(ctx, &h, &buf[pos..pos + len], now);
+            self.on_client_frame(&h, &buf[pos..pos + len], now);
             pos += len;
         }
         (pos, 0)
     }
 
-    fn on_client_frame(&mut self, ctx: &mut Context<Self>, h: &Header, frame: &[u8], now: Instant) {
+    fn on_client_frame(&mut self, h: &Header, frame: &[u8], now: Instant) {
         let mut payload = UNMASKED.with(Cell::take);
         payload.clear();
         payload.extend_from_slice(&frame[h.header_len..]);
@@ -119,7 +110,7 @@ impl WsSession {
         }
         match h.opcode {
             wire::OP_TEXT | wire::OP_BINARY if h.fin => {
-                self.on_client_message(ctx, h.opcode == wire::OP_TEXT, &payload, frame, None, now);
+                self.on_client_message(h.opcode == wire::OP_TEXT, &payload, frame, None, now);
             }
             wire::OP_TEXT | wire::OP_BINARY => {
                 let rate_limited = !self.charge(0, now);
@@ -133,28 +124,28 @@ impl WsSession {
                     rate_limited,
                 });
             }
-            wire::OP_CONTINUATION => self.on_continuation(ctx, h.fin, &payload, frame, now),
+            wire::OP_CONTINUATION => self.on_continuation(h.fin, &payload, frame, now),
             wire::OP_PING => {
                 // Pings count against the bucket like any frame: a ping flood is a flood.
                 if self.charge(payload.len(), now) {
                     wire::encode(&mut self.client.out, wire::OP_PONG, true, &payload, None);
                 } else {
-                    self.reject(ctx, Rejection::RateLimited, None);
+                    self.reject(Rejection::RateLimited, None);
                 }
             }
-            wire::OP_CLOSE => self.on_client_close(ctx, &payload),
+            wire::OP_CLOSE => self.on_client_close(&payload),
             _ => {} // pong
         }
         UNMASKED.with(|u| u.set(payload));
     }
 
-    fn on_continuation(&mut self, ctx: &mut Context<Self>, fin: bool, payload: &[u8], frame: &[u8], now: Instant) {
+    fn on_continuation(&mut self, fin: bool, payload: &[u8], frame: &[u8], now: Instant) {
         let limited = !self.charge(0, now);
         let Some(asm) = self.assembly.as_mut() else {
-            return self.protocol_close(ctx, Denied::Protocol);
+            return self.protocol_close(Denied::Protocol);
         };
         if now.duration_since(asm.started) > FRAGMENT_ASSEMBLY_LIMIT {
-            return self.protocol_close(ctx, Denied::Protocol);
+            return self.protocol_close(Denied::Protocol);
         }
         asm.payload.extend_from_slice(payload);
         asm.frames.extend_from_slice(frame);
@@ -163,33 +154,33 @@ impl WsSession {
             return;
         }
         let Some(asm) = self.assembly.take() else { return };
-        self.on_client_message(ctx, asm.text, &asm.payload, &asm.frames, Some(asm.rate_limited), now);
+        self.on_client_message(asm.text, &asm.payload, &asm.frames, Some(asm.rate_limited), now);
     }
 
     /// The client's close: echo its code, relay it upstream, stop.
-    fn on_client_close(&mut self, ctx: &mut Context<Self>, payload: &[u8]) {
+    fn on_client_close(&mut self, payload: &[u8]) {
         match wire::parse_close(payload) {
-            Err(BadClose::Protocol) => self.protocol_close(ctx, Denied::Protocol),
-            Err(BadClose::Utf8) => self.protocol_close(ctx, Denied::InvalidUtf8),
+            Err(BadClose::Protocol) => self.protocol_close(Denied::Protocol),
+            Err(BadClose::Utf8) => self.protocol_close(Denied::InvalidUtf8),
             Ok(code) => {
                 self.closing = Some(m::DISCONNECT_CLIENT);
                 let echo = code.map_or(&[][..], |_| &payload[..2]);
                 wire::encode(&mut self.client.out, wire::OP_CLOSE, true, echo, None);
                 let upstream_code = code.unwrap_or(1000);
                 wire::encode_close(&mut self.upstream.out, upstream_code, "", Some(self.mask_keys.next_key()));
-                self.begin_closing(ctx);
+                self.begin_closing();
             }
         }
     }
 
     /// Handle the whole upstream frames at the front of `buf` (see [`Self::on_client_bytes`]).
-    pub(super) fn on_upstream_bytes(&mut self, ctx: &mut Context<Self>, buf: &[u8]) -> (usize, usize) {
+    pub(super) fn on_upstream_bytes(&mut self, buf: &[u8]) -> (usize, usize) {
         let mut pos = 0;
         while self.closing.is_none() {
             let Some(h) = wire::parse_header(&buf[pos..]) else { break };
             if !self.upstream_judged {
                 if let Err(v) = self.upstream_framing.judge(&h) {
-                    self.upstream_ended(ctx, upstream_violation_denied(v));
+                    self.upstream_ended(upstream_violation_denied(v));
                     break;
                 }
                 self.upstream_judged = true;
@@ -199,13 +190,13 @@ impl WsSession {
                 return (pos, len);
             }
             self.upstream_judged = false;
-            self.on_upstream_frame(ctx, &h, &buf[pos..pos + len]);
+            self.on_upstream_frame(&h, &buf[pos..pos + len]);
             pos += len;
         }
         (pos, 0)
     }
 
-    fn on_upstream_frame(&mut self, ctx: &mut Context<Self>, h: &Header, frame: &[u8]) {
+    fn on_upstream_frame(&mut self, h: &Header, frame: &[u8]) {
         let payload = &frame[h.header_len..];
         match h.opcode {
             wire::OP_TEXT | wire::OP_BINARY | wire::OP_CONTINUATION => {
@@ -227,7 +218,7 @@ impl WsSession {
                     }
                 };
                 if !text_ok {
-                    return self.upstream_ended(ctx, Denied::UpstreamLost);
+                    return self.upstream_ended(Denied::UpstreamLost);
                 }
                 self.client.out.extend_from_slice(frame);
                 self.metrics.out_bytes.increment(payload.len() as u64);
@@ -246,9 +237,9 @@ impl WsSession {
                     self.client.out.extend_from_slice(frame);
                     let echo = payload.get(..2).unwrap_or(&[]);
                     wire::encode(&mut self.upstream.out, wire::OP_CLOSE, true, echo, Some(self.mask_keys.next_key()));
-                    self.begin_closing(ctx);
+                    self.begin_closing();
                 }
-                Err(_) => self.upstream_ended(ctx, Denied::UpstreamLost),
+                Err(_) => self.upstream_ended(Denied::UpstreamLost),
             },
             _ => {} // pong
         }
