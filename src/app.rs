@@ -1,36 +1,99 @@
-//! Wiring: start the registry, build the shared [`Gateway`] state, bind the public and admin
-//! listeners, and run them until a signal stops the process.
+//! Wiring: build the shared [`Gateway`] state, bind the public and admin listeners, and run
+//! them until a drain (SIGTERM, SIGINT, `POST /admin/drain`) has emptied the gateway. SIGHUP
+//! reloads the config (`reload`), a timed check reloads a changed certificate.
 
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::{Actor, Addr};
 use actix_http::HttpService;
 use actix_service::ServiceFactoryExt;
 use actix_web::{web, App, HttpServer};
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
 
+use crate::actors::index::Sessions;
 use crate::actors::registry::{Admission, Registry};
 use crate::auth::keys::KeySet;
+use crate::auth::revocation::Revocations;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::http::admin::{self, AdminState};
 use crate::http::ws::{self, Entry};
+use crate::tls::ReloadableCert;
 
 /// How often the metrics recorder's histograms are maintained.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
-/// What every handshake handler shares.
-pub struct Gateway {
+/// The config and keys in force; replaced as a whole by a reload.
+pub struct Policy {
     /// The validated config.
     pub config: Arc<Config>,
-    /// Verification keys.
+    /// Verification keys (`[[auth.keys]]`, the JWKS file and the JWKS URL's keys).
     pub keys: Arc<KeySet>,
+}
+
+/// What the process's listeners, sessions and admin API share.
+pub struct Gateway {
+    policy: ArcSwap<Policy>,
     /// Connection caps and handshake rates (called directly by the handshake path).
     pub admission: Arc<Admission>,
     /// The actor maintaining the admission state.
     pub registry: Addr<Registry>,
+    /// Live sessions (admin list, revoke, kick, drain).
+    pub sessions: Sessions,
+    /// Revoked tokens and subjects.
+    pub revocations: Arc<Revocations>,
+    /// The config file a reload reads (`None`: a built-in config, as in `wsgate demo`).
+    pub source: Option<PathBuf>,
+    /// The public listener's certificate, when it serves TLS.
+    pub cert: Option<Arc<ReloadableCert>>,
+    /// Serialises reloads (SIGHUP and `POST /admin/reload` at once).
+    pub(crate) reload_lock: Mutex<()>,
+    draining: AtomicBool,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+/// Requests to the process's main loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Start draining (idempotent).
+    Drain,
+    /// Stop the listeners now (the drain finished, or a second signal arrived).
+    Stop,
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// The config and keys in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// Put a reloaded config and keys in force for new handshakes.
+    pub(crate) fn set_policy(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
+    }
+
+    /// True once a drain started: new handshakes get 503, `/readyz` 503.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Start draining (SIGTERM and `POST /admin/drain`); false when already draining.
+    pub fn start_drain(&self) -> bool {
+        let first = !self.draining.swap(true, Ordering::AcqRel);
+        if first {
+            crate::metrics::draining(true);
+            let _ = self.control.send(Control::Drain);
+        }
+        first
+    }
 }
 
 /// The addresses actually bound (port 0 resolved).
@@ -44,11 +107,24 @@ pub struct Bound {
     pub tls: bool,
 }
 
-/// Run the gateway until SIGINT/SIGTERM. `announce` is called once both listeners are bound.
+/// Open the revocation store: persistent in `state_dir`, else in memory with a warning.
+fn open_revocations(config: &Config) -> Result<Revocations> {
+    match &config.state_dir {
+        Some(dir) => Revocations::open(dir)
+            .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("server.state_dir {}: {e}", dir.display())))),
+        None => {
+            tracing::warn!("server.state_dir is not set: revocations are kept in memory and forgotten on restart");
+            Ok(Revocations::in_memory())
+        }
+    }
+}
+
+/// Run the gateway until a drain completes. `source` is the config file a reload reads.
+/// `announce` is called once both listeners are bound.
 ///
 /// # Errors
-/// Bind failures, TLS material errors, metrics recorder errors.
-pub async fn run(config: Config, keys: KeySet, announce: impl FnOnce(Bound)) -> Result<()> {
+/// Bind failures, TLS material errors, state directory errors, metrics recorder errors.
+pub async fn run(config: Config, keys: KeySet, source: Option<PathBuf>, announce: impl FnOnce(Bound)) -> Result<()> {
     let handle = crate::metrics::install().map_err(Error::Metrics)?;
     crate::metrics::connections_max(config.limits.max_connections);
     for r in &config.routes {
@@ -63,9 +139,36 @@ pub async fn run(config: Config, keys: KeySet, announce: impl FnOnce(Bound)) -> 
     });
 
     let config = Arc::new(config);
+    let revocations = Arc::new(open_revocations(&config)?);
+    let cert = match &config.tls {
+        Some(files) => Some(ReloadableCert::load(files)?),
+        None => None,
+    };
+    let admin_token = match &config.admin_token_env {
+        Some(var) => match std::env::var(var) {
+            Ok(t) if !t.is_empty() => Some(t),
+            _ => {
+                tracing::warn!(env = %var, "admin.token_env names an unset or empty variable: /admin/* is disabled");
+                None
+            }
+        },
+        None => None,
+    };
     let admission = Admission::new(config.limits.clone());
-    let registry = Registry::new(Arc::clone(&admission)).start();
-    let gateway = Arc::new(Gateway { config: Arc::clone(&config), keys: Arc::new(keys), admission, registry });
+    let registry = Registry::new(Arc::clone(&admission), Arc::clone(&revocations)).start();
+    let (control, mut control_rx) = mpsc::unbounded_channel();
+    let gateway = Arc::new(Gateway {
+        policy: ArcSwap::from_pointee(Policy { config: Arc::clone(&config), keys: Arc::new(keys) }),
+        admission,
+        registry,
+        sessions: Sessions::new(),
+        revocations,
+        source,
+        cert: cert.clone(),
+        reload_lock: Mutex::new(()),
+        draining: AtomicBool::new(false),
+        control,
+    });
 
     let public_listener = TcpListener::bind(config.listen)?;
     let public_addr = public_listener.local_addr()?;
@@ -79,19 +182,21 @@ pub async fn run(config: Config, keys: KeySet, announce: impl FnOnce(Bound)) -> 
         if config.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.workers };
     let per_worker_conns = (config.limits.max_connections as usize / workers).max(25_000);
     let handshake_timeout = Duration::from_secs(config.timeouts.handshake_seconds);
-    let tls = match &config.tls {
-        Some(files) => Some(crate::tls::server_config(files)?),
+    let tls = match &cert {
+        Some(cert) => Some(crate::tls::server_config(Arc::clone(cert))?),
         None => None,
     };
+    let gw = Arc::clone(&gateway);
     // actix-http's HTTP/1.1 service with an upgrade hook: `Upgrade: websocket` requests reach
     // `ws::upgrade` with their raw connection; every other request gets `ws::plain`.
     let public = actix_server::Server::build()
         .workers(workers)
         .backlog(4096)
         .max_concurrent_connections(per_worker_conns)
-        .shutdown_timeout(config.timeouts.drain_seconds)
+        .disable_signals()
+        .shutdown_timeout(1)
         .listen("wsgate-public", public_listener, move || {
-            let entry = Entry::new(Arc::clone(&gateway));
+            let entry = Entry::new(Arc::clone(&gw));
             match &tls {
                 Some(tls) => actix_service::boxed::factory(
                     HttpService::build()
@@ -117,16 +222,48 @@ pub async fn run(config: Config, keys: KeySet, announce: impl FnOnce(Bound)) -> 
         })?
         .run();
 
-    let admin_state = web::Data::new(AdminState { metrics: handle });
+    let admin_state = web::Data::new(AdminState { metrics: handle, gateway: Arc::clone(&gateway), token: admin_token });
     let admin = HttpServer::new(move || App::new().app_data(admin_state.clone()).configure(admin::configure))
         .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
         .listen(admin_listener)?
         .run();
+    let (public_handle, admin_handle) = (public.handle(), admin.handle());
+
+    crate::signals::spawn(Arc::clone(&gateway));
+    if let Some(cert) = cert {
+        crate::reload::spawn_cert_watch(cert, config.tls.as_ref().map_or(0, |t| t.reload_check_seconds));
+    }
 
     announce(Bound { public: public_addr, admin: admin_addr, tls: config.tls.is_some() });
     tracing::info!(public = %public_addr, admin = %admin_addr, routes = config.routes.len(), "wsgate listening");
-    let (a, b) = futures_util::future::join(public, admin).await;
+    let mut servers = Box::pin(futures_util::future::join(public, admin));
+    loop {
+        tokio::select! {
+            (a, b) = &mut servers => {
+                a?;
+                b?;
+                return Ok(());
+            }
+            ctl = control_rx.recv() => match ctl {
+                Some(Control::Drain) => {
+                    let spread = Duration::from_secs(gateway.policy().config.timeouts.drain_seconds);
+                    actix_web::rt::spawn(crate::drain::run(Arc::clone(&gateway), spread));
+                }
+                Some(Control::Stop) | None => break,
+            },
+        }
+    }
+    tracing::info!(live = gateway.sessions.len(), "wsgate stopping");
+    futures_util::future::join(public_handle.stop(false), admin_handle.stop(false)).await;
+    let (a, b) = servers.await;
     a?;
     b?;
     Ok(())
+}
+
+/// Ask the main loop to stop the listeners (end of a drain, or a second signal).
+pub(crate) fn request_stop(gw: &Gateway) {
+    let _ = gw.control.send(Control::Stop);
 }

@@ -102,6 +102,12 @@ impl Default for RawServer {
 struct RawTls {
     cert_file: PathBuf,
     key_file: PathBuf,
+    #[serde(default = "default_reload_check_seconds")]
+    reload_check_seconds: u64,
+}
+
+fn default_reload_check_seconds() -> u64 {
+    10
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,6 +135,9 @@ struct RawAuth {
     query_param: String,
     expiry_warning_seconds: u64,
     jwks_file: Option<PathBuf>,
+    jwks_url: Option<String>,
+    jwks_refresh_seconds: u64,
+    jwks_timeout_seconds: u64,
     keys: Vec<KeyConfig>,
 }
 
@@ -144,6 +153,9 @@ impl Default for RawAuth {
             query_param: "access_token".into(),
             expiry_warning_seconds: DEFAULT_EXPIRY_WARNING_SECONDS,
             jwks_file: None,
+            jwks_url: None,
+            jwks_refresh_seconds: 300,
+            jwks_timeout_seconds: 5,
             keys: Vec::new(),
         }
     }
@@ -169,6 +181,7 @@ pub struct KeyConfig {
 struct RawRoute {
     path: String,
     upstream: String,
+    upstream_ca_file: Option<PathBuf>,
     #[serde(default)]
     origins: Vec<String>,
     #[serde(default)]
@@ -355,8 +368,10 @@ impl std::fmt::Debug for MessageRule {
 pub struct Route {
     /// Exact request path served (query string ignored).
     pub path: String,
-    /// `ws://host:port/path` of the backend.
+    /// `ws://` or `wss://` URL of the backend.
     pub upstream: String,
+    /// TLS client settings for a `wss://` upstream (system roots or `upstream_ca_file`).
+    pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
     /// Origin allowlist.
     pub origins: OriginPolicy,
     /// Where the token may come from, in order.
@@ -386,6 +401,9 @@ pub struct TlsFiles {
     pub cert_file: PathBuf,
     /// PEM private key.
     pub key_file: PathBuf,
+    /// How often the files' modification times are checked for a reload (0 = only on
+    /// SIGHUP / `POST /admin/reload`).
+    pub reload_check_seconds: u64,
 }
 
 /// `[auth]`, validated.
@@ -409,6 +427,12 @@ pub struct AuthConfig {
     pub expiry_warning: Duration,
     /// JWKS file, keys by kid.
     pub jwks_file: Option<PathBuf>,
+    /// JWKS URL, fetched at start, every `jwks_refresh` and on an unknown `kid`.
+    pub jwks_url: Option<String>,
+    /// Interval between JWKS URL fetches.
+    pub jwks_refresh: Duration,
+    /// Longest time one JWKS fetch may take.
+    pub jwks_timeout: Duration,
     /// Configured keys.
     pub keys: Vec<KeyConfig>,
 }
@@ -427,6 +451,9 @@ impl Default for AuthConfig {
             query_param: raw.query_param,
             expiry_warning: Duration::from_secs(raw.expiry_warning_seconds),
             jwks_file: raw.jwks_file,
+            jwks_url: raw.jwks_url,
+            jwks_refresh: Duration::from_secs(raw.jwks_refresh_seconds),
+            jwks_timeout: Duration::from_secs(raw.jwks_timeout_seconds),
             keys: raw.keys,
         }
     }
@@ -441,6 +468,7 @@ impl Route {
         Self {
             path: path.to_string(),
             upstream: upstream.to_string(),
+            upstream_tls: None,
             origins: OriginPolicy::default(),
             token_sources: AuthConfig::default().token_sources,
             connect_scope: None,
@@ -551,10 +579,11 @@ impl Config {
             workers: raw.server.workers,
             trusted_proxies,
             state_dir: raw.server.state_dir.map(|p| base.join(p)),
-            tls: raw
-                .server
-                .tls
-                .map(|t| TlsFiles { cert_file: base.join(t.cert_file), key_file: base.join(t.key_file) }),
+            tls: raw.server.tls.map(|t| TlsFiles {
+                cert_file: base.join(t.cert_file),
+                key_file: base.join(t.key_file),
+                reload_check_seconds: t.reload_check_seconds,
+            }),
             admin_listen,
             admin_token_env: raw.admin.token_env.filter(|s| !s.is_empty()),
             auth,
@@ -596,14 +625,23 @@ fn validate_auth(raw: RawAuth, base: &Path) -> Result<AuthConfig, ConfigError> {
     if raw.scope_claim.is_empty() {
         return Err(ConfigError::invalid("auth.scope_claim", "must not be empty"));
     }
-    if raw.jwks_file.is_some() {
+    if raw.keys.is_empty() && raw.jwks_file.is_none() && raw.jwks_url.is_none() {
         return Err(ConfigError::invalid(
-            "auth.jwks_file",
-            "JWKS files are not supported by this build yet; configure [[auth.keys]] with public_key_file",
+            "auth.keys",
+            "no verification key: configure [[auth.keys]], auth.jwks_file or auth.jwks_url",
         ));
     }
-    if raw.keys.is_empty() {
-        return Err(ConfigError::invalid("auth.keys", "at least one [[auth.keys]] entry is required"));
+    if let Some(url) = &raw.jwks_url {
+        let ok = url.parse::<actix_http::Uri>().is_ok_and(|u| matches!(u.scheme_str(), Some("https" | "http")));
+        if !ok {
+            return Err(ConfigError::invalid("auth.jwks_url", "must be an http(s):// URL"));
+        }
+    }
+    if raw.jwks_refresh_seconds == 0 {
+        return Err(ConfigError::invalid("auth.jwks_refresh_seconds", "must be > 0"));
+    }
+    if raw.jwks_timeout_seconds == 0 {
+        return Err(ConfigError::invalid("auth.jwks_timeout_seconds", "must be > 0"));
     }
     let keys = raw
         .keys
@@ -623,6 +661,9 @@ fn validate_auth(raw: RawAuth, base: &Path) -> Result<AuthConfig, ConfigError> {
         query_param: raw.query_param,
         expiry_warning: Duration::from_secs(raw.expiry_warning_seconds),
         jwks_file: raw.jwks_file.map(|p| base.join(p)),
+        jwks_url: raw.jwks_url,
+        jwks_refresh: Duration::from_secs(raw.jwks_refresh_seconds),
+        jwks_timeout: Duration::from_secs(raw.jwks_timeout_seconds),
         keys,
     })
 }
@@ -673,17 +714,25 @@ fn validate_route(i: usize, r: RawRoute, auth: &AuthConfig, base: &Path) -> Resu
     if !r.path.starts_with('/') {
         return Err(ConfigError::invalid(key("path"), "must start with '/'"));
     }
-    if !(r.upstream.starts_with("ws://")) {
-        let why = if r.upstream.starts_with("wss://") {
-            "wss:// upstreams are not supported by this build yet; use ws:// on a private network"
-        } else {
-            "must be a ws:// URL"
-        };
-        return Err(ConfigError::invalid(key("upstream"), why));
+    let secure = r.upstream.starts_with("wss://");
+    if !secure && !r.upstream.starts_with("ws://") {
+        return Err(ConfigError::invalid(key("upstream"), "must be a ws:// or wss:// URL"));
     }
     if r.upstream.parse::<actix_http::Uri>().is_err() {
         return Err(ConfigError::invalid(key("upstream"), "not a valid URL"));
     }
+    let upstream_tls = match (secure, &r.upstream_ca_file) {
+        (false, Some(_)) => {
+            return Err(ConfigError::invalid(key("upstream_ca_file"), "only applies to a wss:// upstream"));
+        }
+        (false, None) => None,
+        (true, ca) => {
+            let ca = ca.as_ref().map(|p| base.join(p));
+            let tls = crate::tls::upstream_client_config(ca.as_deref())
+                .map_err(|e| ConfigError::invalid(key("upstream_ca_file"), e.to_string()))?;
+            Some(Arc::new(tls))
+        }
+    };
     let origins = OriginPolicy::try_new(&r.origins, r.allow_missing_origin)
         .map_err(|e| ConfigError::invalid(key("origins"), e))?;
     let token_sources = match &r.token_sources {
@@ -719,6 +768,7 @@ fn validate_route(i: usize, r: RawRoute, auth: &AuthConfig, base: &Path) -> Resu
     Ok(Route {
         path: r.path,
         upstream: r.upstream,
+        upstream_tls,
         origins,
         token_sources,
         connect_scope: r.connect_scope,

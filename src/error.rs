@@ -40,8 +40,10 @@ pub enum Error {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denied {
     // --- handshake (DESIGN.md §1, in check order) ---
-    /// The global connection cap is reached (or the gateway is draining).
+    /// The global connection cap is reached.
     Overloaded,
+    /// The gateway is draining: no new connections; open ones close with 1001.
+    Draining,
     /// Too many handshakes from this IP in a short time.
     HandshakeRate,
     /// Not a valid RFC 6455 upgrade request.
@@ -60,6 +62,8 @@ pub enum Denied {
     ExpiredToken,
     /// The token lacks the route's connect scope.
     ConnectScope,
+    /// The token (its `jti`, or its subject as issued before a revocation) is revoked.
+    Revoked,
     /// This IP holds its maximum number of live connections.
     IpConnections,
     /// This subject holds its maximum number of live connections.
@@ -87,6 +91,8 @@ pub enum Denied {
     Idle,
     /// The upstream failed or closed abnormally mid-session.
     UpstreamLost,
+    /// An operator closed the connection (`DELETE /admin/connections/{id}`).
+    Kicked,
     /// The gateway hit an internal error.
     Internal,
 }
@@ -98,6 +104,9 @@ impl Denied {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Overloaded => "overloaded",
+            Self::Draining => "draining",
+            Self::Revoked => "revoked",
+            Self::Kicked => "kicked",
             Self::HandshakeRate => "handshake_rate",
             Self::BadUpgrade => "bad_upgrade",
             Self::UnsupportedVersion => "unsupported_version",
@@ -127,7 +136,9 @@ impl Denied {
     /// The HTTP status answered when the refusal happens before the upgrade.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Revoked => StatusCode::UNAUTHORIZED,
+            Self::Kicked => StatusCode::FORBIDDEN,
             Self::HandshakeRate | Self::IpConnections | Self::SubjectConnections => StatusCode::TOO_MANY_REQUESTS,
             Self::BadUpgrade | Self::Protocol | Self::InvalidUtf8 | Self::MessageTooBig => StatusCode::BAD_REQUEST,
             Self::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
@@ -147,7 +158,8 @@ impl Denied {
     /// the refusal ends an open session.
     pub fn close_code(&self) -> u16 {
         match self {
-            Self::Overloaded => 1001,
+            Self::Overloaded | Self::Draining => 1001,
+            Self::Revoked | Self::Kicked => 4003,
             Self::MessageTooBig => 1009,
             Self::InvalidUtf8 => 1007,
             Self::Protocol | Self::BadUpgrade | Self::UnsupportedVersion | Self::NoRoute => 1002,
@@ -171,6 +183,9 @@ impl Denied {
     pub fn client_text(&self) -> &'static str {
         match self {
             Self::Overloaded => "gateway is at capacity",
+            Self::Draining => "gateway is shutting down",
+            Self::Revoked => "token revoked",
+            Self::Kicked => "closed by operator",
             Self::HandshakeRate => "too many handshakes",
             Self::BadUpgrade => "not a valid websocket upgrade",
             Self::UnsupportedVersion => "websocket version 13 required",

@@ -13,7 +13,9 @@
 //! - [`metrics`]: every metric name and the recording helpers.
 //! - [`tls`]: PEM files to a rustls server config.
 //! - [`echo`]: the echo backend of `wsgate demo` (and tests).
-//! - [`app`]: wiring: registry, servers, shutdown.
+//! - [`reload`]: config reload and the certificate file check; [`drain`]: draining;
+//!   [`signals`]: SIGTERM/SIGINT (drain) and SIGHUP (reload).
+//! - [`app`]: wiring: shared state, servers, the main loop.
 
 #![forbid(unsafe_code)]
 
@@ -21,11 +23,14 @@ pub mod actors;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod drain;
 pub mod echo;
 pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod policy;
+pub mod reload;
+pub mod signals;
 pub mod tls;
 pub mod upstream;
 pub mod wire;

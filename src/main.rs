@@ -134,14 +134,15 @@ fn run_system(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> any
 
 fn load(path: &Path) -> anyhow::Result<(Config, KeySet)> {
     let config = Config::load(path).with_context(|| format!("config {}", path.display()))?;
-    let keys = KeySet::load(&config.auth.keys).with_context(|| format!("config {}", path.display()))?;
+    let keys =
+        wsgate::auth::keys::load_configured(&config.auth).with_context(|| format!("config {}", path.display()))?;
     Ok((config, keys))
 }
 
 fn serve(path: &Path) -> anyhow::Result<()> {
     let (config, keys) = load(path)?;
     run_system(async move {
-        wsgate::app::run(config, keys, |bound| {
+        wsgate::app::run(config, keys, Some(path.to_path_buf()), |bound: wsgate::app::Bound| {
             let scheme = if bound.tls { "wss" } else { "ws" };
             println!("wsgate listening public={scheme}://{} admin=http://{}", bound.public, bound.admin);
             let _ = std::io::stdout().flush();
@@ -176,6 +177,7 @@ fn demo_config(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> S
         r#"
 [server]
 listen = "{listen}"
+state_dir = "{state_dir}"
 [admin]
 listen = "{admin}"
 [auth]
@@ -197,7 +199,8 @@ scope = "chat:write"
 type = "chat.read"
 scope = "chat:read"
 "#,
-        port = listen.port()
+        port = listen.port(),
+        state_dir = std::env::temp_dir().join(format!("wsgate-demo-{}", std::process::id())).display()
     )
 }
 
@@ -208,7 +211,7 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     let keys = KeySet::load_with(&config.auth.keys, |_| Some(secret.clone()))?;
     let req = MintRequest { sub: "demo", scope: "chat:read chat:write", ttl: Duration::from_secs(3600) };
     let token = jwt::mint(&keys, &config.auth, &req, SystemTime::now())?;
-    wsgate::app::run(config, keys, |bound| {
+    wsgate::app::run(config, keys, None, |bound: wsgate::app::Bound| {
         let url = format!("ws://{}/ws", bound.public);
         println!("wsgate demo: gateway {url} -> echo upstream ws://{upstream}/whoami");
         println!("metrics: http://{}/metrics", bound.admin);

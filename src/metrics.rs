@@ -46,6 +46,14 @@ pub mod names {
     pub const CONNECTIONS_MAX: &str = "wsgate_connections_max";
     /// Gauge: always 1, labelled with the version.
     pub const BUILD_INFO: &str = "wsgate_build_info";
+    /// Counter: config reloads by result (`ok`, `failed`).
+    pub const CONFIG_RELOADS_TOTAL: &str = "wsgate_config_reloads_total";
+    /// Counter: certificate reloads by the timed file check, by result (`ok`, `failed`).
+    pub const TLS_RELOADS_TOTAL: &str = "wsgate_tls_reloads_total";
+    /// Counter: JWKS URL fetches by result (`ok`, `failed`).
+    pub const JWKS_FETCHES_TOTAL: &str = "wsgate_jwks_fetches_total";
+    /// Gauge: 1 while draining, else 0.
+    pub const DRAINING: &str = "wsgate_draining";
 }
 
 /// Route label used where no route matched (never the raw request path).
@@ -71,7 +79,10 @@ const ALL_REJECTIONS: [Rejection; 7] = [
     Rejection::BinaryNotAllowed,
 ];
 
-const SESSION_CLOSES: [Denied; 9] = [
+const SESSION_CLOSES: [Denied; 12] = [
+    Denied::Revoked,
+    Denied::Kicked,
+    Denied::Draining,
     Denied::MessageTooBig,
     Denied::InvalidUtf8,
     Denied::Protocol,
@@ -109,6 +120,12 @@ pub fn install() -> Result<&'static PrometheusHandle, String> {
     counter!(names::AUTH_REFRESH_TOTAL, "result" => "ok").increment(0);
     counter!(names::AUTH_REFRESH_TOTAL, "result" => "failed").increment(0);
     counter!(names::REVOCATIONS_TOTAL).increment(0);
+    for result in ["ok", "failed"] {
+        counter!(names::CONFIG_RELOADS_TOTAL, "result" => result).increment(0);
+        counter!(names::TLS_RELOADS_TOTAL, "result" => result).increment(0);
+        counter!(names::JWKS_FETCHES_TOTAL, "result" => result).increment(0);
+    }
+    gauge!(names::DRAINING).set(0.0);
     counter!(names::HANDSHAKES_TOTAL, "route" => NO_ROUTE, "result" => Denied::NoRoute.reason()).increment(0);
     Ok(HANDLE.get_or_init(|| handle))
 }
@@ -144,6 +161,14 @@ fn describe() {
     describe_gauge!(names::BUILD_INFO, Unit::Count, "Build information; always 1.");
     describe_counter!(names::UPSTREAM_ERRORS_TOTAL, Unit::Count, "Upstream failures by kind.");
     describe_gauge!(names::CONNECTIONS_MAX, Unit::Count, "Configured limits.max_connections (0 = unlimited).");
+    describe_counter!(
+        names::CONFIG_RELOADS_TOTAL,
+        Unit::Count,
+        "Config reloads (SIGHUP, POST /admin/reload) by result."
+    );
+    describe_counter!(names::TLS_RELOADS_TOTAL, Unit::Count, "Certificate reloads by the timed file check, by result.");
+    describe_counter!(names::JWKS_FETCHES_TOTAL, Unit::Count, "JWKS URL fetches by result.");
+    describe_gauge!(names::DRAINING, Unit::Count, "1 while the gateway drains (readyz 503), else 0.");
     for kind in UPSTREAM_ERROR_KINDS {
         counter!(names::UPSTREAM_ERRORS_TOTAL, "kind" => kind).increment(0);
     }
@@ -156,6 +181,8 @@ pub fn register_route(route: &str) {
     counter!(names::HANDSHAKES_TOTAL, "route" => r.clone(), "result" => "accepted").increment(0);
     for d in [
         Denied::Overloaded,
+        Denied::Draining,
+        Denied::Revoked,
         Denied::HandshakeRate,
         Denied::BadUpgrade,
         Denied::UnsupportedVersion,
@@ -207,6 +234,31 @@ pub fn connections_max(max: u64) {
 /// An upstream dial took `elapsed`.
 pub fn upstream_connect(elapsed: Duration) {
     histogram!(names::UPSTREAM_CONNECT_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// A config reload succeeded or was refused.
+pub fn config_reload(ok: bool) {
+    counter!(names::CONFIG_RELOADS_TOTAL, "result" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
+/// The timed check reloaded the certificate, or found changed files unusable.
+pub fn tls_reload(ok: bool) {
+    counter!(names::TLS_RELOADS_TOTAL, "result" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
+/// A JWKS URL fetch succeeded or failed.
+pub fn jwks_fetch(ok: bool) {
+    counter!(names::JWKS_FETCHES_TOTAL, "result" => if ok { "ok" } else { "failed" }).increment(1);
+}
+
+/// The drain started.
+pub fn draining(on: bool) {
+    gauge!(names::DRAINING).set(if on { 1.0 } else { 0.0 });
+}
+
+/// A revocation was recorded.
+pub fn revocation() {
+    counter!(names::REVOCATIONS_TOTAL).increment(1);
 }
 
 /// A refresh succeeded or failed.

@@ -1,33 +1,152 @@
-//! PEM files → rustls `ServerConfig` (TLS 1.2 and 1.3 only, ring provider). Loading only;
-//! no policy lives here.
+//! TLS material: PEM files → a rustls `ServerConfig` (TLS 1.2 and 1.3 only, aws-lc provider)
+//! whose certificate can be swapped while the listener runs ([`ReloadableCert`]), and the
+//! client config for `wss://` upstreams. Loading only; no policy lives here.
+//!
+//! Reload: the server config resolves its certificate through [`ReloadableCert`] on every
+//! handshake, so a swap applies to the next TLS handshake and never touches an established
+//! connection. A new pair is only swapped in after it loaded and the key matched the
+//! certificate; otherwise the old pair stays in force.
 
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
+use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 
 use crate::config::TlsFiles;
 use crate::error::Error;
 
-/// Build the public listener's TLS config.
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| Error::Tls(format!("{what} {}: {e}", path.display())))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| Error::Tls(format!("{what} {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(Error::Tls(format!("{what} {}: no certificate found", path.display())));
+    }
+    Ok(certs)
+}
+
+/// Load the certificate chain and key of `files`, checking that they belong together.
 ///
 /// # Errors
 /// [`Error::Tls`] naming the file and what was wrong (missing, not PEM, key/cert mismatch).
-pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, Error> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert_file)
-        .map_err(|e| Error::Tls(format!("server.tls.cert_file {}: {e}", files.cert_file.display())))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| Error::Tls(format!("server.tls.cert_file {}: {e}", files.cert_file.display())))?;
-    if certs.is_empty() {
-        return Err(Error::Tls(format!("server.tls.cert_file {}: no certificate found", files.cert_file.display())));
-    }
+pub fn load_certified_key(files: &TlsFiles) -> Result<CertifiedKey, Error> {
+    let certs = read_certs(&files.cert_file, "server.tls.cert_file")?;
     let key = PrivateKeyDer::from_pem_file(&files.key_file)
         .map_err(|e| Error::Tls(format!("server.tls.key_file {}: {e}", files.key_file.display())))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    rustls::ServerConfig::builder_with_provider(provider)
+    CertifiedKey::from_der(certs, key, &provider())
+        .map_err(|e| Error::Tls(format!("server.tls: certificate and key do not match or are unusable: {e}")))
+}
+
+/// Modification times of the cert and key files (what the timed check compares).
+fn stamp(files: &TlsFiles) -> Option<(SystemTime, SystemTime)> {
+    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    Some((m(&files.cert_file)?, m(&files.key_file)?))
+}
+
+/// The listener's certificate, swappable at run time.
+#[derive(Debug)]
+pub struct ReloadableCert {
+    current: ArcSwap<CertifiedKey>,
+    /// The files and their modification times when last loaded.
+    source: Mutex<(TlsFiles, Option<(SystemTime, SystemTime)>)>,
+}
+
+// === impl ReloadableCert ===
+
+impl ReloadableCert {
+    /// Load `files` for the first time.
+    ///
+    /// # Errors
+    /// As [`load_certified_key`].
+    pub fn load(files: &TlsFiles) -> Result<Arc<Self>, Error> {
+        let key = load_certified_key(files)?;
+        Ok(Arc::new(Self { current: ArcSwap::from_pointee(key), source: Mutex::new((files.clone(), stamp(files))) }))
+    }
+
+    /// Load `files` (possibly new paths after a config reload) and swap them in.
+    ///
+    /// # Errors
+    /// As [`load_certified_key`]; the old pair stays in force.
+    pub fn reload(&self, files: &TlsFiles) -> Result<(), Error> {
+        let key = load_certified_key(files)?;
+        self.current.store(Arc::new(key));
+        *self.source.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (files.clone(), stamp(files));
+        Ok(())
+    }
+
+    /// The timed check: reload when either file's modification time changed since the last
+    /// load. `Ok(false)` when nothing changed.
+    ///
+    /// # Errors
+    /// As [`load_certified_key`]; the old pair stays in force (and the check retries the
+    /// next time, so a pair written in two steps is picked up once both are in place).
+    pub fn reload_if_changed(&self) -> Result<bool, Error> {
+        let (files, seen) = self.source.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let now = stamp(&files);
+        if now.is_none() || now == seen {
+            return Ok(false);
+        }
+        self.reload(&files).map(|()| true)
+    }
+}
+
+impl ResolvesServerCert for ReloadableCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// The public listener's TLS config: TLS 1.3 and 1.2 only, no client certificates, the
+/// certificate from `cert`. (actix-http adds the `http/1.1` ALPN protocol.)
+///
+/// # Errors
+/// [`Error::Tls`] when the provider refuses the protocol versions.
+pub fn server_config(cert: Arc<ReloadableCert>) -> Result<rustls::ServerConfig, Error> {
+    Ok(rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| Error::Tls(e.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| Error::Tls(format!("server.tls: certificate and key do not match or are unusable: {e}")))
+        .with_cert_resolver(cert))
+}
+
+/// The client config for `wss://` upstreams: the system's roots (`/etc/ssl/certs` and the
+/// other places `rustls-native-certs` knows), or only the certificates of `ca_file` when a
+/// route names one.
+///
+/// # Errors
+/// [`Error::Tls`] when `ca_file` is unreadable or holds no certificate, or no root at all
+/// could be loaded.
+pub fn upstream_client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            for cert in read_certs(path, "routes.upstream_ca_file")? {
+                roots.add(cert).map_err(|e| Error::Tls(format!("routes.upstream_ca_file {}: {e}", path.display())))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(Error::Tls("no system root certificates found for wss:// upstreams".into()));
+            }
+        }
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }

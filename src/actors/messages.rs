@@ -16,3 +16,22 @@ pub struct Refusal {
     /// Suggested wait before retrying.
     pub retry_after: Option<Duration>,
 }
+
+/// Request to a session: close the client with `denied`'s code (revocation and kick: 4003,
+/// drain: 1001); the upstream gets 1001.
+#[derive(Debug, Clone, Copy, actix::Message)]
+#[rtype(result = "()")]
+pub struct CloseSession {
+    /// Why (its close code and reason label).
+    pub denied: Denied,
+}
+
+/// Notification to a session: a reload put a new config in force. The session takes its
+/// route's new rules (message types, schemas, limits) for the frames that follow; a route
+/// removed by the reload keeps its old rules until the connection ends.
+#[derive(Clone, actix::Message)]
+#[rtype(result = "()")]
+pub struct ConfigReloaded {
+    /// The config now in force.
+    pub config: std::sync::Arc<crate::config::Config>,
+}

@@ -1,7 +1,9 @@
 //! The actors: one [`session::WsSession`] per client connection (its two sockets driven by
-//! [`relay`]), and one [`registry::Registry`] for admission and bookkeeping. Every message
+//! [`relay`]), one [`registry::Registry`] for admission and bookkeeping, and the [`index`] of live
+//! sessions the admin API works on. Every message
 //! they exchange is in [`messages`].
 
+pub mod index;
 pub mod messages;
 pub mod registry;
 pub mod relay;

@@ -18,12 +18,16 @@ use std::time::{Duration, Instant};
 use actix::{Actor, AsyncContext, Context};
 
 use super::messages::{ConnId, Refusal};
+use crate::auth::revocation::{unix_now, Revocations};
 use crate::config::Limits;
 use crate::error::Denied;
 use crate::policy::ratelimit::{optional_bucket, TokenBucket};
 
 /// How often idle handshake buckets are forgotten.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How often expired revocations are dropped (and the log rewritten when mostly expired).
+const COMPACT_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Wait suggested to a client refused at a connection cap (it must wait for a close).
 const CAP_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -47,6 +51,8 @@ pub trait AdmissionStore {
     fn remove(&mut self, ip: IpAddr, subject: &str);
     /// Forget state that carries no information any more (full buckets).
     fn sweep(&mut self, now: Instant);
+    /// A reload changed the limits (new handshake buckets use them).
+    fn set_limits(&mut self, limits: Limits);
 }
 
 /// The single-node store.
@@ -123,11 +129,20 @@ impl AdmissionStore for InMemoryStore {
     fn sweep(&mut self, now: Instant) {
         self.handshakes.retain(|_, b| !b.is_full(now));
     }
+
+    fn set_limits(&mut self, limits: Limits) {
+        if (limits.handshake_burst_per_ip, limits.handshakes_per_second_per_ip)
+            != (self.limits.handshake_burst_per_ip, self.limits.handshakes_per_second_per_ip)
+        {
+            self.handshakes.clear();
+        }
+        self.limits = limits;
+    }
 }
 
 /// The admission state shared by every worker.
 pub struct Admission {
-    limits: Limits,
+    limits: arc_swap::ArcSwap<Limits>,
     store: Mutex<Box<dyn AdmissionStore + Send>>,
     next_id: AtomicU64,
 }
@@ -139,7 +154,7 @@ impl Admission {
     pub fn new(limits: Limits) -> Arc<Self> {
         Arc::new(Self {
             store: Mutex::new(Box::new(InMemoryStore::new(limits.clone()))),
-            limits,
+            limits: arc_swap::ArcSwap::from_pointee(limits),
             next_id: AtomicU64::new(1),
         })
     }
@@ -150,8 +165,15 @@ impl Admission {
         self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn at_global_cap(&self, store: &dyn AdmissionStore) -> bool {
-        self.limits.max_connections > 0 && store.total() >= self.limits.max_connections
+    fn at_global_cap(&self, limits: &Limits, store: &dyn AdmissionStore) -> bool {
+        limits.max_connections > 0 && store.total() >= limits.max_connections
+    }
+
+    /// A reload changed the limits: they apply to the next handshakes; live connections
+    /// over a lowered cap stay up.
+    pub fn set_limits(&self, limits: Limits) {
+        self.store().set_limits(limits.clone());
+        self.limits.store(Arc::new(limits));
     }
 
     /// Early admission of a handshake from `ip` (DESIGN.md §1 checks 1–2): global cap, then a
@@ -160,8 +182,9 @@ impl Admission {
     /// # Errors
     /// [`Refusal`] with `Overloaded` or `HandshakeRate` and the wait to suggest.
     pub fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
+        let limits = self.limits.load();
         let mut store = self.store();
-        if self.at_global_cap(store.as_ref()) {
+        if self.at_global_cap(&limits, store.as_ref()) {
             return Err(Refusal { denied: Denied::Overloaded, retry_after: Some(CAP_RETRY_AFTER) });
         }
         store
@@ -175,15 +198,16 @@ impl Admission {
     /// [`Refusal`] at the global, per-IP or per-subject cap.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr, subject: &str) -> Result<Lease, Refusal> {
         let refuse = |denied| Err(Refusal { denied, retry_after: Some(CAP_RETRY_AFTER) });
+        let limits = self.limits.load();
         let mut store = self.store();
-        if self.at_global_cap(store.as_ref()) {
+        if self.at_global_cap(&limits, store.as_ref()) {
             return refuse(Denied::Overloaded);
         }
-        let per_ip = self.limits.max_connections_per_ip;
+        let per_ip = limits.max_connections_per_ip;
         if per_ip > 0 && store.per_ip(ip) >= per_ip {
             return refuse(Denied::IpConnections);
         }
-        let per_sub = self.limits.max_connections_per_subject;
+        let per_sub = limits.max_connections_per_subject;
         if per_sub > 0 && store.per_subject(subject) >= per_sub {
             return refuse(Denied::SubjectConnections);
         }
@@ -203,15 +227,17 @@ impl Admission {
     }
 }
 
-/// The registry actor: keeps the admission state tidy (forgets idle handshake buckets).
+/// The registry actor: keeps the admission state tidy (forgets idle handshake buckets) and
+/// compacts the revocation log as entries expire.
 pub struct Registry {
     admission: Arc<Admission>,
+    revocations: Arc<Revocations>,
 }
 
 impl Registry {
-    /// A registry maintaining `admission`.
-    pub fn new(admission: Arc<Admission>) -> Self {
-        Self { admission }
+    /// A registry maintaining `admission` and `revocations`.
+    pub fn new(admission: Arc<Admission>, revocations: Arc<Revocations>) -> Self {
+        Self { admission, revocations }
     }
 }
 
@@ -220,6 +246,11 @@ impl Actor for Registry {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.run_interval(SWEEP_INTERVAL, |this, _| this.admission.store().sweep(Instant::now()));
+        ctx.run_interval(COMPACT_INTERVAL, |this, _| {
+            if let Err(e) = this.revocations.compact(unix_now()) {
+                tracing::error!(error = %e, "revocation log compaction failed; the old log stays in use");
+            }
+        });
     }
 }
 

@@ -22,14 +22,17 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
-use actix::{Actor, ActorContext, ActorFuture, AsyncContext, Context};
+use actix::{Actor, ActorContext, ActorFuture, AsyncContext, Context, Handler};
 use bytes::BytesMut;
 
 mod frames;
 
+use super::index::{LiveSession, LiveStats};
+use super::messages::{CloseSession, ConfigReloaded};
 use super::registry::Lease;
 use super::relay::{Read, Side};
-use crate::auth::keys::KeySet;
+use crate::app::Gateway;
+use crate::auth::revocation::unix_now;
 use crate::auth::{jwt, Claims};
 use crate::config::{Config, Route};
 use crate::error::Denied;
@@ -82,10 +85,10 @@ pub struct SessionParams {
     pub lease: Lease,
     /// The route the client connected to.
     pub route: Arc<Route>,
-    /// Config in force at the handshake (limits, timeouts, auth settings).
+    /// Config in force (limits, timeouts, auth settings); replaced by a reload.
     pub config: Arc<Config>,
-    /// Keys for `auth.refresh`.
-    pub keys: Arc<KeySet>,
+    /// The gateway: keys for `auth.refresh`, revocations, the session index.
+    pub gateway: Arc<Gateway>,
     /// The verified token's claims.
     pub claims: Claims,
     /// Client IP.
@@ -145,6 +148,8 @@ pub struct WsSession {
     opened: Instant,
     messages_in: u64,
     messages_out: u64,
+    /// What the admin API sees of this session.
+    stats: Arc<LiveStats>,
     /// Set once the session started closing; the reason label for the disconnect metric.
     closing: Option<&'static str>,
     /// Wakes the pump after a timer or handler queued a frame.
@@ -189,6 +194,7 @@ impl WsSession {
             opened: now,
             messages_in: 0,
             messages_out: 0,
+            stats: Arc::new(LiveStats::default()),
             closing: None,
             waker: None,
             pumping: false,
@@ -361,10 +367,12 @@ impl WsSession {
     /// `auth.refreshed`; on failure `forbidden` and the old expiry stands.
     fn refresh(&mut self, token: &str, id: Option<&str>) {
         self.metrics.control();
-        let result = jwt::verify(token, &self.p.keys, &self.p.config.auth, SystemTime::now());
+        let keys = Arc::clone(&self.p.gateway.policy().keys);
+        let result = jwt::verify(token, &keys, &self.p.config.auth, SystemTime::now());
         let outcome = match result {
-            Ok(claims) if claims.sub == self.p.claims.sub => Ok(claims),
-            Ok(_) => Err("subject_mismatch"),
+            Ok(claims) if claims.sub != self.p.claims.sub => Err("subject_mismatch"),
+            Ok(claims) if self.p.gateway.revocations.revokes(&claims, unix_now()) => Err("revoked"),
+            Ok(claims) => Ok(claims),
             Err(crate::auth::AuthError::Expired) => Err("expired"),
             Err(_) => Err("invalid"),
         };
@@ -381,6 +389,7 @@ impl WsSession {
                     exp = claims.exp
                 );
                 self.p.claims = claims;
+                self.stats.set_token(&self.p.claims);
                 self.arm_expiry();
                 let mut payload = serde_json::json!({"exp": self.p.claims.exp});
                 if let Some(id) = id {
@@ -511,12 +520,20 @@ impl WsSession {
             }
             if !progress {
                 self.arm_timer(cx);
+                self.publish();
                 return Poll::Pending;
             }
         }
         // Still busy: let the worker's other connections run, then continue.
+        self.publish();
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// Publish the message counts for the admin API (once per wake-up, not per frame).
+    fn publish(&self) {
+        self.stats.messages_in.store(self.messages_in, std::sync::atomic::Ordering::Relaxed);
+        self.stats.messages_out.store(self.messages_out, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -544,6 +561,22 @@ impl Actor for WsSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.metrics.opened();
+        self.stats.set_token(&self.p.claims);
+        self.p.gateway.sessions.insert(
+            self.id(),
+            LiveSession {
+                addr: ctx.address(),
+                route: self.p.route.path.clone(),
+                subject: self.p.claims.sub.clone(),
+                client_ip: self.p.client_ip,
+                opened: unix_now(),
+                stats: Arc::clone(&self.stats),
+            },
+        );
+        if self.p.gateway.is_draining() {
+            // The handshake passed its draining check just before the drain began.
+            self.close(Denied::Draining);
+        }
         ctx.spawn(Pump);
         self.arm_expiry();
         self.start_heartbeat();
@@ -556,6 +589,7 @@ impl Actor for WsSession {
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
+        self.p.gateway.sessions.remove(self.id());
         let reason = self.closing.unwrap_or(m::DISCONNECT_CLIENT);
         let lifetime = self.opened.elapsed();
         self.metrics.closed(reason, lifetime);
@@ -573,5 +607,51 @@ impl Actor for WsSession {
             messages_in = self.messages_in,
             messages_out = self.messages_out,
         );
+    }
+}
+
+impl Handler<CloseSession> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseSession, _: &mut Self::Context) {
+        if self.closing.is_some() {
+            return;
+        }
+        let event = match msg.denied {
+            Denied::Revoked => "revocation_kick",
+            Denied::Kicked => "operator_kick",
+            Denied::Draining => "drain_close",
+            _ => "session_closed",
+        };
+        session_event!(info, self, event, msg.denied.reason());
+        self.close(msg.denied);
+    }
+}
+
+impl Handler<ConfigReloaded> for WsSession {
+    type Result = ();
+
+    /// New rules for the frames that follow: the route's message types, schemas and envelope
+    /// settings, the limits (buckets restart full when their rates changed) and timeouts.
+    /// A route the reload removed keeps its old rules; the connection is never dropped.
+    fn handle(&mut self, msg: ConfigReloaded, _: &mut Self::Context) {
+        let Some(route) = msg.config.route(&self.p.route.path) else {
+            return;
+        };
+        let (old, new) = (&self.p.config.limits, &msg.config.limits);
+        let now = Instant::now();
+        if (old.message_burst, old.messages_per_second) != (new.message_burst, new.messages_per_second) {
+            self.messages = optional_bucket(u64::from(new.message_burst), u64::from(new.messages_per_second), now);
+        }
+        if (old.bytes_per_second, old.max_message_bytes) != (new.bytes_per_second, new.max_message_bytes) {
+            let burst = new.bytes_per_second.max(new.max_message_bytes as u64);
+            self.bytes = optional_bucket(burst, new.bytes_per_second, now);
+        }
+        self.client_framing.set_max_message(new.max_message_bytes);
+        self.upstream_framing.set_max_message(new.max_message_bytes);
+        self.p.route = Arc::clone(route);
+        self.p.config = msg.config;
+        self.start_heartbeat();
+        self.wake();
     }
 }

@@ -4,10 +4,11 @@
 
 use std::str::FromStr;
 
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 
 use super::AuthError;
-use crate::config::KeyConfig;
+use crate::config::{AuthConfig, KeyConfig};
 
 /// Shortest HMAC secret accepted per algorithm (RFC 7518 §3.2: at least the hash size).
 fn min_secret_bytes(alg: Algorithm) -> usize {
@@ -18,7 +19,19 @@ fn min_secret_bytes(alg: Algorithm) -> usize {
     }
 }
 
+/// Where a key came from (a reload keeps the keys fetched from the JWKS URL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrigin {
+    /// `[[auth.keys]]`.
+    Configured,
+    /// `auth.jwks_file`.
+    JwksFile,
+    /// `auth.jwks_url`.
+    JwksUrl,
+}
+
 /// One verification key.
+#[derive(Clone)]
 pub struct VerifyKey {
     /// `kid` it answers to, if any.
     pub kid: Option<String>,
@@ -28,6 +41,8 @@ pub struct VerifyKey {
     pub key: DecodingKey,
     /// For HMAC keys, the secret (lets `wsgate token` mint with the same key).
     secret: Option<Vec<u8>>,
+    /// Where it came from.
+    pub origin: KeyOrigin,
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -38,7 +53,7 @@ impl std::fmt::Debug for VerifyKey {
 }
 
 /// All configured keys.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct KeySet {
     keys: Vec<VerifyKey>,
 }
@@ -101,7 +116,7 @@ impl KeySet {
                 }
                 _ => return Err(err("an asymmetric key needs public_key_file and no secret_env".into())),
             };
-            keys.push(VerifyKey { kid: c.kid.clone(), alg, key, secret });
+            keys.push(VerifyKey { kid: c.kid.clone(), alg, key, secret, origin: KeyOrigin::Configured });
         }
         Ok(Self { keys })
     }
@@ -117,6 +132,22 @@ impl KeySet {
         self.keys.iter().find_map(|k| k.secret.as_ref().map(|s| (EncodingKey::from_secret(s), k.alg, k.kid.as_deref())))
     }
 
+    /// Replace the keys of `origin` with `keys`.
+    pub fn replace(&mut self, origin: KeyOrigin, keys: Vec<VerifyKey>) {
+        self.keys.retain(|k| k.origin != origin);
+        self.keys.extend(keys);
+    }
+
+    /// The keys of `origin`.
+    pub fn of(&self, origin: KeyOrigin) -> Vec<VerifyKey> {
+        self.keys.iter().filter(|k| k.origin == origin).cloned().collect()
+    }
+
+    /// True when a key answers to `kid`.
+    pub fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
     /// Number of keys loaded.
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -126,4 +157,77 @@ impl KeySet {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
+}
+
+/// The keys a config names: `[[auth.keys]]` plus the keys of `auth.jwks_file`.
+///
+/// # Errors
+/// [`AuthError::KeyLoad`] naming the key or file and the reason.
+pub fn load_configured(auth: &AuthConfig) -> Result<KeySet, AuthError> {
+    let mut set = KeySet::load(&auth.keys)?;
+    if let Some(path) = &auth.jwks_file {
+        let err = |reason: String| AuthError::KeyLoad { key: "auth.jwks_file".into(), reason };
+        let text = std::fs::read(path).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        let keys = parse_jwks(&text, KeyOrigin::JwksFile).map_err(|e| err(format!("{}: {e}", path.display())))?;
+        set.replace(KeyOrigin::JwksFile, keys);
+    }
+    Ok(set)
+}
+
+/// `fresh` plus the keys `old` had fetched from the JWKS URL (a reload does not refetch).
+pub fn with_fetched(mut fresh: KeySet, old: &KeySet) -> KeySet {
+    fresh.replace(KeyOrigin::JwksUrl, old.of(KeyOrigin::JwksUrl));
+    fresh
+}
+
+/// The algorithm a JWK is used with: its `alg`, or the one its key type implies.
+fn jwk_algorithm(jwk: &Jwk) -> Result<Algorithm, String> {
+    if let Some(alg) = jwk.common.key_algorithm {
+        return Algorithm::try_from(alg).map_err(|_| format!("algorithm {alg} is not a signature algorithm"));
+    }
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Ok(Algorithm::RS256),
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => Ok(Algorithm::ES256),
+            EllipticCurve::P384 => Ok(Algorithm::ES384),
+            _ => Err("unsupported curve".into()),
+        },
+        AlgorithmParameters::OctetKeyPair(_) => Ok(Algorithm::EdDSA),
+        _ => Err("unsupported key type".into()),
+    }
+}
+
+/// Parse an RFC 7517 JWK Set into verification keys. Symmetric (`oct`) keys and keys marked
+/// `"use": "enc"` are skipped: a published key set must never hold an HMAC secret, and an
+/// encryption key must not verify signatures. A key the gateway cannot use is skipped with a
+/// warning; a document that is not a JWK Set is an error.
+///
+/// # Errors
+/// Not JSON, or not a JWK Set.
+pub fn parse_jwks(bytes: &[u8], origin: KeyOrigin) -> Result<Vec<VerifyKey>, String> {
+    let set: JwkSet = serde_json::from_slice(bytes).map_err(|e| format!("not a JWK Set: {e}"))?;
+    let mut keys = Vec::with_capacity(set.keys.len());
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let kid = jwk.common.key_id.clone();
+        if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
+            continue;
+        }
+        if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
+            tracing::warn!(index = i, kid = kid.as_deref().unwrap_or(""), "JWKS: symmetric key skipped");
+            continue;
+        }
+        let usable = jwk_algorithm(jwk).and_then(|alg| {
+            if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+                return Err("HMAC algorithm on a public key".into());
+            }
+            DecodingKey::from_jwk(jwk).map(|key| (alg, key)).map_err(|e| e.to_string())
+        });
+        match usable {
+            Ok((alg, key)) => keys.push(VerifyKey { kid, alg, key, secret: None, origin }),
+            Err(why) => {
+                tracing::warn!(index = i, kid = kid.as_deref().unwrap_or(""), reason = %why, "JWKS: key skipped")
+            }
+        }
+    }
+    Ok(keys)
 }

@@ -5,6 +5,7 @@
 
 pub mod jwt;
 pub mod keys;
+pub mod revocation;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,9 +16,9 @@ pub struct Claims {
     pub sub: String,
     /// `exp`: required, seconds since the epoch.
     pub exp: u64,
-    /// `iat`, if present (used by subject revocation later).
+    /// `iat`, if present (subject revocations refuse tokens issued at or before them).
     pub iat: Option<u64>,
-    /// `jti`, if present (logged; used by jti revocation later).
+    /// `jti`, if present (logged; the handle of a token revocation).
     pub jti: Option<String>,
     /// Scopes from the configured scope claim.
     pub scopes: Vec<String>,

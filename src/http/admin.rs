@@ -1,20 +1,79 @@
 //! The admin listener (DESIGN.md §6): `GET /metrics` (Prometheus text), `GET /healthz`,
-//! `GET /readyz`. Bound to its own address, loopback by default.
+//! `GET /readyz` (503 while draining), and behind the admin bearer token: `GET
+//! /admin/connections`, `POST /admin/revoke`, `DELETE /admin/connections/{id}`, `POST
+//! /admin/reload`, `POST /admin/drain`. Bound to its own address, loopback by default.
+//!
+//! With no admin token configured, `/admin/*` answers 404; with a missing or wrong token,
+//! 401. The token is compared in constant time. Every answer under `/admin/` is JSON; errors
+//! are `{"error": "..."}`.
 
-use actix_web::{web, HttpResponse};
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::app::Gateway;
+use crate::auth::revocation::{unix_now, Revocation, DEFAULT_KEEP_SECONDS};
+use crate::error::Denied;
+
+/// Rows per page of `GET /admin/connections` unless `limit` says otherwise.
+const DEFAULT_PAGE: usize = 100;
+/// Largest `limit` accepted.
+const MAX_PAGE: usize = 1000;
 
 /// Shared state of the admin routes.
 pub struct AdminState {
     /// Renders the process's metrics.
     pub metrics: &'static PrometheusHandle,
+    /// The gateway the admin API acts on.
+    pub gateway: Arc<Gateway>,
+    /// The bearer token of `/admin/*`; `None` disables them.
+    pub token: Option<String>,
 }
 
 /// Register the admin routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", web::get().to(metrics))
         .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+        .route("/readyz", web::get().to(readyz))
+        .route("/admin/connections", web::get().to(list_connections))
+        .route("/admin/connections/{id}", web::delete().to(kick))
+        .route("/admin/revoke", web::post().to(revoke))
+        .route("/admin/reload", web::post().to(reload))
+        .route("/admin/drain", web::post().to(drain))
+        .default_service(web::to(not_found));
+}
+
+fn json_error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({"error": message.into()}))
+}
+
+async fn not_found() -> HttpResponse {
+    json_error(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+/// The bearer-token check of every `/admin/*` route.
+fn authorize(req: &HttpRequest, state: &AdminState) -> Result<(), HttpResponse> {
+    let Some(expected) = &state.token else {
+        return Err(json_error(StatusCode::NOT_FOUND, "admin API disabled (admin.token_env is not set)"));
+    };
+    let presented = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .unwrap_or("");
+    if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+        return Ok(());
+    }
+    tracing::warn!(event = "admin_unauthorized", path = req.path(), peer = ?req.peer_addr(), "admin request without a valid token");
+    Err(HttpResponse::Unauthorized()
+        .insert_header(("www-authenticate", "Bearer realm=\"wsgate-admin\""))
+        .json(serde_json::json!({"error": "missing or wrong admin token"})))
 }
 
 async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
@@ -25,6 +84,144 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("ok\n")
 }
 
-async fn readyz() -> HttpResponse {
+async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
+    if state.gateway.is_draining() {
+        return HttpResponse::ServiceUnavailable().content_type("text/plain").body("draining\n");
+    }
     HttpResponse::Ok().content_type("text/plain").body("ready\n")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Page {
+    limit: Option<usize>,
+    after: Option<u64>,
+}
+
+async fn list_connections(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    query: Result<web::Query<Page>, actix_web::Error>,
+) -> HttpResponse {
+    if let Err(resp) = authorize(&req, &state) {
+        return resp;
+    }
+    let Ok(page) = query else {
+        return json_error(StatusCode::BAD_REQUEST, "query: limit and after must be non-negative integers");
+    };
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return json_error(StatusCode::BAD_REQUEST, format!("limit must be between 1 and {MAX_PAGE}"));
+    }
+    let (rows, next) = state.gateway.sessions.page(page.after.unwrap_or(0), limit, unix_now());
+    HttpResponse::Ok().json(serde_json::json!({"connections": rows, "next": next}))
+}
+
+async fn kick(req: HttpRequest, state: web::Data<AdminState>, id: web::Path<String>) -> HttpResponse {
+    if let Err(resp) = authorize(&req, &state) {
+        return resp;
+    }
+    let Ok(id) = id.parse::<u64>() else {
+        return json_error(StatusCode::BAD_REQUEST, "connection id must be an integer");
+    };
+    if !state.gateway.sessions.close(id, Denied::Kicked) {
+        return json_error(StatusCode::NOT_FOUND, format!("no live connection {id}"));
+    }
+    tracing::info!(event = "operator_kick_requested", conn_id = id, "connection kick requested");
+    HttpResponse::Ok().json(serde_json::json!({"closed": 1}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    jti: Option<String>,
+    sub: Option<String>,
+    /// Unix seconds until which the entry is kept (the token's, or the subject's tokens',
+    /// latest `exp`).
+    exp: Option<u64>,
+}
+
+async fn revoke(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    body: Result<web::Json<RevokeRequest>, actix_web::Error>,
+) -> HttpResponse {
+    if let Err(resp) = authorize(&req, &state) {
+        return resp;
+    }
+    let body = match body {
+        Ok(b) => b.into_inner(),
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+    };
+    let gw = &state.gateway;
+    let now = unix_now();
+    let default_until = now + DEFAULT_KEEP_SECONDS;
+    let (entry, matches): (Revocation, Box<dyn Fn(&str, &crate::actors::index::TokenFacts) -> bool>) =
+        match (body.jti, body.sub) {
+            (Some(jti), None) if !jti.is_empty() => {
+                let live_exp = gw.sessions.latest_exp(|_, t| t.jti.as_deref() == Some(jti.as_str()));
+                let until = body.exp.or(live_exp).unwrap_or(default_until);
+                let j = jti.clone();
+                (Revocation::Token { jti, until }, Box::new(move |_, t| t.jti.as_deref() == Some(j.as_str())))
+            }
+            (None, Some(sub)) if !sub.is_empty() => {
+                let live_exp = gw.sessions.latest_exp(|s, _| s == sub);
+                let until = body.exp.unwrap_or_else(|| live_exp.unwrap_or(0).max(default_until));
+                let s = sub.clone();
+                (
+                    Revocation::Subject { sub, before: now, until },
+                    Box::new(move |subject, t| subject == s && t.iat.is_none_or(|iat| iat <= now)),
+                )
+            }
+            _ => return json_error(StatusCode::BAD_REQUEST, "give exactly one of \"jti\" or \"sub\" (non-empty)"),
+        };
+    if entry.until() < now {
+        return json_error(StatusCode::BAD_REQUEST, "exp is in the past: nothing to revoke");
+    }
+    let persisted = gw.revocations.add(entry.clone());
+    crate::metrics::revocation();
+    let closed = gw.sessions.close_matching(Denied::Revoked, matches);
+    match &entry {
+        Revocation::Token { jti, until } => {
+            tracing::warn!(event = "revocation_added", jti = %jti, until, closed, "token revoked");
+        }
+        Revocation::Subject { sub, before, until } => {
+            tracing::warn!(event = "revocation_added", subject = %sub, before, until, closed, "subject revoked");
+        }
+    }
+    match persisted {
+        Ok(()) => HttpResponse::Ok().json(serde_json::json!({"closed": closed})),
+        Err(e) => {
+            tracing::error!(error = %e, "revocation is in force but could not be persisted");
+            HttpResponse::InternalServerError().json(serde_json::json!({
+                "error": format!("revocation in force but not persisted (lost on restart): {e}"),
+                "closed": closed,
+            }))
+        }
+    }
+}
+
+async fn reload(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if let Err(resp) = authorize(&req, &state) {
+        return resp;
+    }
+    let gw = Arc::clone(&state.gateway);
+    // File reads and key parsing: off the admin worker's event loop.
+    match web::block(move || crate::reload::reload(&gw, "admin")).await {
+        Ok(Ok(r)) => HttpResponse::Ok().json(serde_json::json!({"result": "ok", "reloaded": r})),
+        Ok(Err(e)) => json_error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("reload did not run: {e}")),
+    }
+}
+
+async fn drain(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if let Err(resp) = authorize(&req, &state) {
+        return resp;
+    }
+    let started = state.gateway.start_drain();
+    HttpResponse::Accepted().json(serde_json::json!({
+        "draining": true,
+        "already": !started,
+        "connections": state.gateway.sessions.len(),
+    }))
 }

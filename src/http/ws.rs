@@ -8,6 +8,7 @@
 //! `wsgate_handshakes_total{result}` and logged once with client IP, route, origin, user
 //! agent and reason — never the token (nor the query string, which may carry one).
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -25,7 +26,8 @@ use crate::actors::messages::Refusal;
 use crate::actors::registry::Lease;
 use crate::actors::relay::{Io, Side};
 use crate::actors::session::{SessionParams, WsSession};
-use crate::app::Gateway;
+use crate::app::{Gateway, Policy};
+use crate::auth::revocation::unix_now;
 use crate::auth::{jwt, AuthError};
 use crate::error::Denied;
 use crate::metrics::{self as m, NO_ROUTE};
@@ -40,19 +42,48 @@ const REFUSAL_WRITE_LIMIT: Duration = Duration::from_secs(5);
 pub struct Entry {
     /// Config, keys, registry.
     pub gateway: Arc<Gateway>,
-    /// The worker's upstream WebSocket client (awc's client is `!Send`).
+    /// The worker's upstream WebSocket client for `ws://` (awc's client is `!Send`).
     pub upstream: awc::Client,
+    /// Clients for `wss://` upstreams, one per TLS client config (routes of one config share
+    /// theirs; a reload brings new ones).
+    secure: RefCell<Vec<(Arc<rustls::ClientConfig>, awc::Client)>>,
 }
 
+/// An upstream client whose connector has no pool limit (each upgraded connection is owned by
+/// its session, never pooled); the connect timeout is applied per dial.
+fn upstream_client(tls: Option<Arc<rustls::ClientConfig>>) -> awc::Client {
+    let connector = awc::Connector::new().limit(0);
+    let connector = match tls {
+        Some(tls) => connector.rustls_0_23(tls),
+        None => connector,
+    };
+    awc::Client::builder().connector(connector).disable_timeout().finish()
+}
+
+/// How many `wss://` clients a worker keeps (older ones belong to configs reloaded away).
+const SECURE_CLIENTS_KEPT: usize = 16;
+
 impl Entry {
-    /// The entry of one worker: an upstream client whose connector applies
-    /// `upstream_connect_seconds` and has no pool limit (each upgraded connection is owned by
-    /// its session, never pooled).
+    /// The entry of one worker.
     pub fn new(gateway: Arc<Gateway>) -> Rc<Self> {
-        let timeout = Duration::from_secs(gateway.config.timeouts.upstream_connect_seconds);
-        let connector = awc::Connector::new().timeout(timeout).limit(0);
-        let upstream = awc::Client::builder().connector(connector).timeout(timeout).finish();
-        Rc::new(Self { gateway, upstream })
+        Rc::new(Self { gateway, upstream: upstream_client(None), secure: RefCell::new(Vec::new()) })
+    }
+
+    /// The client that dials `route`'s upstream.
+    fn client_for(&self, route: &crate::config::Route) -> awc::Client {
+        let Some(tls) = &route.upstream_tls else {
+            return self.upstream.clone();
+        };
+        let mut secure = self.secure.borrow_mut();
+        if let Some((_, c)) = secure.iter().find(|(t, _)| Arc::ptr_eq(t, tls)) {
+            return c.clone();
+        }
+        let client = upstream_client(Some(Arc::clone(tls)));
+        if secure.len() >= SECURE_CLIENTS_KEPT {
+            secure.remove(0);
+        }
+        secure.push((Arc::clone(tls), client.clone()));
+        client
     }
 }
 
@@ -279,12 +310,18 @@ pub fn plain_service(
 /// Never; the signature is what actix-http's service wants.
 pub async fn plain(entry: Rc<Entry>, req: Request) -> Result<Response<String>, actix_http::Error> {
     let gw = &entry.gateway;
-    let Some(ip) = client_ip(&req, &gw.config.trusted_proxies) else {
+    let policy = gw.policy();
+    let Some(ip) = client_ip(&req, &policy.config.trusted_proxies) else {
         return Ok(refusal_response(Denied::Internal, None));
     };
-    let route = gw.config.route(req.path());
+    let route = policy.config.route(req.path());
     let attempt = Attempt::new(&req, ip, route.map(|r| r.path.as_str()));
-    let refused = match gw.admission.admit(ip) {
+    let admitted = if gw.is_draining() {
+        Err(Refusal { denied: Denied::Draining, retry_after: None })
+    } else {
+        gw.admission.admit(ip)
+    };
+    let refused = match admitted {
         Ok(()) => match check_upgrade(req.method(), req.version(), req.headers()) {
             Err(denied) => Refused::new(denied, ""),
             Ok(()) => Refused::new(Denied::BadUpgrade, "upgrade header not usable"),
@@ -308,14 +345,15 @@ pub async fn upgrade<T: Io>(
     let parts = framed.into_parts();
     let (mut io, read_ahead) = (parts.io, parts.read_buf);
     let gw = &entry.gateway;
-    let Some(ip) = client_ip(&req, &gw.config.trusted_proxies) else {
+    let policy = gw.policy();
+    let Some(ip) = client_ip(&req, &policy.config.trusted_proxies) else {
         let _ = write_refusal(&mut io, Denied::Internal, None).await;
         return Ok(());
     };
-    let route = gw.config.route(req.path()).cloned();
+    let route = policy.config.route(req.path()).cloned();
     let mut attempt = Attempt::new(&req, ip, route.as_ref().map(|r| r.path.as_str()));
-    match negotiate(&entry, &req, &mut attempt, route.as_ref()).await {
-        Ok(accepted) => start_session(gw, &attempt, accepted, Box::new(io), read_ahead),
+    match negotiate(&entry, &policy, &req, &mut attempt, route.as_ref()).await {
+        Ok(accepted) => start_session(gw, &policy, &attempt, accepted, Box::new(io), read_ahead),
         Err(refused) => {
             attempt.log_refusal(&refused);
             let _ = write_refusal(&mut io, refused.denied, refused.retry_after).await;
@@ -347,6 +385,7 @@ struct Accepted {
 /// Checks 1–9 of DESIGN.md §1, in order.
 async fn negotiate(
     entry: &Entry,
+    policy: &Policy,
     req: &Request,
     attempt: &mut Attempt<'_>,
     route: Option<&Arc<crate::config::Route>>,
@@ -354,6 +393,10 @@ async fn negotiate(
     let gw = &entry.gateway;
     let headers = req.headers();
     let ip = attempt.ip;
+    // 0: a draining gateway takes no new connections.
+    if gw.is_draining() {
+        return Err(Refused::new(Denied::Draining, ""));
+    }
     // 1–2: global cap, per-IP handshake rate.
     gw.admission.admit(ip)?;
     // 3: a valid RFC 6455 upgrade.
@@ -368,7 +411,7 @@ async fn negotiate(
         return Err(Refused::new(Denied::Origin, ""));
     }
     // 6: token.
-    let auth = &gw.config.auth;
+    let auth = &policy.config.auth;
     let authorization = header_values(headers, header::AUTHORIZATION);
     let protocols = header_values(headers, header::SEC_WEBSOCKET_PROTOCOL);
     let cookies = header_values(headers, header::COOKIE);
@@ -382,7 +425,7 @@ async fn negotiate(
     else {
         return Err(Refused::new(Denied::MissingToken, "no token in the route's token sources"));
     };
-    let claims = match jwt::verify(token, &gw.keys, auth, SystemTime::now()) {
+    let claims = match jwt::verify(token, &policy.keys, auth, SystemTime::now()) {
         Ok(c) => c,
         Err(AuthError::Expired) => return Err(Refused::new(Denied::ExpiredToken, source.name())),
         Err(AuthError::Invalid(why)) => return Err(Refused::new(Denied::InvalidToken, why)),
@@ -390,6 +433,9 @@ async fn negotiate(
     };
     attempt.subject = Some(claims.sub.clone());
     attempt.jti.clone_from(&claims.jti);
+    if gw.revocations.revokes(&claims, unix_now()) {
+        return Err(Refused::new(Denied::Revoked, ""));
+    }
     // 7: connect scope.
     if let Some(scope) = &route.connect_scope {
         if !claims.has_scope(scope) {
@@ -401,13 +447,13 @@ async fn negotiate(
     // 9: the upstream.
     let selected = select_subprotocol(&protocols, &route.subprotocols).map(str::to_string);
     let identity = Identity { subject: &claims.sub, scopes: &claims.scopes, client_ip: ip };
-    let timeout = Duration::from_secs(gw.config.timeouts.upstream_connect_seconds);
-    let dialed = upstream::dial(&entry.upstream, route, &identity, selected.as_deref(), timeout).await.map_err(
-        |(denied, detail)| {
+    let timeout = Duration::from_secs(policy.config.timeouts.upstream_connect_seconds);
+    let dialed = upstream::dial(&entry.client_for(route), route, &identity, selected.as_deref(), timeout)
+        .await
+        .map_err(|(denied, detail)| {
             m::upstream_error(if denied == Denied::UpstreamTimeout { "connect_timeout" } else { "connect_failed" });
             Refused::new(denied, detail)
-        },
-    )?;
+        })?;
     let key = headers.get(header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes()).unwrap_or_default();
     Ok(Accepted {
         route: Arc::clone(route),
@@ -421,7 +467,14 @@ async fn negotiate(
 }
 
 /// Queue the 101 and start the session on this worker.
-fn start_session(gw: &Gateway, attempt: &Attempt<'_>, a: Accepted, io: Box<dyn Io>, read_ahead: BytesMut) {
+fn start_session(
+    gw: &Arc<Gateway>,
+    policy: &Policy,
+    attempt: &Attempt<'_>,
+    a: Accepted,
+    io: Box<dyn Io>,
+    read_ahead: BytesMut,
+) {
     let id = a.lease.id;
     let mut head = BytesMut::with_capacity(256);
     head.extend_from_slice(
@@ -438,8 +491,8 @@ fn start_session(gw: &Gateway, attempt: &Attempt<'_>, a: Accepted, io: Box<dyn I
     let params = SessionParams {
         lease: a.lease,
         route: a.route,
-        config: Arc::clone(&gw.config),
-        keys: Arc::clone(&gw.keys),
+        config: Arc::clone(&policy.config),
+        gateway: Arc::clone(gw),
         claims: a.claims,
         client_ip: attempt.ip,
         origin: attempt.origin.map(str::to_string),

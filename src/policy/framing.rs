@@ -65,6 +65,14 @@ impl Framing {
         }
     }
 
+    /// A reload changed `max_message_bytes`: applies from the next message on (a message being
+    /// assembled keeps its count).
+    pub fn set_max_message(&mut self, max_message_bytes: usize) {
+        let fresh = Self::new(max_message_bytes, self.sender);
+        self.max_message = fresh.max_message;
+        self.max_fragments = fresh.max_fragments;
+    }
+
     /// Judge the next frame header.
     ///
     /// # Errors

@@ -1,0 +1,317 @@
+//! Revoked tokens (DESIGN.md §6): by `jti` until the token's `exp`, or by subject for every
+//! token issued (`iat`) at or before the revocation. Checked at the handshake and at
+//! `auth.refresh`; live connections are closed by the caller (the admin API), not here.
+//!
+//! Persistence: with a `state_dir`, every revocation is appended to `revocations.jsonl` as one
+//! JSON line and fsynced before it is acknowledged, so a restart does not forget it. The file
+//! is rewritten without the expired entries at start and whenever expired entries make up
+//! more than half of it (write to a temporary file, fsync, rename).
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use super::Claims;
+
+/// File name of the revocation log inside `state_dir`.
+pub const FILE_NAME: &str = "revocations.jsonl";
+
+/// How long an entry is kept when nothing says when the revoked tokens expire.
+pub const DEFAULT_KEEP_SECONDS: u64 = 24 * 3600;
+
+/// One revocation, as stored (one JSON line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Revocation {
+    /// The token with this `jti` is refused until `until` (its `exp`).
+    Token {
+        /// The token id.
+        jti: String,
+        /// Unix seconds after which the entry is dropped.
+        until: u64,
+    },
+    /// Tokens of `sub` issued at or before `before` are refused until `until`.
+    Subject {
+        /// The subject.
+        sub: String,
+        /// Unix seconds of the revocation.
+        before: u64,
+        /// Unix seconds after which the entry is dropped.
+        until: u64,
+    },
+}
+
+impl Revocation {
+    /// Unix seconds after which the entry is dropped.
+    pub fn until(&self) -> u64 {
+        match self {
+            Self::Token { until, .. } | Self::Subject { until, .. } => *until,
+        }
+    }
+}
+
+/// The live set.
+#[derive(Debug, Default)]
+struct Set {
+    tokens: HashMap<String, u64>,
+    /// Subject → (revoked at, keep until).
+    subjects: HashMap<String, (u64, u64)>,
+    /// Lines in the file (expired ones included) since the last rewrite.
+    lines: usize,
+}
+
+impl Set {
+    fn insert(&mut self, r: &Revocation) {
+        match r {
+            Revocation::Token { jti, until } => {
+                let e = self.tokens.entry(jti.clone()).or_insert(*until);
+                *e = (*e).max(*until);
+            }
+            Revocation::Subject { sub, before, until } => {
+                let e = self.subjects.entry(sub.clone()).or_insert((*before, *until));
+                *e = (e.0.max(*before), e.1.max(*until));
+            }
+        }
+    }
+
+    fn revokes(&self, claims: &Claims, now: u64) -> bool {
+        if let Some(jti) = &claims.jti {
+            if self.tokens.get(jti).is_some_and(|until| *until >= now) {
+                return true;
+            }
+        }
+        // A token without `iat` cannot prove it was issued after the revocation.
+        self.subjects
+            .get(&claims.sub)
+            .is_some_and(|(before, until)| *until >= now && claims.iat.is_none_or(|iat| iat <= *before))
+    }
+
+    fn drop_expired(&mut self, now: u64) {
+        self.tokens.retain(|_, until| *until >= now);
+        self.subjects.retain(|_, (_, until)| *until >= now);
+    }
+
+    fn entries(&self) -> Vec<Revocation> {
+        let tokens = self.tokens.iter().map(|(jti, until)| Revocation::Token { jti: jti.clone(), until: *until });
+        let subjects = self.subjects.iter().map(|(sub, (before, until))| Revocation::Subject {
+            sub: sub.clone(),
+            before: *before,
+            until: *until,
+        });
+        tokens.chain(subjects).collect()
+    }
+
+    fn len(&self) -> usize {
+        self.tokens.len() + self.subjects.len()
+    }
+}
+
+/// The revocation store shared by the handshake path, the sessions and the admin API.
+#[derive(Debug)]
+pub struct Revocations {
+    set: RwLock<Set>,
+    /// Fast path: nothing was ever revoked in this process's state.
+    any: AtomicBool,
+    /// The append-only log, when persistent.
+    log: Option<Mutex<Log>>,
+}
+
+#[derive(Debug)]
+struct Log {
+    path: PathBuf,
+    file: File,
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+// === impl Revocations ===
+
+impl Revocations {
+    /// An in-memory store (nothing survives a restart).
+    pub fn in_memory() -> Self {
+        Self { set: RwLock::new(Set::default()), any: AtomicBool::new(false), log: None }
+    }
+
+    /// Open (or create) the log in `state_dir`, load the entries still in force and rewrite the
+    /// file without the expired ones. Unreadable lines are skipped with a warning (a torn last
+    /// line after a crash must not stop the gateway), never silently.
+    ///
+    /// # Errors
+    /// The directory or file cannot be created, read or written.
+    pub fn open(state_dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(state_dir)?;
+        let path = state_dir.join(FILE_NAME);
+        let mut set = Set::default();
+        match File::open(&path) {
+            Ok(f) => {
+                for (n, line) in BufReader::new(f).lines().enumerate() {
+                    let line = line?;
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    match serde_json::from_str::<Revocation>(&line) {
+                        Ok(r) => set.insert(&r),
+                        Err(e) => {
+                            tracing::warn!(file = %path.display(), line = n + 1, error = %e, "skipping unreadable revocation entry")
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        set.drop_expired(unix_now());
+        let file = rewrite(&path, &set.entries())?;
+        set.lines = set.len();
+        let any = set.len() > 0;
+        Ok(Self { set: RwLock::new(set), any: AtomicBool::new(any), log: Some(Mutex::new(Log { path, file })) })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Set> {
+        self.set.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Set> {
+        self.set.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// True when `claims` are revoked at `now` (unix seconds).
+    pub fn revokes(&self, claims: &Claims, now: u64) -> bool {
+        self.any.load(Ordering::Acquire) && self.read().revokes(claims, now)
+    }
+
+    /// Record `r`: appended and fsynced first (when persistent), then in force.
+    ///
+    /// # Errors
+    /// Writing the log failed; the revocation is then in force in memory only and the caller
+    /// must report that it will not survive a restart.
+    pub fn add(&self, r: Revocation) -> std::io::Result<()> {
+        let persisted = match &self.log {
+            Some(log) => {
+                let mut log = log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut line = serde_json::to_vec(&r).map_err(std::io::Error::other)?;
+                line.push(b'\n');
+                log.file.write_all(&line).and_then(|()| log.file.sync_data())
+            }
+            None => Ok(()),
+        };
+        let mut set = self.write();
+        set.insert(&r);
+        set.lines += 1;
+        self.any.store(true, Ordering::Release);
+        persisted
+    }
+
+    /// Forget expired entries; rewrite the log when they made up more than half of it.
+    ///
+    /// # Errors
+    /// The rewrite failed (the old log stays in place and in use).
+    pub fn compact(&self, now: u64) -> std::io::Result<()> {
+        let Some(log) = &self.log else {
+            self.write().drop_expired(now);
+            return Ok(());
+        };
+        let mut log = log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut set = self.write();
+        set.drop_expired(now);
+        if set.lines <= 2 * set.len().max(8) {
+            return Ok(());
+        }
+        log.file = rewrite(&log.path, &set.entries())?;
+        set.lines = set.len();
+        Ok(())
+    }
+
+    /// Entries in force.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// True when nothing is revoked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Write `entries` to `path` atomically (temporary file, fsync, rename, fsync the directory)
+/// and return the file opened for appending.
+fn rewrite(path: &Path, entries: &[Revocation]) -> std::io::Result<File> {
+    let tmp = path.with_extension("jsonl.tmp");
+    {
+        let mut f = File::create(&tmp)?;
+        for r in entries {
+            let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            f.write_all(&line)?;
+        }
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    OpenOptions::new().append(true).open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(sub: &str, jti: Option<&str>, iat: Option<u64>) -> Claims {
+        Claims { sub: sub.into(), exp: 2_000, iat, jti: jti.map(Into::into), scopes: Vec::new() }
+    }
+
+    #[test]
+    fn a_jti_is_revoked_until_its_exp() {
+        let r = Revocations::in_memory();
+        assert!(!r.revokes(&claims("a", Some("t1"), None), 100));
+        r.add(Revocation::Token { jti: "t1".into(), until: 1_000 }).expect("add");
+        assert!(r.revokes(&claims("a", Some("t1"), None), 1_000));
+        assert!(!r.revokes(&claims("a", Some("t2"), None), 1_000));
+        assert!(!r.revokes(&claims("a", Some("t1"), None), 1_001), "expired entries stop counting");
+    }
+
+    #[test]
+    fn a_subject_revocation_covers_tokens_issued_up_to_that_second() {
+        let r = Revocations::in_memory();
+        r.add(Revocation::Subject { sub: "bob".into(), before: 500, until: 5_000 }).expect("add");
+        assert!(r.revokes(&claims("bob", None, Some(499)), 600));
+        assert!(r.revokes(&claims("bob", None, Some(500)), 600), "same second counts as before");
+        assert!(!r.revokes(&claims("bob", None, Some(501)), 600), "a token issued later is fine");
+        assert!(r.revokes(&claims("bob", None, None), 600), "no iat: cannot prove it is newer");
+        assert!(!r.revokes(&claims("alice", None, Some(1)), 600));
+    }
+
+    #[test]
+    fn entries_survive_a_reopen_and_expired_ones_are_compacted_away() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = unix_now();
+        {
+            let r = Revocations::open(dir.path()).expect("open");
+            r.add(Revocation::Token { jti: "live".into(), until: now + 3_600 }).expect("add");
+            r.add(Revocation::Token { jti: "old".into(), until: now - 10 }).expect("add");
+            r.add(Revocation::Subject { sub: "bob".into(), before: now, until: now + 60 }).expect("add");
+        }
+        // A torn last line (crash mid-write) is skipped, not fatal.
+        let path = dir.path().join(FILE_NAME);
+        let mut f = OpenOptions::new().append(true).open(&path).expect("append");
+        f.write_all(b"{\"jti\":\"tor").expect("write");
+        drop(f);
+        let r = Revocations::open(dir.path()).expect("reopen");
+        assert!(r.revokes(&claims("x", Some("live"), None), now));
+        assert!(!r.revokes(&claims("x", Some("old"), None), now));
+        assert!(r.revokes(&claims("bob", None, Some(now)), now));
+        assert_eq!(r.len(), 2);
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().count(), 2, "rewritten without the expired and torn entries: {text}");
+    }
+}

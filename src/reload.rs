@@ -1,0 +1,134 @@
+//! Config reload (SIGHUP, `POST /admin/reload`) and the timed certificate check.
+//!
+//! A reload reads the config file again, validates it completely and loads its keys and
+//! certificate; only when all of that succeeded is anything swapped in: the new config and
+//! keys for new handshakes, the new limits for admission, the new route rules for the frames
+//! that follow on open connections (each session is told). A bad new config changes nothing
+//! and is reported with its reason. Nothing is ever closed by a reload.
+//!
+//! Settings that belong to sockets and threads already created (listen addresses, workers,
+//! `state_dir`, the admin token, TLS on or off) keep their value until a restart; a reload that
+//! changes them says so in the log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::actors::messages::ConfigReloaded;
+use crate::app::{Gateway, Policy};
+use crate::config::Config;
+use crate::tls::ReloadableCert;
+
+/// What a successful reload changed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reloaded {
+    /// Routes in force now.
+    pub routes: usize,
+    /// Keys in force now.
+    pub keys: usize,
+    /// Open sessions told about the new rules.
+    pub sessions: usize,
+    /// Settings that changed in the file but need a restart.
+    pub restart_needed: Vec<&'static str>,
+}
+
+/// Settings a reload cannot apply.
+fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if old.listen != new.listen {
+        changed.push("server.listen");
+    }
+    if old.workers != new.workers {
+        changed.push("server.workers");
+    }
+    if old.state_dir != new.state_dir {
+        changed.push("server.state_dir");
+    }
+    if old.admin_listen != new.admin_listen {
+        changed.push("admin.listen");
+    }
+    if old.admin_token_env != new.admin_token_env {
+        changed.push("admin.token_env");
+    }
+    changed
+}
+
+/// Reload the config file (`trigger` names what asked, for the log).
+///
+/// # Errors
+/// Why the new config was refused; the old one stays in force.
+pub fn reload(gw: &Gateway, trigger: &'static str) -> Result<Reloaded, String> {
+    let _one_at_a_time = gw.reload_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let result = load_and_apply(gw);
+    crate::metrics::config_reload(result.is_ok());
+    match &result {
+        Ok(r) => tracing::info!(
+            event = "config_reloaded",
+            trigger,
+            routes = r.routes,
+            keys = r.keys,
+            sessions = r.sessions,
+            restart_needed = ?r.restart_needed,
+            "config reloaded"
+        ),
+        Err(e) => {
+            tracing::error!(event = "config_reload_failed", trigger, error = %e, "config reload refused; the previous config stays in force")
+        }
+    }
+    result
+}
+
+fn load_and_apply(gw: &Gateway) -> Result<Reloaded, String> {
+    let Some(path) = &gw.source else {
+        return Err("this gateway runs on a built-in config (wsgate demo): nothing to reload".into());
+    };
+    let config = Config::load(path).map_err(|e| format!("config {}: {e}", path.display()))?;
+    let keys =
+        crate::auth::keys::load_configured(&config.auth).map_err(|e| format!("config {}: {e}", path.display()))?;
+    let old = gw.policy();
+    let restart_needed = restart_only(&old.config, &config);
+    match (&gw.cert, &config.tls) {
+        (Some(cert), Some(files)) => cert.reload(files).map_err(|e| e.to_string())?,
+        (None, None) => {}
+        (None, Some(_)) => return Err("server.tls was added: serving TLS needs a restart".into()),
+        (Some(_), None) => return Err("server.tls was removed: serving plain ws:// needs a restart".into()),
+    }
+    // Nothing can fail past this point: apply.
+    let keys = crate::auth::keys::with_fetched(keys, &old.keys);
+    gw.admission.set_limits(config.limits.clone());
+    crate::metrics::connections_max(config.limits.max_connections);
+    for r in &config.routes {
+        crate::metrics::register_route(&r.path);
+    }
+    let config = Arc::new(config);
+    let reloaded =
+        Reloaded { routes: config.routes.len(), keys: keys.len(), sessions: gw.sessions.len(), restart_needed };
+    gw.set_policy(Policy { config: Arc::clone(&config), keys: Arc::new(keys) });
+    gw.sessions.each(|s| s.do_send(ConfigReloaded { config: Arc::clone(&config) }));
+    Ok(reloaded)
+}
+
+/// Check the certificate files every `every_seconds` (0: never) and reload them when their
+/// modification time changed.
+pub fn spawn_cert_watch(cert: Arc<ReloadableCert>, every_seconds: u64) {
+    if every_seconds == 0 {
+        return;
+    }
+    actix_web::rt::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(every_seconds));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match cert.reload_if_changed() {
+                Ok(false) => {}
+                Ok(true) => {
+                    crate::metrics::tls_reload(true);
+                    tracing::info!(event = "certificate_reloaded", trigger = "file_change", "TLS certificate reloaded");
+                }
+                Err(e) => {
+                    crate::metrics::tls_reload(false);
+                    tracing::error!(event = "certificate_reload_failed", error = %e, "changed TLS files not usable; the previous certificate stays in force");
+                }
+            }
+        }
+    });
+}
