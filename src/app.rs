@@ -256,8 +256,9 @@ pub async fn run(config: Config, keys: KeySet, source: Option<PathBuf>, announce
         }
     }
     tracing::info!(live = gateway.sessions.len(), "wsgate stopping");
-    futures_util::future::join(public_handle.stop(false), admin_handle.stop(false)).await;
-    let (a, b) = servers.await;
+    // The servers process the stop commands while they are polled: await both together.
+    let stop = futures_util::future::join(public_handle.stop(false), admin_handle.stop(false));
+    let (_, (a, b)) = futures_util::future::join(stop, servers).await;
     a?;
     b?;
     Ok(())

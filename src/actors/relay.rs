@@ -21,6 +21,9 @@ const SCRATCH_BYTES: usize = 64 * 1024;
 /// Room reserved in `carry` when the next frame's length is not known yet.
 const CARRY_CHUNK: usize = 4 * 1024;
 
+/// Reads discarded per poll while lingering.
+const LINGER_READS_PER_POLL: usize = 16;
+
 /// Write queues larger than this are released once drained.
 const KEEP_OUT_CAPACITY: usize = 16 * 1024;
 
@@ -69,6 +72,12 @@ pub struct Side {
     unhandled: bool,
     /// Bytes were written since the last flush (TLS buffers them until flushed).
     unflushed: bool,
+    /// Our sending side is shut down (closing: FIN sent after the close frame).
+    shut: bool,
+    /// The peer's close frame has arrived: it sends nothing more.
+    pub close_seen: bool,
+    /// While lingering: payload bytes of the frame being skipped.
+    linger_skip: u64,
 }
 
 // === impl Side ===
@@ -78,7 +87,19 @@ impl Side {
     /// write first (the 101 response).
     pub fn new(io: Box<dyn Io>, carry: BytesMut, out: BytesMut) -> Self {
         let unhandled = !carry.is_empty();
-        Self { io, carry, want: 0, out, head_left: 0, dead: false, unhandled, unflushed: false }
+        Self {
+            io,
+            carry,
+            want: 0,
+            out,
+            head_left: 0,
+            dead: false,
+            unhandled,
+            unflushed: false,
+            shut: false,
+            close_seen: false,
+            linger_skip: 0,
+        }
     }
 
     /// Lend a buffer for the next read: the carried bytes when a frame is incomplete, else the
@@ -158,6 +179,90 @@ impl Side {
         Poll::Ready(Ok(()))
     }
 
+    /// Lingering close, once everything queued is written: shut our sending side down (the
+    /// peer sees the close frame, then end of stream), then read and discard until the peer's
+    /// close frame or end of stream. Dropping a socket with unread bytes in its receive queue
+    /// makes the kernel send a reset instead of a FIN, and a reset can destroy data the peer
+    /// has not read yet (frames this session forwarded to it, or its close frame): lingering
+    /// prevents that. `Ready` once the peer has closed (or the socket failed).
+    pub fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.dead {
+            return Poll::Ready(());
+        }
+        if !self.shut {
+            if Pin::new(&mut self.io).poll_shutdown(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.shut = true;
+        }
+        if self.close_seen {
+            return Poll::Ready(());
+        }
+        if !self.carry.is_empty() {
+            // The start of a frame read before closing began.
+            let carried = std::mem::take(&mut self.carry);
+            if self.scan_for_close(&carried) {
+                return Poll::Ready(());
+            }
+        }
+        let mut buf = SCRATCH.with(Cell::take);
+        let mut reads = 0;
+        let polled = loop {
+            reads += 1;
+            if reads > LINGER_READS_PER_POLL {
+                // A peer still sending: let the worker's other connections run first.
+                cx.waker().wake_by_ref();
+                break Poll::Pending;
+            }
+            buf.clear();
+            buf.reserve(SCRATCH_BYTES);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut buf) {
+                Poll::Ready(Ok(0) | Err(_)) => {
+                    self.dead = true;
+                    break Poll::Ready(());
+                }
+                Poll::Ready(Ok(_)) => {
+                    if self.scan_for_close(&buf) {
+                        break Poll::Ready(());
+                    }
+                }
+                Poll::Pending => break Poll::Pending,
+            }
+        };
+        buf.clear();
+        SCRATCH.with(|s| s.set(buf));
+        polled
+    }
+
+    /// Skip through discarded frames; true once a close frame starts in `data`. Partial
+    /// headers wait in `carry` (at most one header's worth).
+    fn scan_for_close(&mut self, mut data: &[u8]) -> bool {
+        loop {
+            if self.linger_skip > 0 {
+                let n = (self.linger_skip.min(data.len() as u64)) as usize;
+                self.linger_skip -= n as u64;
+                data = &data[n..];
+            }
+            if data.is_empty() {
+                return false;
+            }
+            let take = data.len().min(wire::MAX_HEADER_LEN.saturating_sub(self.carry.len()));
+            self.carry.extend_from_slice(&data[..take]);
+            let Some(h) = wire::parse_header(&self.carry) else {
+                data = &data[take..];
+                continue;
+            };
+            if h.opcode == wire::OP_CLOSE {
+                self.close_seen = true;
+                return true;
+            }
+            let from_data = h.header_len - (self.carry.len() - take);
+            data = &data[from_data..];
+            self.carry.clear();
+            self.linger_skip = h.len;
+        }
+    }
+
     /// Follow frame boundaries through the `n` bytes about to be dropped from `out`.
     fn track_partial_write(&mut self, mut n: usize) {
         let mut pos = 0;
@@ -234,5 +339,30 @@ mod tests {
         }
         assert_eq!(pos, got.len(), "only whole frames arrived");
         assert_eq!(opcodes, vec![(wire::OP_BINARY, Some(1)), (wire::OP_BINARY, Some(2)), (wire::OP_CLOSE, Some(0x0f))]);
+    }
+
+    fn side() -> Side {
+        let (near, _far) = tokio::io::duplex(16);
+        Side::new(Box::new(near), BytesMut::new(), BytesMut::new())
+    }
+
+    /// Lingering skips data frames of any size, fed whole or a byte at a time, and stops at
+    /// the close frame.
+    #[test]
+    fn the_linger_scan_finds_the_close_frame_behind_data_frames() {
+        let mut stream = frame(5, 1);
+        stream.extend(frame(70_000, 2));
+        stream.extend(frame(200, 3));
+        let mut close = BytesMut::new();
+        wire::encode_close(&mut close, 1000, "", Some([1, 2, 3, 4]));
+        let mut whole = side();
+        assert!(!whole.scan_for_close(&stream), "no close yet");
+        assert!(whole.scan_for_close(&close));
+        let mut bytewise = side();
+        let mut all = stream.clone();
+        all.extend_from_slice(&close);
+        let found = all.iter().position(|b| bytewise.scan_for_close(std::slice::from_ref(b)));
+        // A masked close header is 6 bytes: found at its last byte.
+        assert_eq!(found, Some(stream.len() + 5), "found once the close header is readable");
     }
 }

@@ -515,8 +515,12 @@ impl WsSession {
                 continue;
             }
             if self.closing.is_some() && client_flushed && upstream_flushed {
-                ctx.stop();
-                return Poll::Ready(());
+                let client_done = self.client.poll_linger(cx).is_ready();
+                let upstream_done = self.upstream.poll_linger(cx).is_ready();
+                if client_done && upstream_done {
+                    ctx.stop();
+                    return Poll::Ready(());
+                }
             }
             if !progress {
                 self.arm_timer(cx);

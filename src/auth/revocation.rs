@@ -48,6 +48,15 @@ pub enum Revocation {
 }
 
 impl Revocation {
+    /// True when this entry covers a token of `subject` with `jti` and `iat` (a token without
+    /// `iat` cannot prove it was issued after a subject revocation).
+    pub fn covers(&self, subject: &str, jti: Option<&str>, iat: Option<u64>) -> bool {
+        match self {
+            Self::Token { jti: revoked, .. } => jti == Some(revoked.as_str()),
+            Self::Subject { sub, before, .. } => subject == sub && iat.is_none_or(|iat| iat <= *before),
+        }
+    }
+
     /// Unix seconds after which the entry is dropped.
     pub fn until(&self) -> u64 {
         match self {

@@ -55,10 +55,10 @@ async fn not_found() -> HttpResponse {
     json_error(StatusCode::NOT_FOUND, "no such endpoint")
 }
 
-/// The bearer-token check of every `/admin/*` route.
-fn authorize(req: &HttpRequest, state: &AdminState) -> Result<(), HttpResponse> {
+/// The bearer-token check of every `/admin/*` route: `Some(refusal)` unless authorized.
+fn refuse_unauthorized(req: &HttpRequest, state: &AdminState) -> Option<HttpResponse> {
     let Some(expected) = &state.token else {
-        return Err(json_error(StatusCode::NOT_FOUND, "admin API disabled (admin.token_env is not set)"));
+        return Some(json_error(StatusCode::NOT_FOUND, "admin API disabled (admin.token_env is not set)"));
     };
     let presented = req
         .headers()
@@ -68,12 +68,14 @@ fn authorize(req: &HttpRequest, state: &AdminState) -> Result<(), HttpResponse> 
         .map(str::trim)
         .unwrap_or("");
     if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
-        return Ok(());
+        return None;
     }
     tracing::warn!(event = "admin_unauthorized", path = req.path(), peer = ?req.peer_addr(), "admin request without a valid token");
-    Err(HttpResponse::Unauthorized()
-        .insert_header(("www-authenticate", "Bearer realm=\"wsgate-admin\""))
-        .json(serde_json::json!({"error": "missing or wrong admin token"})))
+    Some(
+        HttpResponse::Unauthorized()
+            .insert_header(("www-authenticate", "Bearer realm=\"wsgate-admin\""))
+            .json(serde_json::json!({"error": "missing or wrong admin token"})),
+    )
 }
 
 async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
@@ -103,8 +105,8 @@ async fn list_connections(
     state: web::Data<AdminState>,
     query: Result<web::Query<Page>, actix_web::Error>,
 ) -> HttpResponse {
-    if let Err(resp) = authorize(&req, &state) {
-        return resp;
+    if let Some(refusal) = refuse_unauthorized(&req, &state) {
+        return refusal;
     }
     let Ok(page) = query else {
         return json_error(StatusCode::BAD_REQUEST, "query: limit and after must be non-negative integers");
@@ -118,8 +120,8 @@ async fn list_connections(
 }
 
 async fn kick(req: HttpRequest, state: web::Data<AdminState>, id: web::Path<String>) -> HttpResponse {
-    if let Err(resp) = authorize(&req, &state) {
-        return resp;
+    if let Some(refusal) = refuse_unauthorized(&req, &state) {
+        return refusal;
     }
     let Ok(id) = id.parse::<u64>() else {
         return json_error(StatusCode::BAD_REQUEST, "connection id must be an integer");
@@ -146,8 +148,8 @@ async fn revoke(
     state: web::Data<AdminState>,
     body: Result<web::Json<RevokeRequest>, actix_web::Error>,
 ) -> HttpResponse {
-    if let Err(resp) = authorize(&req, &state) {
-        return resp;
+    if let Some(refusal) = refuse_unauthorized(&req, &state) {
+        return refusal;
     }
     let body = match body {
         Ok(b) => b.into_inner(),
@@ -156,31 +158,25 @@ async fn revoke(
     let gw = &state.gateway;
     let now = unix_now();
     let default_until = now + DEFAULT_KEEP_SECONDS;
-    let (entry, matches): (Revocation, Box<dyn Fn(&str, &crate::actors::index::TokenFacts) -> bool>) =
-        match (body.jti, body.sub) {
-            (Some(jti), None) if !jti.is_empty() => {
-                let live_exp = gw.sessions.latest_exp(|_, t| t.jti.as_deref() == Some(jti.as_str()));
-                let until = body.exp.or(live_exp).unwrap_or(default_until);
-                let j = jti.clone();
-                (Revocation::Token { jti, until }, Box::new(move |_, t| t.jti.as_deref() == Some(j.as_str())))
-            }
-            (None, Some(sub)) if !sub.is_empty() => {
-                let live_exp = gw.sessions.latest_exp(|s, _| s == sub);
-                let until = body.exp.unwrap_or_else(|| live_exp.unwrap_or(0).max(default_until));
-                let s = sub.clone();
-                (
-                    Revocation::Subject { sub, before: now, until },
-                    Box::new(move |subject, t| subject == s && t.iat.is_none_or(|iat| iat <= now)),
-                )
-            }
-            _ => return json_error(StatusCode::BAD_REQUEST, "give exactly one of \"jti\" or \"sub\" (non-empty)"),
-        };
+    let entry = match (body.jti, body.sub) {
+        (Some(jti), None) if !jti.is_empty() => {
+            let live_exp = gw.sessions.latest_exp(|_, t| t.jti.as_deref() == Some(jti.as_str()));
+            let until = body.exp.or(live_exp).unwrap_or(default_until);
+            Revocation::Token { jti, until }
+        }
+        (None, Some(sub)) if !sub.is_empty() => {
+            let live_exp = gw.sessions.latest_exp(|s, _| s == sub);
+            let until = body.exp.unwrap_or_else(|| live_exp.unwrap_or(0).max(default_until));
+            Revocation::Subject { sub, before: now, until }
+        }
+        _ => return json_error(StatusCode::BAD_REQUEST, "give exactly one of \"jti\" or \"sub\" (non-empty)"),
+    };
     if entry.until() < now {
         return json_error(StatusCode::BAD_REQUEST, "exp is in the past: nothing to revoke");
     }
     let persisted = gw.revocations.add(entry.clone());
     crate::metrics::revocation();
-    let closed = gw.sessions.close_matching(Denied::Revoked, matches);
+    let closed = gw.sessions.close_matching(Denied::Revoked, |sub, t| entry.covers(sub, t.jti.as_deref(), t.iat));
     match &entry {
         Revocation::Token { jti, until } => {
             tracing::warn!(event = "revocation_added", jti = %jti, until, closed, "token revoked");
@@ -202,8 +198,8 @@ async fn revoke(
 }
 
 async fn reload(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    if let Err(resp) = authorize(&req, &state) {
-        return resp;
+    if let Some(refusal) = refuse_unauthorized(&req, &state) {
+        return refusal;
     }
     let gw = Arc::clone(&state.gateway);
     // File reads and key parsing: off the admin worker's event loop.
@@ -215,8 +211,8 @@ async fn reload(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse 
 }
 
 async fn drain(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    if let Err(resp) = authorize(&req, &state) {
-        return resp;
+    if let Some(refusal) = refuse_unauthorized(&req, &state) {
+        return refusal;
     }
     let started = state.gateway.start_drain();
     HttpResponse::Accepted().json(serde_json::json!({

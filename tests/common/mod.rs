@@ -26,6 +26,8 @@ pub const ORIGIN: &str = "https://app.example.com";
 /// Issuer and audience the default config requires.
 pub const ISSUER: &str = "https://idp.test/";
 pub const AUDIENCE: &str = "wsgate";
+/// The admin bearer token of the test gateways (unless `Setup::no_admin_token`).
+pub const ADMIN_TOKEN: &str = "admin-test-token-7f3a9c";
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -72,6 +74,8 @@ pub struct Setup {
     pub tail: String,
     /// Extra lines for `[server]`.
     pub server: String,
+    /// Pass the admin token in the environment (default true).
+    pub admin_token: bool,
 }
 
 impl Setup {
@@ -85,7 +89,13 @@ impl Setup {
             more_routes: String::new(),
             tail: String::new(),
             server: String::new(),
+            admin_token: true,
         }
+    }
+
+    pub fn no_admin_token(mut self) -> Self {
+        self.admin_token = false;
+        self
     }
 
     pub fn server(mut self, s: &str) -> Self {
@@ -138,6 +148,7 @@ listen = "127.0.0.1:0"
 {server}
 [admin]
 listen = "127.0.0.1:0"
+token_env = "WSGATE_TEST_ADMIN_TOKEN"
 [auth]
 issuer = "{ISSUER}"
 audience = "{AUDIENCE}"
@@ -214,15 +225,17 @@ pub fn write_config(toml: &str) -> (tempfile::TempDir, PathBuf) {
 pub fn spawn_gateway(setup: &Setup) -> Gateway {
     let (dir, path) = write_config(&setup.toml());
     let log = std::fs::File::create(dir.path().join("gateway.log")).expect("log file");
-    let mut child = Command::new(bin())
-        .args(["--log-format", "json", "serve", "--config"])
+    let mut cmd = Command::new(bin());
+    cmd.args(["--log-format", "json", "serve", "--config"])
         .arg(&path)
         .env("WSGATE_TEST_SECRET", SECRET)
         .env("WSGATE_LOG", "info,actix_server=warn")
         .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .expect("spawn wsgate");
+        .stderr(log);
+    if setup.admin_token {
+        cmd.env("WSGATE_TEST_ADMIN_TOKEN", ADMIN_TOKEN);
+    }
+    let mut child = cmd.spawn().expect("spawn wsgate");
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -249,6 +262,49 @@ pub fn spawn_gateway(setup: &Setup) -> Gateway {
 }
 
 impl Gateway {
+    /// The config file the gateway was started with (rewrite it, then reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("wsgate.toml")
+    }
+
+    /// Send the gateway process a signal (`"HUP"`, `"TERM"`).
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -{name}");
+    }
+
+    /// Wait up to `limit` for the process to exit; its exit code (`None`: still running or
+    /// killed by a signal).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Call the admin API with the test admin token: `method path [json body]`; returns the
+    /// status and the parsed JSON body (`Value::Null` when not JSON).
+    pub async fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.admin_as(Some(ADMIN_TOKEN), method, path, body).await
+    }
+
+    /// As [`Gateway::admin`] with any (or no) bearer token.
+    pub async fn admin_as(&self, token: Option<&str>, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let (status, text) = raw_request(self.admin, &req).await;
+        let json = text.split_once("\r\n\r\n").and_then(|(_, b)| serde_json::from_str(b).ok()).unwrap_or(Value::Null);
+        (status, json)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.public, path)
     }
@@ -388,6 +444,27 @@ where
         }
     });
     format!("ws://{addr}")
+}
+
+/// Echoes every data message and counts the ones it received (over all connections).
+pub async fn counting_echo_upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let c = count.clone();
+    let url = ws_upstream(move |mut ws| {
+        let c = c.clone();
+        async move {
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_text() || m.is_binary() {
+                    c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if ws.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    (url, count)
 }
 
 /// Sends `count` text messages of `size` bytes as fast as it can, then idles.

@@ -163,6 +163,7 @@ impl WsSession {
             Err(BadClose::Protocol) => self.protocol_close(Denied::Protocol),
             Err(BadClose::Utf8) => self.protocol_close(Denied::InvalidUtf8),
             Ok(code) => {
+                self.client.close_seen = true;
                 self.closing = Some(m::DISCONNECT_CLIENT);
                 let echo = code.map_or(&[][..], |_| &payload[..2]);
                 wire::encode(&mut self.client.out, wire::OP_CLOSE, true, echo, None);
@@ -233,6 +234,7 @@ impl WsSession {
             wire::OP_CLOSE => match wire::parse_close(payload) {
                 Ok(_) => {
                     // Relay the upstream's close (code and reason) to the client; echo it upstream.
+                    self.upstream.close_seen = true;
                     self.closing = Some(m::DISCONNECT_UPSTREAM);
                     self.client.out.extend_from_slice(frame);
                     let echo = payload.get(..2).unwrap_or(&[]);
