@@ -40,5 +40,5 @@ start_gateway() {
   "$@" ./target/"$profile"/wsgate --log-format json serve --config "$config" >"$out/gw.out" 2>"$out/gw.log" &
   GW_PID=$!; PIDS+=("$GW_PID")
   wait_line "$out/gw.out" "wsgate listening"
-  GW_ADDR=$(sed -n 's|.*public=ws://\([^ ]*\).*|\1|p' "$out/gw.out")
+  GW_ADDR=$(sed -n 's|.*public=wss*://\([^ ]*\).*|\1|p' "$out/gw.out")
 }

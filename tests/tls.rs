@@ -69,3 +69,151 @@ fn a_missing_certificate_fails_at_start_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("server.tls.cert_file"), "{err}");
 }
+
+/// A self-signed certificate for localhost and 127.0.0.1: (cert PEM, key PEM, cert DER).
+fn make_cert() -> (String, String, Vec<u8>) {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("cert");
+    (c.cert.pem(), c.signing_key.serialize_pem(), c.cert.der().to_vec())
+}
+
+/// A client trusting every certificate in `pems`.
+fn trusting(pems: &[&str]) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in pems {
+        roots.add(rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).expect("pem")).expect("root");
+    }
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// Open a wss:// connection trusting every certificate in `pems`, with a fresh client config
+/// (no session resumption: the gateway must show its certificate); returns it with the DER of
+/// the certificate the gateway showed.
+async fn wss(gw: &Gateway, pems: &[&str]) -> (Ws, Vec<u8>) {
+    let client = trusting(pems);
+    let mut req = format!("wss://localhost:{}/ws", gw.public.port()).into_client_request().expect("req");
+    req.headers_mut().insert("origin", HeaderValue::from_static(ORIGIN));
+    req.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {}", token())).expect("hv"));
+    let tcp = tokio::net::TcpStream::connect(gw.public).await.expect("tcp");
+    let (ws, _) = tokio_tungstenite::client_async_tls_with_config(req, tcp, None, Some(Connector::Rustls(client)))
+        .await
+        .expect("wss handshake");
+    let der = match ws.get_ref() {
+        tokio_tungstenite::MaybeTlsStream::Rustls(tls) => {
+            tls.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).expect("peer cert")
+        }
+        _ => panic!("not TLS"),
+    };
+    (ws, der)
+}
+
+async fn exchange(ws: &mut Ws, text: &str) {
+    let msg = serde_json::json!({"type": "chat.send", "payload": {"text": text}});
+    send_json(ws, &msg).await;
+    assert_eq!(recv_json(ws).await, msg);
+}
+
+async fn wait_for_log(gw: &Gateway, needle: &str, times: usize) {
+    for _ in 0..200 {
+        if gw.log().matches(needle).count() >= times {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{needle} not logged {times} time(s):\n{}", gw.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_certificate_is_reloaded_while_open_connections_keep_exchanging() {
+    let (a, b, c) = (make_cert(), make_cert(), make_cert());
+    let dir = tempfile::tempdir().expect("dir");
+    let (crt, key) = (dir.path().join("gw.crt"), dir.path().join("gw.key"));
+    let install = |pair: &(String, String, Vec<u8>)| {
+        std::fs::write(&crt, &pair.0).expect("crt");
+        std::fs::write(&key, &pair.1).expect("key");
+    };
+    install(&a);
+    let tls = format!(
+        "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nreload_check_seconds = 1\n",
+        crt.display().to_string(),
+        key.display().to_string()
+    );
+    let gw = spawn_gateway(&Setup::new(&echo_upstream().await).tail(&tls));
+    let client: &[&str] = &[&a.0, &b.0, &c.0];
+    let (mut open, seen) = wss(&gw, client).await;
+    assert_eq!(seen, a.2, "starts with certificate A");
+    exchange(&mut open, "on A").await;
+
+    // SIGHUP: B for new handshakes, the open connection stays up.
+    install(&b);
+    gw.signal("HUP");
+    wait_for_log(&gw, "\"event\":\"config_reloaded\"", 1).await;
+    let (mut second, seen) = wss(&gw, client).await;
+    assert_eq!(seen, b.2, "a new handshake gets certificate B");
+    exchange(&mut open, "still on A").await;
+    exchange(&mut second, "on B").await;
+
+    // No signal: the timed check notices changed files.
+    install(&c);
+    wait_for_log(&gw, "\"event\":\"certificate_reloaded\"", 1).await;
+    let (mut third, seen) = wss(&gw, client).await;
+    assert_eq!(seen, c.2, "the file check swapped in certificate C");
+    exchange(&mut third, "on C").await;
+
+    // A key that does not match: refused, C stays in force.
+    std::fs::write(&key, &a.1).expect("mismatched key");
+    gw.signal("HUP");
+    wait_for_log(&gw, "\"event\":\"config_reload_failed\"", 1).await;
+    let (_, seen) = wss(&gw, client).await;
+    assert_eq!(seen, c.2, "a bad pair never replaces a good one");
+    exchange(&mut open, "A survived three reloads").await;
+}
+
+/// `openssl s_client` offering exactly `version` (SECLEVEL=0, so the client does offer the old
+/// versions): "connected", "refused by the server" (an alert from it), or "other".
+fn openssl_outcome(port: u16, version: &str) -> &'static str {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), version, "-cipher", "DEFAULT@SECLEVEL=0"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client (install the openssl package)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    if text.contains("Cipher is ") && !text.contains("Cipher is (NONE)") {
+        "connected"
+    } else if text.contains("SSL alert number") {
+        // An alert from the server (rustls answers an old version with handshake_failure);
+        // a refusal by the client itself would carry no alert number.
+        "refused by the server"
+    } else {
+        "other"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_tls_1_2_and_1_3_are_spoken() {
+    let (cert, key, _) = make_cert();
+    let dir = tempfile::tempdir().expect("dir");
+    let (crt, keyf) = (dir.path().join("gw.crt"), dir.path().join("gw.key"));
+    std::fs::write(&crt, cert).expect("crt");
+    std::fs::write(&keyf, key).expect("key");
+    let tls = format!(
+        "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        crt.display().to_string(),
+        keyf.display().to_string()
+    );
+    let gw = spawn_gateway(&Setup::new(&echo_upstream().await).tail(&tls));
+    let port = gw.public.port();
+    let results = tokio::task::spawn_blocking(move || {
+        ["-tls1", "-tls1_1", "-tls1_2", "-tls1_3"].map(|v| (v, openssl_outcome(port, v)))
+    })
+    .await
+    .expect("openssl");
+    let refused = "refused by the server";
+    assert_eq!(results, [("-tls1", refused), ("-tls1_1", refused), ("-tls1_2", "connected"), ("-tls1_3", "connected")]);
+}
