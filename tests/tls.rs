@@ -217,3 +217,66 @@ async fn only_tls_1_2_and_1_3_are_spoken() {
     let refused = "refused by the server";
     assert_eq!(results, [("-tls1", refused), ("-tls1_1", refused), ("-tls1_2", "connected"), ("-tls1_3", "connected")]);
 }
+
+/// A wss:// echo upstream with `cert`; returns its port.
+async fn tls_echo_upstream(cert: &(String, String, Vec<u8>)) -> u16 {
+    use futures_util::{SinkExt, StreamExt};
+    use rustls::pki_types::pem::PemObject;
+    let chain = vec![rustls::pki_types::CertificateDer::from_pem_slice(cert.0.as_bytes()).expect("cert")];
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.1.as_bytes()).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tls).await else { return };
+                while let Some(Ok(m)) = ws.next().await {
+                    if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wss_upstreams_are_verified_against_the_configured_ca() {
+    let upstream_cert = make_cert();
+    let port = tls_echo_upstream(&upstream_cert).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = dir.path().join("upstream-ca.pem");
+    std::fs::write(&ca, &upstream_cert.0).expect("ca");
+    let trusted = Setup::new(&format!("wss://127.0.0.1:{port}/"))
+        .route(&format!("upstream_ca_file = {:?}", ca.display().to_string()));
+    let gw = spawn_gateway(&trusted);
+    let mut ws = gw.connect().await;
+    exchange(&mut ws, "through a verified wss:// upstream").await;
+
+    // The same upstream checked against the system roots: its self-signed certificate fails
+    // verification, so the client gets 502 and never a 101.
+    let untrusted = spawn_gateway(&Setup::new(&format!("wss://127.0.0.1:{port}/")));
+    let err = untrusted.connect_with("/ws", Some(ORIGIN), Some(&token()), &[]).await.expect_err("unverified upstream");
+    assert_eq!(status(&err), 502);
+    assert!(untrusted.log().contains("upstream_failed"), "{}", untrusted.log());
+}
+
+#[test]
+fn an_upstream_ca_file_on_a_plain_upstream_is_a_config_error() {
+    let setup = Setup::new("ws://127.0.0.1:9/").route("upstream_ca_file = \"ca.pem\"");
+    let (_dir, path) = write_config(&setup.toml());
+    let out = Command::new(bin()).args(["check-config", "--config"]).arg(&path).env("WSGATE_TEST_SECRET", SECRET).output().expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("routes[0].upstream_ca_file") && err.contains("wss://"), "{err}");
+}
