@@ -10,10 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::{Actor, Addr};
+use actix_http::error::DispatchError;
 use actix_http::HttpService;
-use actix_service::ServiceFactoryExt;
+use actix_service::{fn_service, ServiceFactoryExt};
 use actix_web::{web, App, HttpServer};
 use arc_swap::ArcSwap;
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::actors::index::Sessions;
@@ -22,6 +24,7 @@ use crate::auth::keys::KeySet;
 use crate::auth::revocation::Revocations;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::http::accept;
 use crate::http::admin::{self, AdminState};
 use crate::http::ws::{self, Entry};
 use crate::tls::ReloadableCert;
@@ -183,10 +186,12 @@ pub async fn run(config: Config, keys: KeySet, source: Option<PathBuf>, announce
     let per_worker_conns = (config.limits.max_connections as usize / workers).max(25_000);
     let handshake_timeout = Duration::from_secs(config.timeouts.handshake_seconds);
     let tls = match &cert {
-        Some(cert) => Some(crate::tls::server_config(Arc::clone(cert))?),
+        Some(cert) => Some(accept::tls_acceptor(crate::tls::server_config(Arc::clone(cert))?)),
         None => None,
     };
     let gw = Arc::clone(&gateway);
+    let proxy_protocol = config.proxy_protocol;
+    // Per connection: the PROXY header (when enabled) and TLS (`http::accept`), then
     // actix-http's HTTP/1.1 service with an upgrade hook: `Upgrade: websocket` requests reach
     // `ws::upgrade` with their raw connection; every other request gets `ws::plain`.
     let public = actix_server::Server::build()
@@ -197,27 +202,41 @@ pub async fn run(config: Config, keys: KeySet, source: Option<PathBuf>, announce
         .shutdown_timeout(1)
         .listen("wsgate-public", public_listener, move || {
             let entry = Entry::new(Arc::clone(&gw));
+            // (A macro, not a value: the builder's type is fixed by the connection type.)
+            macro_rules! h1 {
+                () => {
+                    HttpService::build()
+                        .client_request_timeout(handshake_timeout)
+                        .client_disconnect_timeout(Duration::ZERO)
+                        .local_addr(public_addr)
+                        .upgrade(ws::upgrade_service(Rc::clone(&entry)))
+                        .h1(ws::plain_service(Rc::clone(&entry)))
+                };
+            }
+            let gw = Arc::clone(&gw);
             match &tls {
-                Some(tls) => actix_service::boxed::factory(
-                    HttpService::build()
-                        .client_request_timeout(handshake_timeout)
-                        .client_disconnect_timeout(Duration::ZERO)
-                        .local_addr(public_addr)
-                        .upgrade(ws::upgrade_service(Rc::clone(&entry)))
-                        .h1(ws::plain_service(entry))
-                        .rustls_0_23(tls.clone())
-                        .map_err(|_| ()),
-                ),
-                None => actix_service::boxed::factory(
-                    HttpService::build()
-                        .client_request_timeout(handshake_timeout)
-                        .client_disconnect_timeout(Duration::ZERO)
-                        .local_addr(public_addr)
-                        .upgrade(ws::upgrade_service(Rc::clone(&entry)))
-                        .h1(ws::plain_service(entry))
-                        .tcp()
-                        .map_err(|_| ()),
-                ),
+                Some(acceptor) => {
+                    let acceptor = acceptor.clone();
+                    let accept = fn_service(move |mut io: TcpStream| {
+                        let (gw, acceptor) = (Arc::clone(&gw), acceptor.clone());
+                        async move {
+                            let peer = accept::client_peer(&gw, &mut io, proxy_protocol, handshake_timeout).await?;
+                            let tls = accept::tls_handshake(&acceptor, io, handshake_timeout).await?;
+                            Ok::<_, DispatchError>((tls, Some(peer)))
+                        }
+                    });
+                    actix_service::boxed::factory(accept.and_then(h1!()).map_err(|_| ()))
+                }
+                None => {
+                    let accept = fn_service(move |mut io: TcpStream| {
+                        let gw = Arc::clone(&gw);
+                        async move {
+                            let peer = accept::client_peer(&gw, &mut io, proxy_protocol, handshake_timeout).await?;
+                            Ok::<_, DispatchError>((io, Some(peer)))
+                        }
+                    });
+                    actix_service::boxed::factory(accept.and_then(h1!()).map_err(|_| ()))
+                }
             }
         })?
         .run();

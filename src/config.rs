@@ -87,13 +87,21 @@ struct RawServer {
     listen: String,
     workers: usize,
     trusted_proxies: Vec<String>,
+    proxy_protocol: bool,
     state_dir: Option<PathBuf>,
     tls: Option<RawTls>,
 }
 
 impl Default for RawServer {
     fn default() -> Self {
-        Self { listen: DEFAULT_LISTEN.into(), workers: 0, trusted_proxies: Vec::new(), state_dir: None, tls: None }
+        Self {
+            listen: DEFAULT_LISTEN.into(),
+            workers: 0,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
+            state_dir: None,
+            tls: None,
+        }
     }
 }
 
@@ -490,8 +498,11 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Worker threads; 0 = one per core.
     pub workers: usize,
-    /// Peers whose `X-Forwarded-For` names the client (`server.trusted_proxies`).
+    /// Peers whose `X-Forwarded-For` or PROXY header names the client (`server.trusted_proxies`).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Read a PROXY protocol v1/v2 header at the start of each connection (believed only from
+    /// `trusted_proxies`).
+    pub proxy_protocol: bool,
     /// Directory for persistent state (revocations).
     pub state_dir: Option<PathBuf>,
     /// TLS for the public listener; `None` = plain ws://.
@@ -578,6 +589,7 @@ impl Config {
             listen,
             workers: raw.server.workers,
             trusted_proxies,
+            proxy_protocol: raw.server.proxy_protocol,
             state_dir: raw.server.state_dir.map(|p| base.join(p)),
             tls: raw.server.tls.map(|t| TlsFiles {
                 cert_file: base.join(t.cert_file),

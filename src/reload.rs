@@ -40,6 +40,9 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.workers != new.workers {
         changed.push("server.workers");
     }
+    if old.proxy_protocol != new.proxy_protocol {
+        changed.push("server.proxy_protocol");
+    }
     if old.state_dir != new.state_dir {
         changed.push("server.state_dir");
     }

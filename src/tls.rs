@@ -107,16 +107,18 @@ impl ResolvesServerCert for ReloadableCert {
 }
 
 /// The public listener's TLS config: TLS 1.3 and 1.2 only, no client certificates, the
-/// certificate from `cert`. (actix-http adds the `http/1.1` ALPN protocol.)
+/// certificate from `cert`, ALPN `http/1.1`.
 ///
 /// # Errors
 /// [`Error::Tls`] when the provider refuses the protocol versions.
 pub fn server_config(cert: Arc<ReloadableCert>) -> Result<rustls::ServerConfig, Error> {
-    Ok(rustls::ServerConfig::builder_with_provider(provider())
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| Error::Tls(e.to_string()))?
         .with_no_client_auth()
-        .with_cert_resolver(cert))
+        .with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// The client config for `wss://` upstreams: the system's roots (`/etc/ssl/certs` and the

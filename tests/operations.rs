@@ -364,3 +364,71 @@ async fn sigterm_drains_and_exits_0() {
     assert!(echoes > 0);
     assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0), "{}", gw.log());
 }
+
+/// Open `/ws` from `local` (a loopback address) after writing `preamble` (a PROXY header) on
+/// the TCP connection; the upstream (`/whoami`) greets with the headers it received.
+async fn via_proxy(
+    gw: &Gateway,
+    local: &str,
+    preamble: &[u8],
+) -> Result<(Ws, Value), tokio_tungstenite::tungstenite::Error> {
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    sock.bind(format!("{local}:0").parse().expect("addr")).expect("bind");
+    let mut stream = sock.connect(gw.public).await.expect("connect");
+    stream.write_all(preamble).await.expect("preamble");
+    let mut req = gw.url("/ws").into_client_request().expect("request");
+    req.headers_mut().insert("origin", HeaderValue::from_static(ORIGIN));
+    req.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {}", token())).expect("hv"));
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tokio_tungstenite::MaybeTlsStream::Plain(stream)).await?;
+    let greeting = recv_json(&mut ws).await;
+    Ok((ws, greeting))
+}
+
+/// A PROXY v2 header (TCP over IPv4) naming `source` → `dest`.
+fn proxy_v2(source: [u8; 4], source_port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    h.extend_from_slice(&source);
+    h.extend_from_slice(&[127, 0, 0, 1]);
+    h.extend_from_slice(&source_port.to_be_bytes());
+    h.extend_from_slice(&443u16.to_be_bytes());
+    h
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_protocol_names_the_client_only_from_trusted_proxies() {
+    let setup = Setup::new(&format!("{}/whoami", echo_upstream().await))
+        .server("trusted_proxies = [\"127.0.0.1/32\"]\nproxy_protocol = true")
+        .limits("max_connections_per_ip = 1");
+    let gw = spawn_gateway(&setup);
+    let (_a, seen) = via_proxy(&gw, "127.0.0.1", b"PROXY TCP4 198.51.100.20 127.0.0.1 5000 443\r\n").await.expect("v1");
+    assert_eq!(seen["x-wsgate-client-ip"], "198.51.100.20", "v1 from a trusted proxy");
+    let (_b, seen) = via_proxy(&gw, "127.0.0.1", &proxy_v2([203, 0, 113, 9], 6000)).await.expect("v2");
+    assert_eq!(seen["x-wsgate-client-ip"], "203.0.113.9", "v2 from a trusted proxy");
+    // Per-IP caps count the real client: a second connection of 198.51.100.20 is refused
+    // even though it arrives through the same proxy as the others.
+    let err = via_proxy(&gw, "127.0.0.1", b"PROXY TCP4 198.51.100.20 127.0.0.1 5001 443\r\n").await.expect_err("cap");
+    assert_eq!(common::status(&err), 429);
+    // A PROXY header from 127.0.0.2 (not a trusted proxy) is consumed and ignored.
+    let (_c, seen) =
+        via_proxy(&gw, "127.0.0.2", b"PROXY TCP4 192.0.2.1 127.0.0.1 5000 443\r\n").await.expect("untrusted");
+    assert_eq!(seen["x-wsgate-client-ip"], "127.0.0.2", "a spoofed PROXY header is ignored");
+    // No header at all: the TCP peer.
+    let (_d, seen) = via_proxy(&gw, "127.0.0.3", b"").await.expect("no header");
+    assert_eq!(seen["x-wsgate-client-ip"], "127.0.0.3");
+    assert!(gw.log().contains("\"event\":\"proxy_header_ignored\""), "{}", gw.log());
+    // A broken header closes that connection only.
+    let mut bad = tokio::net::TcpStream::connect(gw.public).await.expect("connect");
+    tokio::io::AsyncWriteExt::write_all(&mut bad, b"PROXY TCP9 nonsense\r\nGET / HTTP/1.1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let n =
+        tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut bad, &mut buf)).await;
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "closed without an answer: {n:?} {buf:?}");
+    let (_e, seen) = via_proxy(&gw, "127.0.0.1", &proxy_v2([192, 0, 2, 44], 7000)).await.expect("still serving");
+    assert_eq!(seen["x-wsgate-client-ip"], "192.0.2.44");
+}

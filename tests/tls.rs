@@ -275,8 +275,42 @@ async fn wss_upstreams_are_verified_against_the_configured_ca() {
 fn an_upstream_ca_file_on_a_plain_upstream_is_a_config_error() {
     let setup = Setup::new("ws://127.0.0.1:9/").route("upstream_ca_file = \"ca.pem\"");
     let (_dir, path) = write_config(&setup.toml());
-    let out = Command::new(bin()).args(["check-config", "--config"]).arg(&path).env("WSGATE_TEST_SECRET", SECRET).output().expect("run");
+    let out = Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("WSGATE_TEST_SECRET", SECRET)
+        .output()
+        .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("routes[0].upstream_ca_file") && err.contains("wss://"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_proxy_header_precedes_the_tls_handshake() {
+    use tokio::io::AsyncWriteExt;
+    let cert = make_cert();
+    let dir = tempfile::tempdir().expect("dir");
+    let (crt, key) = (dir.path().join("gw.crt"), dir.path().join("gw.key"));
+    std::fs::write(&crt, &cert.0).expect("crt");
+    std::fs::write(&key, &cert.1).expect("key");
+    let tls = format!(
+        "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        crt.display().to_string(),
+        key.display().to_string()
+    );
+    let setup = Setup::new(&format!("{}/whoami", echo_upstream().await))
+        .server("trusted_proxies = [\"127.0.0.0/8\"]\nproxy_protocol = true")
+        .tail(&tls);
+    let gw = spawn_gateway(&setup);
+    let mut tcp = tokio::net::TcpStream::connect(gw.public).await.expect("tcp");
+    tcp.write_all(b"PROXY TCP6 2001:db8::5 ::1 4321 443\r\n").await.expect("proxy header");
+    let mut req = format!("wss://localhost:{}/ws", gw.public.port()).into_client_request().expect("req");
+    req.headers_mut().insert("origin", HeaderValue::from_static(ORIGIN));
+    req.headers_mut().insert("authorization", HeaderValue::from_str(&format!("Bearer {}", token())).expect("hv"));
+    let (mut ws, _) =
+        tokio_tungstenite::client_async_tls_with_config(req, tcp, None, Some(Connector::Rustls(trusting(&[&cert.0]))))
+            .await
+            .expect("wss after a PROXY header");
+    assert_eq!(recv_json(&mut ws).await["x-wsgate-client-ip"], "2001:db8::5");
 }

@@ -10,6 +10,7 @@
 pub mod client_ip;
 pub mod framing;
 pub mod origin;
+pub mod proxy_protocol;
 pub mod ratelimit;
 pub mod token_source;
 pub mod validate;

@@ -1,0 +1,89 @@
+//! What happens on a public connection before HTTP: the PROXY protocol header (with
+//! `server.proxy_protocol`) and the TLS handshake. Produces the connection and the client
+//! address the HTTP layer and the handshake policy see as the peer.
+//!
+//! Trust: a PROXY header is believed only from a peer in `server.trusted_proxies`; from any
+//! other peer it is consumed, logged and ignored (the TCP peer stays the client). Without
+//! `server.proxy_protocol` nothing is parsed: a PROXY line is then just a bad request.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use crate::app::Gateway;
+use crate::policy::proxy_protocol::{inspect, Inspected, MAX_HEADER_BYTES};
+
+/// Pause between looks at a PROXY header that arrived in pieces (it normally arrives whole,
+/// in the connection's first segment).
+const PARTIAL_HEADER_PAUSE: Duration = Duration::from_millis(5);
+
+/// The client address of a new connection, after consuming its PROXY header if there is one.
+///
+/// # Errors
+/// The header is malformed, incomplete after `limit`, or the connection failed.
+pub async fn client_peer(
+    gw: &Gateway,
+    io: &mut TcpStream,
+    proxy_protocol: bool,
+    limit: Duration,
+) -> io::Result<SocketAddr> {
+    let tcp_peer = io.peer_addr()?;
+    if !proxy_protocol {
+        return Ok(tcp_peer);
+    }
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; MAX_HEADER_BYTES];
+    loop {
+        let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "no complete PROXY header in time");
+        let n = tokio::time::timeout_at(deadline.into(), io.peek(&mut buf)).await.map_err(|_| timed_out())??;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        match inspect(&buf[..n]) {
+            Inspected::Absent => return Ok(tcp_peer),
+            Inspected::Incomplete => {
+                if Instant::now() + PARTIAL_HEADER_PAUSE > deadline {
+                    return Err(timed_out());
+                }
+                tokio::time::sleep(PARTIAL_HEADER_PAUSE).await;
+            }
+            Inspected::Invalid(why) => {
+                tracing::warn!(event = "proxy_header_invalid", peer = %tcp_peer, reason = %why, "connection dropped");
+                return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+            }
+            Inspected::Header { len, source } => {
+                let mut header = vec![0u8; len];
+                io.read_exact(&mut header).await?;
+                let trusted = gw.policy().config.trusted_proxies.iter().any(|net| net.contains(&tcp_peer.ip()));
+                if !trusted {
+                    tracing::warn!(event = "proxy_header_ignored", peer = %tcp_peer, "PROXY header from a peer outside server.trusted_proxies ignored");
+                    return Ok(tcp_peer);
+                }
+                return Ok(source.unwrap_or(tcp_peer));
+            }
+        }
+    }
+}
+
+/// The TLS handshake of a public connection, bounded by `limit`.
+///
+/// # Errors
+/// The handshake failed or took longer than `limit`.
+pub async fn tls_handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    io: TcpStream,
+    limit: Duration,
+) -> io::Result<tokio_rustls::server::TlsStream<TcpStream>> {
+    tokio::time::timeout(limit, acceptor.accept(io))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+}
+
+/// A TLS acceptor over the listener's (reloadable) server config.
+pub fn tls_acceptor(config: rustls::ServerConfig) -> tokio_rustls::TlsAcceptor {
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
