@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use crate::actors::index::Sessions;
 use crate::actors::registry::{Admission, Registry};
+use crate::auth::jwks::JwksDemand;
 use crate::auth::keys::KeySet;
 use crate::auth::revocation::Revocations;
 use crate::config::Config;
@@ -55,6 +56,8 @@ pub struct Gateway {
     pub source: Option<PathBuf>,
     /// The public listener's certificate, when it serves TLS.
     pub cert: Option<Arc<ReloadableCert>>,
+    /// Asks the JWKS URL fetcher for a fetch (when `auth.jwks_url` is set).
+    pub jwks: Option<Arc<JwksDemand>>,
     /// Serialises reloads (SIGHUP and `POST /admin/reload` at once).
     pub(crate) reload_lock: Mutex<()>,
     draining: AtomicBool,
@@ -168,10 +171,15 @@ pub async fn run(config: Config, keys: KeySet, source: Option<PathBuf>, announce
         revocations,
         source,
         cert: cert.clone(),
+        jwks: config.auth.jwks_url.is_some().then(JwksDemand::new),
         reload_lock: Mutex::new(()),
         draining: AtomicBool::new(false),
         control,
     });
+
+    if let Some(demand) = &gateway.jwks {
+        crate::auth::jwks::spawn(Arc::clone(&gateway), Arc::clone(demand)).await;
+    }
 
     let public_listener = TcpListener::bind(config.listen)?;
     let public_addr = public_listener.local_addr()?;

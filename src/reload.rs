@@ -43,6 +43,9 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.proxy_protocol != new.proxy_protocol {
         changed.push("server.proxy_protocol");
     }
+    if old.auth.jwks_url.is_none() && new.auth.jwks_url.is_some() {
+        changed.push("auth.jwks_url (added)");
+    }
     if old.state_dir != new.state_dir {
         changed.push("server.state_dir");
     }

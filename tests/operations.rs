@@ -432,3 +432,69 @@ async fn the_proxy_protocol_names_the_client_only_from_trusted_proxies() {
     let (_e, seen) = via_proxy(&gw, "127.0.0.1", &proxy_v2([192, 0, 2, 44], 7000)).await.expect("still serving");
     assert_eq!(seen["x-wsgate-client-ip"], "192.0.2.44");
 }
+
+/// A JWKS endpoint on loopback serving whatever `body` holds; counts the requests.
+async fn jwks_server(
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/.well-known/jwks.json", listener.local_addr().expect("addr"));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (body, counter) = (body.clone(), counter.clone());
+            tokio::spawn(async move {
+                let mut req = vec![0u8; 4096];
+                let mut n = 0;
+                while !req[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut req[n..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(k) => n += k,
+                    }
+                }
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let text = body.lock().expect("lock").clone();
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    (url, hits)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_come_from_a_jwks_url_refetched_on_unknown_kids_at_a_bounded_rate() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (k1, jwk1) = es256_key("idp-1");
+    let (k2, jwk2) = es256_key("idp-2");
+    let body = std::sync::Arc::new(std::sync::Mutex::new(json!({"keys": [jwk1]}).to_string()));
+    let (url, hits) = jwks_server(body.clone()).await;
+    let gw = spawn_gateway(
+        &Setup::new(&echo_upstream().await).auth(&format!("jwks_url = \"{url}\"\njwks_refresh_seconds = 3600")),
+    );
+    assert_eq!(hits.load(SeqCst), 1, "fetched once at start");
+    let mut ws = connect_token(&gw, &es256_token(&k1, "idp-1")).await.expect("key from the URL");
+    echo_ok(&mut ws, "idp-1").await;
+
+    // The IdP rotates: a token with the new kid triggers one fetch and is accepted at once.
+    *body.lock().expect("lock") = json!({"keys": [jwk2]}).to_string();
+    let mut ws2 = connect_token(&gw, &es256_token(&k2, "idp-2")).await.expect("rotated key fetched on demand");
+    echo_ok(&mut ws2, "idp-2").await;
+    assert_eq!(hits.load(SeqCst), 2);
+    assert_eq!(common::status(&connect_token(&gw, &es256_token(&k1, "idp-1")).await.expect_err("removed")), 401);
+
+    // A flood of made-up kids: refused, and the IdP is asked at most once more in 10 s.
+    let (fake, _) = es256_key("made-up");
+    for i in 0..30 {
+        let err = connect_token(&gw, &es256_token(&fake, &format!("made-up-{i}"))).await.expect_err("unknown kid");
+        assert_eq!(common::status(&err), 401);
+    }
+    assert!(hits.load(SeqCst) <= 3, "{} fetches for 30 unknown kids", hits.load(SeqCst));
+    let (_, metrics) = gw.admin_get("/metrics").await;
+    assert!(metrics.contains(r#"wsgate_jwks_fetches_total{result="ok"}"#), "{metrics}");
+}

@@ -3,6 +3,7 @@
 //! - [`keys`]: the configured verification keys ([`keys::KeySet`]), each bound to one algorithm.
 //! - [`jwt`]: `verify(token, &KeySet, &Settings, now)` and `mint` for `wsgate token`/`demo`.
 
+pub mod jwks;
 pub mod jwt;
 pub mod keys;
 pub mod revocation;

@@ -425,7 +425,14 @@ async fn negotiate(
     else {
         return Err(Refused::new(Denied::MissingToken, "no token in the route's token sources"));
     };
-    let claims = match jwt::verify(token, &policy.keys, auth, SystemTime::now()) {
+    let mut verified = jwt::verify(token, &policy.keys, auth, SystemTime::now());
+    if let (Err(AuthError::Invalid("unknown_kid")), Some(jwks)) = (&verified, &gw.jwks) {
+        // Perhaps the IdP rotated its keys: one bounded, rate-limited look at its JWKS.
+        if jwks.refetch_for_unknown_kid(auth.jwks_timeout).await {
+            verified = jwt::verify(token, &gw.policy().keys, auth, SystemTime::now());
+        }
+    }
+    let claims = match verified {
         Ok(c) => c,
         Err(AuthError::Expired) => return Err(Refused::new(Denied::ExpiredToken, source.name())),
         Err(AuthError::Invalid(why)) => return Err(Refused::new(Denied::InvalidToken, why)),
