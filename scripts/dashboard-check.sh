@@ -36,6 +36,7 @@ listen = "127.0.0.1:0"
 workers = 1
 [admin]
 listen = "127.0.0.1:0"
+token_env = "WSGATE_CHECK_ADMIN"
 [auth]
 expiry_warning_seconds = 4
 [[auth.keys]]
@@ -69,7 +70,7 @@ upstream = "ws://127.0.0.1:$DEAD_PORT/"
 allow_missing_origin = true
 envelope = "none"
 CONF
-export WSGATE_CHECK_SECRET=$(random_secret)
+export WSGATE_CHECK_SECRET=$(random_secret) WSGATE_CHECK_ADMIN=$(random_secret)
 start_gateway release "$OUT/gateway.toml" "$OUT" env WSGATE_LOG=info
 ADMIN=$(sed -n 's|.*admin=http://\([^ ]*\).*|\1|p' "$OUT/gw.out")
 
@@ -103,7 +104,15 @@ L3=$!
 $LT churn --url "ws://$GW_ADDR/dead" --connections 2 --duration "$TRAFFIC" --quiet --warmup 0 --label dead \
   --hs256-secret "$WSGATE_CHECK_SECRET" >"$OUT/dead.txt" &
 L4=$!
-sleep $(( TRAFFIC * 3 / 4 )); PEAK=$(date +%s)   # stat panels show this moment
+# Operator actions mid-traffic: a reload, a subject revocation, a kick (the operations and
+# revocation panels need them).
+sleep $(( TRAFFIC / 2 ))
+auth=(-H "Authorization: Bearer $WSGATE_CHECK_ADMIN")
+curl -sf "${auth[@]}" -X POST "http://$ADMIN/admin/reload" >/dev/null
+curl -sf "${auth[@]}" -X POST -H 'content-type: application/json' -d '{"sub":"loadtest-3"}' "http://$ADMIN/admin/revoke"; echo
+victim=$(curl -sf "${auth[@]}" "http://$ADMIN/admin/connections?limit=1" | python3 -c 'import json,sys; c=json.load(sys.stdin)["connections"]; print(c[0]["id"] if c else "")')
+[ -n "$victim" ] && curl -sf "${auth[@]}" -X DELETE "http://$ADMIN/admin/connections/$victim"; echo
+sleep $(( TRAFFIC / 4 )); PEAK=$(date +%s)   # stat panels show this moment
 wait $L1 $L2 $L3 $L4 || true
 sleep 3   # a few more scrapes after the traffic
 cat "$OUT"/steady.txt "$OUT"/abuse.txt "$OUT"/expiry.txt "$OUT"/dead.txt | cut -c1-300

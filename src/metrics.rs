@@ -177,7 +177,8 @@ fn describe() {
 /// Pre-register a route's label sets at 0 so `rate()` and `increase()` have a baseline.
 pub fn register_route(route: &str) {
     let r = route.to_string();
-    gauge!(names::CONNECTIONS_ACTIVE, "route" => r.clone()).set(0.0);
+    // Registered without a value change: a reload calls this for routes already live.
+    gauge!(names::CONNECTIONS_ACTIVE, "route" => r.clone()).increment(0.0);
     counter!(names::HANDSHAKES_TOTAL, "route" => r.clone(), "result" => "accepted").increment(0);
     for d in [
         Denied::Overloaded,

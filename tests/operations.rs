@@ -227,6 +227,7 @@ async fn a_reload_applies_new_rules_to_open_connections_and_a_bad_config_is_refu
     let (_, metrics) = gw.admin_get("/metrics").await;
     assert!(metrics.contains(r#"wsgate_config_reloads_total{result="ok"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"wsgate_config_reloads_total{result="failed"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"wsgate_connections_active{route="/ws"} 2"#), "a reload keeps the gauge: {metrics}");
 }
 
 /// An ES256 key pair: the private key (PKCS#8 PEM) and its public JWK with `kid`.

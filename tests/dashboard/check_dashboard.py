@@ -38,7 +38,7 @@ def lhs(expr):
     for i, ch in enumerate(expr):
         depth += ch in "([{"
         depth -= ch in ")]}"
-        if depth == 0 and expr[i:i + 3] in (" > ", " < ") or depth == 0 and expr[i:i + 4] == " == ":
+        if depth == 0 and (expr[i:i + 3] in (" > ", " < ") or expr[i:i + 4] in (" == ", " >= ", " <= ", " != ")):
             cut = i
     return expr[:cut].strip() if cut else expr
 
