@@ -314,3 +314,28 @@ async fn a_proxy_header_precedes_the_tls_handshake() {
             .expect("wss after a PROXY header");
     assert_eq!(recv_json(&mut ws).await["x-wsgate-client-ip"], "2001:db8::5");
 }
+
+#[test]
+fn a_key_that_does_not_match_the_certificate_fails_at_start() {
+    let (cert, _, _) = make_cert();
+    let (_, other_key, _) = make_cert();
+    let dir = tempfile::tempdir().expect("dir");
+    let (crt, key) = (dir.path().join("gw.crt"), dir.path().join("gw.key"));
+    std::fs::write(&crt, cert).expect("crt");
+    std::fs::write(&key, other_key).expect("key");
+    let tls = format!(
+        "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
+        crt.display().to_string(),
+        key.display().to_string()
+    );
+    let (_dir, path) = write_config(&Setup::new("ws://127.0.0.1:9/").tail(&tls).toml());
+    let out = Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("WSGATE_TEST_SECRET", SECRET)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.tls") && err.contains("do not match"), "{err}");
+}
