@@ -27,14 +27,7 @@ async fn wss_serves_a_real_tls_client() {
     let cert =
         rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("cert");
     let dir = tempfile::tempdir().expect("dir");
-    let (crt, key) = (dir.path().join("gw.crt"), dir.path().join("gw.key"));
-    std::fs::write(&crt, cert.cert.pem()).expect("crt");
-    std::fs::write(&key, cert.signing_key.serialize_pem()).expect("key");
-    let tls = format!(
-        "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
-        crt.display().to_string(),
-        key.display().to_string()
-    );
+    let (tls, _, _) = tls_table(dir.path(), &cert.cert.pem(), &cert.signing_key.serialize_pem(), "");
     let gw = spawn_gateway(&Setup::new(&format!("{}/whoami", echo_upstream().await)).tail(&tls));
 
     let mut req = format!("wss://localhost:{}/ws", gw.public.port()).into_client_request().expect("req");
@@ -58,16 +51,40 @@ async fn wss_serves_a_real_tls_client() {
 fn a_missing_certificate_fails_at_start_naming_the_key() {
     let setup =
         Setup::new("ws://127.0.0.1:9/").tail("[server.tls]\ncert_file = \"missing.crt\"\nkey_file = \"missing.key\"\n");
+    let err = fails("serve", &setup);
+    assert!(err.contains("server.tls.cert_file"), "{err}");
+}
+
+/// Run `wsgate COMMAND --config` on `setup`'s config; it must fail. Returns its stderr.
+fn fails(command: &str, setup: &Setup) -> String {
     let (_dir, path) = write_config(&setup.toml());
     let out = Command::new(bin())
-        .args(["serve", "--config"])
+        .args([command, "--config"])
         .arg(&path)
         .env("WSGATE_TEST_SECRET", SECRET)
         .output()
         .expect("run");
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("server.tls.cert_file"), "{err}");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// Write `cert` (PEM cert, PEM key) into `dir`; returns the `[server.tls]` table naming the
+/// files and their paths.
+fn tls_table(
+    dir: &std::path::Path,
+    cert: &str,
+    key: &str,
+    extra: &str,
+) -> (String, std::path::PathBuf, std::path::PathBuf) {
+    let (crt, keyf) = (dir.join("gw.crt"), dir.join("gw.key"));
+    std::fs::write(&crt, cert).expect("crt");
+    std::fs::write(&keyf, key).expect("key");
+    let table = format!(
+        "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n{extra}\n",
+        crt.display().to_string(),
+        keyf.display().to_string()
+    );
+    (table, crt, keyf)
 }
 
 /// A self-signed certificate for localhost and 127.0.0.1: (cert PEM, key PEM, cert DER).
@@ -133,17 +150,11 @@ async fn wait_for_log(gw: &Gateway, needle: &str, times: usize) {
 async fn the_certificate_is_reloaded_while_open_connections_keep_exchanging() {
     let (a, b, c) = (make_cert(), make_cert(), make_cert());
     let dir = tempfile::tempdir().expect("dir");
-    let (crt, key) = (dir.path().join("gw.crt"), dir.path().join("gw.key"));
+    let (tls, crt, key) = tls_table(dir.path(), &a.0, &a.1, "reload_check_seconds = 1");
     let install = |pair: &(String, String, Vec<u8>)| {
         std::fs::write(&crt, &pair.0).expect("crt");
         std::fs::write(&key, &pair.1).expect("key");
     };
-    install(&a);
-    let tls = format!(
-        "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\nreload_check_seconds = 1\n",
-        crt.display().to_string(),
-        key.display().to_string()
-    );
     let gw = spawn_gateway(&Setup::new(&echo_upstream().await).tail(&tls));
     let client: &[&str] = &[&a.0, &b.0, &c.0];
     let (mut open, seen) = wss(&gw, client).await;
@@ -199,14 +210,7 @@ fn openssl_outcome(port: u16, version: &str) -> &'static str {
 async fn only_tls_1_2_and_1_3_are_spoken() {
     let (cert, key, _) = make_cert();
     let dir = tempfile::tempdir().expect("dir");
-    let (crt, keyf) = (dir.path().join("gw.crt"), dir.path().join("gw.key"));
-    std::fs::write(&crt, cert).expect("crt");
-    std::fs::write(&keyf, key).expect("key");
-    let tls = format!(
-        "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
-        crt.display().to_string(),
-        keyf.display().to_string()
-    );
+    let (tls, _, _) = tls_table(dir.path(), &cert, &key, "");
     let gw = spawn_gateway(&Setup::new(&echo_upstream().await).tail(&tls));
     let port = gw.public.port();
     let results = tokio::task::spawn_blocking(move || {
@@ -274,15 +278,7 @@ async fn wss_upstreams_are_verified_against_the_configured_ca() {
 #[test]
 fn an_upstream_ca_file_on_a_plain_upstream_is_a_config_error() {
     let setup = Setup::new("ws://127.0.0.1:9/").route("upstream_ca_file = \"ca.pem\"");
-    let (_dir, path) = write_config(&setup.toml());
-    let out = Command::new(bin())
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .env("WSGATE_TEST_SECRET", SECRET)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails("check-config", &setup);
     assert!(err.contains("routes[0].upstream_ca_file") && err.contains("wss://"), "{err}");
 }
 
@@ -291,14 +287,7 @@ async fn a_proxy_header_precedes_the_tls_handshake() {
     use tokio::io::AsyncWriteExt;
     let cert = make_cert();
     let dir = tempfile::tempdir().expect("dir");
-    let (crt, key) = (dir.path().join("gw.crt"), dir.path().join("gw.key"));
-    std::fs::write(&crt, &cert.0).expect("crt");
-    std::fs::write(&key, &cert.1).expect("key");
-    let tls = format!(
-        "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
-        crt.display().to_string(),
-        key.display().to_string()
-    );
+    let (tls, _, _) = tls_table(dir.path(), &cert.0, &cert.1, "");
     let setup = Setup::new(&format!("{}/whoami", echo_upstream().await))
         .server("trusted_proxies = [\"127.0.0.0/8\"]\nproxy_protocol = true")
         .tail(&tls);
@@ -320,22 +309,7 @@ fn a_key_that_does_not_match_the_certificate_fails_at_start() {
     let (cert, _, _) = make_cert();
     let (_, other_key, _) = make_cert();
     let dir = tempfile::tempdir().expect("dir");
-    let (crt, key) = (dir.path().join("gw.crt"), dir.path().join("gw.key"));
-    std::fs::write(&crt, cert).expect("crt");
-    std::fs::write(&key, other_key).expect("key");
-    let tls = format!(
-        "[server.tls]\ncert_file = {:?}\nkey_file = {:?}\n",
-        crt.display().to_string(),
-        key.display().to_string()
-    );
-    let (_dir, path) = write_config(&Setup::new("ws://127.0.0.1:9/").tail(&tls).toml());
-    let out = Command::new(bin())
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("WSGATE_TEST_SECRET", SECRET)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (tls, _, _) = tls_table(dir.path(), &cert, &other_key, "");
+    let err = fails("serve", &Setup::new("ws://127.0.0.1:9/").tail(&tls));
     assert!(err.contains("server.tls") && err.contains("do not match"), "{err}");
 }
