@@ -1,9 +1,9 @@
 //! Drain (DESIGN.md §6): once started, new handshakes get 503 and `/readyz` 503; every open
-//! client is sent 1001 at a moment spread evenly over the first 80 % of `drain_seconds`, so
-//! clients do not reconnect elsewhere in one stampede; each session forwards what it already
-//! accepted before its close frames (they are queued behind it) and stops when both sides
-//! are flushed. The process stops as soon as no session is left, at the latest shortly after
-//! `drain_seconds`.
+//! session is told to drain at a moment spread evenly over the first 80 % of `drain_seconds`,
+//! so clients do not reconnect elsewhere in one stampede. A draining session stops reading its
+//! client, closes the upstream after what it already accepted, relays the upstream's last
+//! answers, then closes the client with 1001 (`WsSession::start_drain`). The process stops as
+//! soon as no session is left, at the latest shortly after `drain_seconds`.
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -323,10 +323,12 @@ async fn a_drain_closes_clients_1001_with_traffic_flowing_and_exits_0() {
     assert_eq!(gw.admin_get("/readyz").await.0, 503);
     let err = gw.connect_with("/ws", Some(ORIGIN), Some(&token()), &[]).await.expect_err("no new connections");
     assert_eq!(common::status(&err), 503);
+    let mut echoed = 0;
     for flow in flows {
         let (echoes, code) = flow.await.expect("flow");
         assert_eq!(code, 1001);
         assert!(echoes > 0, "traffic flowed before the drain");
+        echoed += echoes;
     }
     let spread = started.elapsed();
     assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0), "{}", gw.log());
@@ -351,6 +353,8 @@ async fn a_drain_closes_clients_1001_with_traffic_flowing_and_exits_0() {
         accepted,
         "frames lost between gateway and upstream"
     );
+    // And every answer the upstream sent before the drain's close reached its client.
+    assert_eq!(echoed, accepted, "answers in flight were lost in the drain");
 }
 
 #[tokio::test(flavor = "multi_thread")]

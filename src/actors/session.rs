@@ -69,6 +69,10 @@ const VIOLATION_WINDOW: Duration = Duration::from_secs(60);
 /// enough for a client that paused reading to still receive its close code.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// Longest wait, while draining, for the upstream's answer to our close before the client is
+/// closed anyway.
+const DRAIN_UPSTREAM_GRACE: Duration = Duration::from_secs(2);
+
 /// Longest time one fragmented message may take to arrive completely.
 const FRAGMENT_ASSEMBLY_LIMIT: Duration = Duration::from_secs(30);
 
@@ -141,6 +145,11 @@ pub struct WsSession {
     idle_limit: Duration,
     /// Latest moment the closing session stops, flushed or not.
     stop_at: Option<Instant>,
+    /// Draining: the upstream was sent 1001 and its frames still reach the client until its
+    /// close arrives, at the latest at this moment; the client is not read meanwhile.
+    drain_by: Option<Instant>,
+    /// A close frame was queued for the upstream (never a second one).
+    upstream_close_sent: bool,
     /// One timer for all of the deadlines above, armed for the earliest.
     timer: Pin<Box<tokio::time::Sleep>>,
     timer_armed_for: Option<Instant>,
@@ -188,6 +197,8 @@ impl WsSession {
             ping_every: Duration::ZERO,
             idle_limit: Duration::ZERO,
             stop_at: None,
+            drain_by: None,
+            upstream_close_sent: false,
             timer: Box::pin(tokio::time::sleep_until(now.into())),
             timer_armed_for: None,
             last_seen: now,
@@ -232,9 +243,46 @@ impl WsSession {
         }
         wire::encode_close(&mut self.client.out, denied.close_code(), denied.client_text(), None);
         if denied != Denied::UpstreamLost {
-            wire::encode_close(&mut self.upstream.out, 1001, "", Some(self.mask_keys.next_key()));
+            self.close_upstream(1001, b"");
         }
         self.begin_closing();
+    }
+
+    /// Queue a close frame for the upstream with `code` (or the raw 2-byte `echo` when given),
+    /// unless one was queued already.
+    fn close_upstream(&mut self, code: u16, echo: &[u8]) {
+        if std::mem::replace(&mut self.upstream_close_sent, true) {
+            return;
+        }
+        let key = Some(self.mask_keys.next_key());
+        if echo.is_empty() && code != 0 {
+            wire::encode_close(&mut self.upstream.out, code, "", key);
+        } else {
+            wire::encode(&mut self.upstream.out, wire::OP_CLOSE, true, echo, key);
+        }
+    }
+
+    /// Drain this session: close the upstream first and keep relaying what it still sends
+    /// (answers to messages already forwarded) until its close arrives; then the client gets
+    /// 1001. The client is not read meanwhile: nothing new is accepted.
+    fn start_drain(&mut self) {
+        if self.closing.is_some() || self.drain_by.is_some() {
+            return;
+        }
+        session_event!(info, self, "drain_close", Denied::Draining.reason());
+        self.close_upstream(1001, b"");
+        self.drain_by = Some(Instant::now() + DRAIN_UPSTREAM_GRACE);
+        self.wake();
+    }
+
+    /// The drained upstream answered (or failed, or took too long): close the client 1001.
+    fn finish_drain(&mut self) {
+        self.drain_by = None;
+        if self.closing.is_none() {
+            self.closing = Some(Denied::Draining.reason());
+            wire::encode_close(&mut self.client.out, 1001, Denied::Draining.client_text(), None);
+            self.begin_closing();
+        }
     }
 
     /// Stop reading; the pump stops the actor once both write queues are flushed, at the
@@ -256,7 +304,7 @@ impl WsSession {
 
     /// The earliest pending deadline.
     fn next_deadline(&self) -> Option<Instant> {
-        [self.expires_at, self.warn_at, self.heartbeat_at, self.stop_at].into_iter().flatten().min()
+        [self.expires_at, self.warn_at, self.heartbeat_at, self.stop_at, self.drain_by].into_iter().flatten().min()
     }
 
     /// Handle every deadline that has passed. Deadlines are checked on each pump pass (a
@@ -284,6 +332,9 @@ impl WsSession {
         }
         if self.heartbeat_at.is_some_and(|t| t <= now) {
             self.heartbeat(now);
+        }
+        if self.drain_by.is_some_and(|t| t <= now) {
+            self.finish_drain();
         }
     }
 
@@ -412,6 +463,10 @@ impl WsSession {
 
     /// The upstream side ended or misbehaved: close the client with `denied`.
     fn upstream_ended(&mut self, denied: Denied) {
+        if self.drain_by.is_some() {
+            // The drained upstream hung up instead of answering the close: that is its answer.
+            return self.finish_drain();
+        }
         if self.closing.is_none() {
             session_event!(warn, self, "upstream_ended", denied.reason());
             m::upstream_error(if denied == Denied::MessageTooBig { "too_big" } else { "lost" });
@@ -423,7 +478,7 @@ impl WsSession {
     fn client_gone(&mut self) {
         if self.closing.is_none() {
             self.closing = Some(m::DISCONNECT_CLIENT);
-            wire::encode_close(&mut self.upstream.out, 1001, "", Some(self.mask_keys.next_key()));
+            self.close_upstream(1001, b"");
             self.begin_closing();
         }
         self.client.dead = true;
@@ -484,7 +539,8 @@ impl WsSession {
                 }
             }
             let mut progress = false;
-            if client_ready && self.closing.is_none() && self.upstream.queued() < high_water {
+            if client_ready && self.closing.is_none() && self.drain_by.is_none() && self.upstream.queued() < high_water
+            {
                 client_ready = self.read_client(cx);
                 progress |= client_ready;
             }
@@ -579,7 +635,7 @@ impl Actor for WsSession {
         );
         if self.p.gateway.is_draining() {
             // The handshake passed its draining check just before the drain began.
-            self.close(Denied::Draining);
+            self.start_drain();
         }
         ctx.spawn(Pump);
         self.arm_expiry();
@@ -622,9 +678,9 @@ impl Handler<CloseSession> for WsSession {
             return;
         }
         let event = match msg.denied {
+            Denied::Draining => return self.start_drain(),
             Denied::Revoked => "revocation_kick",
             Denied::Kicked => "operator_kick",
-            Denied::Draining => "drain_close",
             _ => "session_closed",
         };
         session_event!(info, self, event, msg.denied.reason());

@@ -167,8 +167,7 @@ impl WsSession {
                 self.closing = Some(m::DISCONNECT_CLIENT);
                 let echo = code.map_or(&[][..], |_| &payload[..2]);
                 wire::encode(&mut self.client.out, wire::OP_CLOSE, true, echo, None);
-                let upstream_code = code.unwrap_or(1000);
-                wire::encode_close(&mut self.upstream.out, upstream_code, "", Some(self.mask_keys.next_key()));
+                self.close_upstream(code.unwrap_or(1000), b"");
                 self.begin_closing();
             }
         }
@@ -231,6 +230,11 @@ impl WsSession {
             wire::OP_PING => {
                 wire::encode(&mut self.upstream.out, wire::OP_PONG, true, payload, Some(self.mask_keys.next_key()));
             }
+            wire::OP_CLOSE if self.drain_by.is_some() => {
+                // The answer to the drain's close: the client gets 1001 now.
+                self.upstream.close_seen = true;
+                self.finish_drain();
+            }
             wire::OP_CLOSE => match wire::parse_close(payload) {
                 Ok(_) => {
                     // Relay the upstream's close (code and reason) to the client; echo it upstream.
@@ -238,7 +242,7 @@ impl WsSession {
                     self.closing = Some(m::DISCONNECT_UPSTREAM);
                     self.client.out.extend_from_slice(frame);
                     let echo = payload.get(..2).unwrap_or(&[]);
-                    wire::encode(&mut self.upstream.out, wire::OP_CLOSE, true, echo, Some(self.mask_keys.next_key()));
+                    self.close_upstream(0, echo);
                     self.begin_closing();
                 }
                 Err(_) => self.upstream_ended(Denied::UpstreamLost),
