@@ -229,14 +229,19 @@ impl Revocations {
             self.write().drop_expired(now);
             return Ok(());
         };
+        // The log lock keeps `add` out for the whole rewrite; the set's lock is only held to
+        // take the snapshot, so handshakes are not held up by the file I/O.
         let mut log = log.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut set = self.write();
-        set.drop_expired(now);
-        if set.lines <= 2 * set.len().max(8) {
-            return Ok(());
-        }
-        log.file = rewrite(&log.path, &set.entries())?;
-        set.lines = set.len();
+        let entries = {
+            let mut set = self.write();
+            set.drop_expired(now);
+            if set.lines <= 2 * set.len().max(8) {
+                return Ok(());
+            }
+            set.entries()
+        };
+        log.file = rewrite(&log.path, &entries)?;
+        self.write().lines = entries.len();
         Ok(())
     }
 
@@ -322,5 +327,23 @@ mod tests {
         assert_eq!(r.len(), 2);
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(text.lines().count(), 2, "rewritten without the expired and torn entries: {text}");
+    }
+
+    #[test]
+    fn compaction_rewrites_a_log_that_is_mostly_expired() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = unix_now();
+        let r = Revocations::open(dir.path()).expect("open");
+        for i in 0..30 {
+            r.add(Revocation::Token { jti: format!("old-{i}"), until: now + 1 }).expect("add");
+        }
+        r.add(Revocation::Token { jti: "keep".into(), until: now + 3_600 }).expect("add");
+        r.compact(now + 10).expect("compact");
+        let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).expect("read");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(r.revokes(&claims("x", Some("keep"), None), now + 10));
+        r.add(Revocation::Token { jti: "after".into(), until: now + 3_600 }).expect("append after a rewrite");
+        let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).expect("read");
+        assert_eq!(text.lines().count(), 2, "{text}");
     }
 }
