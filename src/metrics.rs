@@ -54,6 +54,28 @@ pub mod names {
     pub const JWKS_FETCHES_TOTAL: &str = "wsgate_jwks_fetches_total";
     /// Gauge: 1 while draining, else 0.
     pub const DRAINING: &str = "wsgate_draining";
+
+    /// Every name above (the README's metrics table and the admin test check against it).
+    pub const ALL: [&str; 18] = [
+        CONNECTIONS_ACTIVE,
+        HANDSHAKES_TOTAL,
+        MESSAGES_TOTAL,
+        MESSAGE_BYTES_TOTAL,
+        DISCONNECTS_TOTAL,
+        AUTH_REFRESH_TOTAL,
+        REVOCATIONS_TOTAL,
+        MESSAGE_FORWARD_SECONDS,
+        HANDSHAKE_SECONDS,
+        UPSTREAM_CONNECT_SECONDS,
+        CONNECTION_DURATION_SECONDS,
+        UPSTREAM_ERRORS_TOTAL,
+        CONNECTIONS_MAX,
+        BUILD_INFO,
+        CONFIG_RELOADS_TOTAL,
+        TLS_RELOADS_TOTAL,
+        JWKS_FETCHES_TOTAL,
+        DRAINING,
+    ];
 }
 
 /// Route label used where no route matched (never the raw request path).
@@ -330,5 +352,18 @@ impl SessionMetrics {
         gauge!(names::CONNECTIONS_ACTIVE, "route" => self.route.clone()).decrement(1.0);
         counter!(names::DISCONNECTS_TOTAL, "route" => self.route.clone(), "reason" => reason).increment(1);
         histogram!(names::CONNECTION_DURATION_SECONDS).record(lifetime.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names;
+
+    #[test]
+    fn the_readme_metrics_table_lists_every_metric() {
+        let readme = include_str!("../README.md");
+        for name in names::ALL {
+            assert!(readme.contains(&format!("| `{name}` |")), "{name} is missing from the README's metrics table");
+        }
     }
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -20,21 +21,21 @@ async fn metrics_health_and_readiness_are_served_on_the_admin_listener_only() {
     send_json(&mut ws, &msg).await;
     assert_eq!(recv_json(&mut ws).await, msg);
     let _ = gw.connect_with("/ws", Some("https://evil.example"), Some(&token()), &[]).await;
-    let (status, body) = gw.admin_get("/metrics").await;
-    assert_eq!(status, 200);
-    for name in [
-        "wsgate_connections_active",
-        "wsgate_handshakes_total",
-        "wsgate_messages_total",
-        "wsgate_message_bytes_total",
-        "wsgate_disconnects_total",
-        "wsgate_auth_refresh_total",
-        "wsgate_revocations_total",
-        "wsgate_message_forward_seconds",
-        "wsgate_handshake_seconds",
-        "wsgate_upstream_connect_seconds",
-        "wsgate_build_info",
-    ] {
+    // One connection that ends, so the lifetime histogram has a sample to render.
+    let mut short = gw.connect().await;
+    short.close(None).await.expect("close");
+    while let Some(Ok(_)) = short.next().await {}
+    let mut body = String::new();
+    for _ in 0..100 {
+        let (status, text) = gw.admin_get("/metrics").await;
+        assert_eq!(status, 200);
+        body = text;
+        if body.contains("wsgate_connection_duration_seconds_count 1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for name in wsgate::metrics::names::ALL {
         assert!(body.contains(&format!("# HELP {name}")), "no HELP for {name}");
     }
     assert!(body.contains(r#"wsgate_connections_active{route="/ws"} 1"#), "{body}");
