@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
