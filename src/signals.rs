@@ -7,15 +7,17 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::app::Gateway;
 
-/// Listen for the signals on the current (actix) runtime.
+/// Listen for the signals on the current (actix) runtime. The handlers are installed before
+/// this returns (so before the gateway announces itself): a SIGHUP sent right after the
+/// listening line must reload, not hit the default action and end the process.
 pub fn spawn(gw: Arc<Gateway>) {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
+    else {
+        tracing::error!("cannot install signal handlers: SIGTERM/SIGHUP will not drain or reload");
+        return;
+    };
     actix_web::rt::spawn(async move {
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
-            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
-        else {
-            tracing::error!("cannot install signal handlers: SIGTERM/SIGHUP will not drain or reload");
-            return;
-        };
         loop {
             let name = tokio::select! {
                 _ = term.recv() => "SIGTERM",
