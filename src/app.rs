@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::actors::index::Sessions;
+use crate::actors::messages::Refusal;
 use crate::actors::registry::{Admission, Registry};
 use crate::auth::jwks::JwksDemand;
 use crate::auth::keys::KeySet;
@@ -84,6 +85,18 @@ impl Gateway {
     /// Put a reloaded config and keys in force for new handshakes.
     pub(crate) fn set_policy(&self, policy: Policy) {
         self.policy.store(Arc::new(policy));
+    }
+
+    /// Early admission of a connection from `ip` (DESIGN.md §1 checks 1–2), refused outright
+    /// while draining.
+    ///
+    /// # Errors
+    /// [`Refusal`] with `Draining`, `Overloaded` or `HandshakeRate`.
+    pub fn admit(&self, ip: std::net::IpAddr) -> std::result::Result<(), Refusal> {
+        if self.is_draining() {
+            return Err(Refusal { denied: crate::error::Denied::Draining, retry_after: None });
+        }
+        self.admission.admit(ip)
     }
 
     /// True once a drain started: new handshakes get 503, `/readyz` 503.

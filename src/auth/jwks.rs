@@ -27,8 +27,8 @@ pub struct JwksDemand {
     wake: Notify,
     /// Increments after every fetch attempt.
     done: watch::Sender<u64>,
-    /// Milliseconds since `epoch` of the last demand that was let through.
-    last_demand_ms: AtomicU64,
+    /// Milliseconds since `epoch` from which the next demand is let through.
+    next_demand_ms: AtomicU64,
     epoch: Instant,
 }
 
@@ -38,7 +38,7 @@ impl JwksDemand {
         Arc::new(Self {
             wake: Notify::new(),
             done: watch::channel(0).0,
-            last_demand_ms: AtomicU64::new(0),
+            next_demand_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         })
     }
@@ -47,10 +47,12 @@ impl JwksDemand {
     /// [`MIN_REFETCH_INTERVAL`], and wait up to `wait` for it. True when a fetch finished (the
     /// caller should look at the keys again).
     pub async fn refetch_for_unknown_kid(&self, wait: Duration) -> bool {
-        let now_ms = self.epoch.elapsed().as_millis() as u64 + MIN_REFETCH_INTERVAL.as_millis() as u64;
-        let last = self.last_demand_ms.load(Ordering::Acquire);
-        if now_ms < last + MIN_REFETCH_INTERVAL.as_millis() as u64
-            || self.last_demand_ms.compare_exchange(last, now_ms, Ordering::AcqRel, Ordering::Acquire).is_err()
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        let next = self.next_demand_ms.load(Ordering::Acquire);
+        let after = now_ms + MIN_REFETCH_INTERVAL.as_millis() as u64;
+        // One demand per interval: the first caller past `next` moves it on, the others lose.
+        if now_ms < next
+            || self.next_demand_ms.compare_exchange(next, after, Ordering::AcqRel, Ordering::Acquire).is_err()
         {
             return false;
         }

@@ -47,13 +47,18 @@ pub enum Revocation {
     },
 }
 
+/// True when a token issued at `iat` falls under a subject revocation made at `before` (whole
+/// seconds, the same second counts; a token without `iat` cannot prove it is newer).
+fn issued_by(iat: Option<u64>, before: u64) -> bool {
+    iat.is_none_or(|iat| iat <= before)
+}
+
 impl Revocation {
-    /// True when this entry covers a token of `subject` with `jti` and `iat` (a token without
-    /// `iat` cannot prove it was issued after a subject revocation).
+    /// True when this entry covers a token of `subject` with `jti` and `iat`.
     pub fn covers(&self, subject: &str, jti: Option<&str>, iat: Option<u64>) -> bool {
         match self {
             Self::Token { jti: revoked, .. } => jti == Some(revoked.as_str()),
-            Self::Subject { sub, before, .. } => subject == sub && iat.is_none_or(|iat| iat <= *before),
+            Self::Subject { sub, before, .. } => subject == sub && issued_by(iat, *before),
         }
     }
 
@@ -95,10 +100,7 @@ impl Set {
                 return true;
             }
         }
-        // A token without `iat` cannot prove it was issued after the revocation.
-        self.subjects
-            .get(&claims.sub)
-            .is_some_and(|(before, until)| *until >= now && claims.iat.is_none_or(|iat| iat <= *before))
+        self.subjects.get(&claims.sub).is_some_and(|(before, until)| *until >= now && issued_by(claims.iat, *before))
     }
 
     fn drop_expired(&mut self, now: u64) {

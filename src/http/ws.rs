@@ -316,12 +316,7 @@ pub async fn plain(entry: Rc<Entry>, req: Request) -> Result<Response<String>, a
     };
     let route = policy.config.route(req.path());
     let attempt = Attempt::new(&req, ip, route.map(|r| r.path.as_str()));
-    let admitted = if gw.is_draining() {
-        Err(Refusal { denied: Denied::Draining, retry_after: None })
-    } else {
-        gw.admission.admit(ip)
-    };
-    let refused = match admitted {
+    let refused = match gw.admit(ip) {
         Ok(()) => match check_upgrade(req.method(), req.version(), req.headers()) {
             Err(denied) => Refused::new(denied, ""),
             Ok(()) => Refused::new(Denied::BadUpgrade, "upgrade header not usable"),
@@ -393,12 +388,8 @@ async fn negotiate(
     let gw = &entry.gateway;
     let headers = req.headers();
     let ip = attempt.ip;
-    // 0: a draining gateway takes no new connections.
-    if gw.is_draining() {
-        return Err(Refused::new(Denied::Draining, ""));
-    }
-    // 1–2: global cap, per-IP handshake rate.
-    gw.admission.admit(ip)?;
+    // 1–2: draining, global cap, per-IP handshake rate.
+    gw.admit(ip)?;
     // 3: a valid RFC 6455 upgrade.
     check_upgrade(req.method(), req.version(), headers).map_err(|d| Refused::new(d, ""))?;
     // 4: the route.
