@@ -172,7 +172,7 @@ fn token(path: &Path, sub: &str, scope: &str, ttl: Duration) -> anyhow::Result<(
 }
 
 /// The demo's config: one route `/ws` in front of the embedded echo upstream.
-fn demo_config(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr) -> String {
+fn demo_config(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr, state_dir: &Path) -> String {
     format!(
         r#"
 [server]
@@ -200,18 +200,20 @@ type = "chat.read"
 scope = "chat:read"
 "#,
         port = listen.port(),
-        state_dir = std::env::temp_dir().join(format!("wsgate-demo-{}", std::process::id())).display()
+        state_dir = state_dir.display()
     )
 }
 
 async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     let upstream = wsgate::echo::spawn("127.0.0.1:0".parse()?).await.context("echo upstream")?;
     let secret = jwt::random_secret()?;
-    let config = Config::parse(&demo_config(listen, admin, upstream), Path::new("."))?;
+    // Revocations of a demo live in a temporary folder, removed when the demo ends.
+    let state_dir = std::env::temp_dir().join(format!("wsgate-demo-{}", std::process::id()));
+    let config = Config::parse(&demo_config(listen, admin, upstream, &state_dir), Path::new("."))?;
     let keys = KeySet::load_with(&config.auth.keys, |_| Some(secret.clone()))?;
     let req = MintRequest { sub: "demo", scope: "chat:read chat:write", ttl: Duration::from_secs(3600) };
     let token = jwt::mint(&keys, &config.auth, &req, SystemTime::now())?;
-    wsgate::app::run(config, keys, None, |bound: wsgate::app::Bound| {
+    let result = wsgate::app::run(config, keys, None, |bound: wsgate::app::Bound| {
         let url = format!("ws://{}/ws", bound.public);
         println!("wsgate demo: gateway {url} -> echo upstream ws://{upstream}/whoami");
         println!("metrics: http://{}/metrics", bound.admin);
@@ -223,7 +225,9 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
         );
         let _ = std::io::stdout().flush();
     })
-    .await?;
+    .await;
+    let _ = std::fs::remove_dir_all(&state_dir);
+    result?;
     Ok(())
 }
 
