@@ -240,6 +240,7 @@ pub async fn run(config: Config, keys: KeySet, source: Option<PathBuf>, announce
                     let acceptor = acceptor.clone();
                     let accept = fn_service(move |mut io: TcpStream| {
                         let (gw, acceptor) = (Arc::clone(&gw), acceptor.clone());
+                        accept::set_nodelay(&io);
                         async move {
                             let peer = accept::client_peer(&gw, &mut io, proxy_protocol, handshake_timeout).await?;
                             let tls = accept::tls_handshake(&acceptor, io, handshake_timeout).await?;
@@ -251,6 +252,7 @@ pub async fn run(config: Config, keys: KeySet, source: Option<PathBuf>, announce
                 None => {
                     let accept = fn_service(move |mut io: TcpStream| {
                         let gw = Arc::clone(&gw);
+                        accept::set_nodelay(&io);
                         async move {
                             let peer = accept::client_peer(&gw, &mut io, proxy_protocol, handshake_timeout).await?;
                             Ok::<_, DispatchError>((io, Some(peer)))

@@ -134,15 +134,19 @@ impl Side {
     /// Take the buffer back after `consumed` bytes of whole frames were handled; `want` is the
     /// total size of the incomplete frame left at the front, when its header is complete.
     pub fn restore(&mut self, mut lent: Lent, consumed: usize, want: usize) {
-        lent.buf.advance(consumed);
         self.want = want;
         if lent.from_scratch {
-            if !lent.buf.is_empty() {
-                self.carry.extend_from_slice(&lent.buf);
+            if consumed < lent.buf.len() {
+                self.carry.extend_from_slice(&lent.buf[consumed..]);
             }
+            // Cleared without advancing: the scratch buffer keeps its whole capacity from
+            // offset 0, so the next `reserve` has nothing to do.
             lent.buf.clear();
             SCRATCH.with(|s| s.set(lent.buf));
-        } else if lent.buf.is_empty() {
+            return;
+        }
+        lent.buf.advance(consumed);
+        if lent.buf.is_empty() {
             // Release: the next read goes to the scratch buffer.
             self.carry = BytesMut::new();
         } else {

@@ -1,12 +1,13 @@
-//! `WsSession`: the connection actor, one per client (DESIGN.md §3).
+//! `WsSession`: the connection actor, one per client (DESIGN.md §3), and the [`Session`] it
+//! owns.
 //!
-//! Owns, for the life of the connection: both sockets (a [`Side`] each), the token-expiry
-//! timers, the token buckets, the violation window, the heartbeat and the fragment assembly.
-//! Decisions are made by the pure functions of `policy/`, `auth/` and `wire`; this file only
-//! sequences them and moves bytes.
+//! A session holds, for the life of the connection: both sockets (a [`Side`] each), the
+//! token-expiry timers, the token buckets, the violation window, the heartbeat and the
+//! fragment assembly. Decisions are made by the pure functions of `policy/`, `auth/` and
+//! `wire`; this file only sequences them and moves bytes.
 //!
-//! The data path: the [`Pump`] future, spawned in the actor's own context, reads whichever
-//! socket is ready, judges each complete frame, and queues what passes for the other side as
+//! The data path: the session's pump (a task of its own next to the actor, see [`WsSession`])
+//! reads whichever socket is ready, judges each complete frame, and queues what passes for the other side as
 //! the very bytes that arrived (a client frame keeps its masking key upstream; an upstream
 //! frame is already what a client expects). One read, one decision and one write per frame,
 //! no copy of the payload beyond the unmasked one the checks read, no second actor, no
@@ -14,15 +15,17 @@
 //! handling of both directions is in `session/frames.rs`. Does not own: admission
 //! (registry), dialing (upstream.rs).
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
-use actix::{Actor, ActorContext, ActorFuture, AsyncContext, Context, Handler};
+use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler};
 use bytes::BytesMut;
 
 mod frames;
@@ -115,8 +118,9 @@ struct Assembly {
     rate_limited: bool,
 }
 
-/// The connection actor.
-pub struct WsSession {
+/// The state of one connection and every decision about it; owned by its [`WsSession`] actor
+/// and driven by the session's pump task.
+pub struct Session {
     p: SessionParams,
     metrics: SessionMetrics,
     client: Side,
@@ -168,9 +172,9 @@ pub struct WsSession {
     pumping: bool,
 }
 
-// === impl WsSession ===
+// === impl Session ===
 
-impl WsSession {
+impl Session {
     /// A session for an admitted client whose upstream is already open. `client` starts with
     /// the 101 response queued.
     pub fn new(p: SessionParams, client: Side, upstream: Side) -> Self {
@@ -310,11 +314,11 @@ impl WsSession {
     /// Handle every deadline that has passed. Deadlines are checked on each pump pass (a
     /// clock read) and one timer wakes the session for the earliest: no timer future is
     /// polled per frame.
-    fn run_deadlines(&mut self, ctx: &mut Context<Self>, now: Instant) {
+    /// Returns true when the session must stop now (its close grace ran out).
+    fn run_deadlines(&mut self, now: Instant) -> bool {
         if self.stop_at.is_some_and(|t| t <= now) {
             self.stop_at = None;
-            ctx.stop();
-            return;
+            return true;
         }
         if self.expires_at.is_some_and(|t| t <= now) {
             self.expires_at = None;
@@ -336,6 +340,7 @@ impl WsSession {
         if self.drain_by.is_some_and(|t| t <= now) {
             self.finish_drain();
         }
+        false
     }
 
     /// Point the timer at the earliest deadline (registering the wake-up when it changed).
@@ -485,11 +490,11 @@ impl WsSession {
     }
 
     /// One read from the client; true when bytes were handled.
-    fn read_client(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+    fn read_client(&mut self, cx: &mut std::task::Context<'_>, now: Instant) -> bool {
         let mut lent = self.client.lend();
         let read = self.client.poll_read(cx, &mut lent);
         let (consumed, want) = match read {
-            Read::Data => self.on_client_bytes(&lent.buf),
+            Read::Data => self.on_client_bytes(&lent.buf, now),
             _ => (0, 0),
         };
         self.client.restore(lent, consumed, want);
@@ -523,25 +528,26 @@ impl WsSession {
         }
     }
 
-    /// Drive both sockets until nothing is ready (see the module docs).
-    fn pump(&mut self, ctx: &mut Context<Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+    /// Drive both sockets until nothing is ready (see the module docs); `Ready` once the
+    /// session is over and its actor should stop.
+    fn pump(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
         if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             self.waker = Some(cx.waker().clone());
         }
         let high_water = self.p.config.limits.outbound_buffer_bytes;
         // A side whose read was pending has its wake-up registered: not read again this call.
         let (mut client_ready, mut upstream_ready) = (true, true);
+        // One clock read per wake-up serves the deadlines, buckets and idle tracking of
+        // every pass (passes take microseconds).
+        let now = Instant::now();
         for _ in 0..PASSES_PER_WAKE {
-            if self.next_deadline().is_some_and(|t| t <= Instant::now()) {
-                self.run_deadlines(ctx, Instant::now());
-                if !ctx.state().alive() {
-                    return Poll::Ready(());
-                }
+            if self.next_deadline().is_some_and(|t| t <= now) && self.run_deadlines(now) {
+                return Poll::Ready(());
             }
             let mut progress = false;
             if client_ready && self.closing.is_none() && self.drain_by.is_none() && self.upstream.queued() < high_water
             {
-                client_ready = self.read_client(cx);
+                client_ready = self.read_client(cx, now);
                 progress |= client_ready;
             }
             if upstream_ready && self.closing.is_none() {
@@ -574,7 +580,6 @@ impl WsSession {
                 let client_done = self.client.poll_linger(cx).is_ready();
                 let upstream_done = self.upstream.poll_linger(cx).is_ready();
                 if client_done && upstream_done {
-                    ctx.stop();
                     return Poll::Ready(());
                 }
             }
@@ -595,37 +600,14 @@ impl WsSession {
         self.stats.messages_in.store(self.messages_in, std::sync::atomic::Ordering::Relaxed);
         self.stats.messages_out.store(self.messages_out, std::sync::atomic::Ordering::Relaxed);
     }
-}
-
-/// Runs [`WsSession::pump`] inside the actor's context.
-struct Pump;
-
-impl ActorFuture<WsSession> for Pump {
-    type Output = ();
-
-    fn poll(
-        self: Pin<&mut Self>,
-        act: &mut WsSession,
-        ctx: &mut Context<WsSession>,
-        task: &mut std::task::Context<'_>,
-    ) -> Poll<()> {
-        act.pumping = true;
-        let polled = act.pump(ctx, task);
-        act.pumping = false;
-        polled
-    }
-}
-
-impl Actor for WsSession {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
+    /// The session starts: listed in the index, timers armed, draining checked.
+    fn begin(&mut self, addr: Addr<WsSession>) {
         self.metrics.opened();
         self.stats.set_token(&self.p.claims);
         self.p.gateway.sessions.insert(
             self.id(),
             LiveSession {
-                addr: ctx.address(),
+                addr,
                 route: self.p.route.path.clone(),
                 subject: self.p.claims.sub.clone(),
                 client_ip: self.p.client_ip,
@@ -637,7 +619,6 @@ impl Actor for WsSession {
             // The handshake passed its draining check just before the drain began.
             self.start_drain();
         }
-        ctx.spawn(Pump);
         self.arm_expiry();
         self.start_heartbeat();
         let auth = &self.p.config.auth;
@@ -648,7 +629,8 @@ impl Actor for WsSession {
         }
     }
 
-    fn stopped(&mut self, _: &mut Self::Context) {
+    /// The session ended: out of the index, counted, logged.
+    fn end(&mut self) {
         self.p.gateway.sessions.remove(self.id());
         let reason = self.closing.unwrap_or(m::DISCONNECT_CLIENT);
         let lifetime = self.opened.elapsed();
@@ -668,37 +650,30 @@ impl Actor for WsSession {
             messages_out = self.messages_out,
         );
     }
-}
 
-impl Handler<CloseSession> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: CloseSession, _: &mut Self::Context) {
+    /// An operator or the drain asks this session to close with `denied`.
+    fn close_requested(&mut self, denied: Denied) {
         if self.closing.is_some() {
             return;
         }
-        let event = match msg.denied {
+        let event = match denied {
             Denied::Draining => return self.start_drain(),
             Denied::Revoked => "revocation_kick",
             Denied::Kicked => "operator_kick",
             _ => "session_closed",
         };
-        session_event!(info, self, event, msg.denied.reason());
-        self.close(msg.denied);
+        session_event!(info, self, event, denied.reason());
+        self.close(denied);
     }
-}
-
-impl Handler<ConfigReloaded> for WsSession {
-    type Result = ();
 
     /// New rules for the frames that follow: the route's message types, schemas and envelope
     /// settings, the limits (buckets restart full when their rates changed) and timeouts.
     /// A route the reload removed keeps its old rules; the connection is never dropped.
-    fn handle(&mut self, msg: ConfigReloaded, _: &mut Self::Context) {
-        let Some(route) = msg.config.route(&self.p.route.path) else {
+    fn reload(&mut self, config: Arc<Config>) {
+        let Some(route) = config.route(&self.p.route.path) else {
             return;
         };
-        let (old, new) = (&self.p.config.limits, &msg.config.limits);
+        let (old, new) = (&self.p.config.limits, &config.limits);
         let now = Instant::now();
         if (old.message_burst, old.messages_per_second) != (new.message_burst, new.messages_per_second) {
             self.messages = optional_bucket(u64::from(new.message_burst), u64::from(new.messages_per_second), now);
@@ -710,8 +685,74 @@ impl Handler<ConfigReloaded> for WsSession {
         self.client_framing.set_max_message(new.max_message_bytes);
         self.upstream_framing.set_max_message(new.max_message_bytes);
         self.p.route = Arc::clone(route);
-        self.p.config = msg.config;
+        self.p.config = config;
         self.start_heartbeat();
         self.wake();
+    }
+}
+
+/// The connection actor: owns its [`Session`], receives the control messages (kick, revoke,
+/// drain, reload) in its mailbox and stops when the session is over.
+///
+/// The data path is not polled through the actor's context: the session's pump runs as a
+/// task of its own on the same worker thread, sharing the session through an `Rc<RefCell>`
+/// (the actor and its pump never run at the same time). A wake-up for a socket then polls
+/// only the pump, not the actor's mailbox and spawned items; per echoed message that was a
+/// tenth of the gateway's user time (mailbox check and waker registration twice per round
+/// trip).
+pub struct WsSession {
+    session: Rc<RefCell<Session>>,
+    /// The pump task, aborted if the actor stops first (system shutdown).
+    pump: Option<tokio::task::AbortHandle>,
+}
+
+// === impl WsSession ===
+
+impl WsSession {
+    /// The actor of an admitted client whose upstream is already open; `client` starts with
+    /// the 101 response queued.
+    pub fn new(p: SessionParams, client: Side, upstream: Side) -> Self {
+        Self { session: Rc::new(RefCell::new(Session::new(p, client, upstream))), pump: None }
+    }
+}
+
+impl Actor for WsSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.session.borrow_mut().begin(ctx.address());
+        let session = Rc::clone(&self.session);
+        let pump = actix::spawn(std::future::poll_fn(move |cx| {
+            let mut s = session.borrow_mut();
+            s.pumping = true;
+            let polled = s.pump(cx);
+            s.pumping = false;
+            polled
+        }));
+        self.pump = Some(pump.abort_handle());
+        ctx.spawn(actix::fut::wrap_future(pump).map(|_, _, ctx: &mut Context<Self>| ctx.stop()));
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if let Some(pump) = self.pump.take() {
+            pump.abort();
+        }
+        self.session.borrow_mut().end();
+    }
+}
+
+impl Handler<CloseSession> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: CloseSession, _: &mut Self::Context) {
+        self.session.borrow_mut().close_requested(msg.denied);
+    }
+}
+
+impl Handler<ConfigReloaded> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: ConfigReloaded, _: &mut Self::Context) {
+        self.session.borrow_mut().reload(msg.config);
     }
 }

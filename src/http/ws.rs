@@ -50,9 +50,17 @@ pub struct Entry {
 }
 
 /// An upstream client whose connector has no pool limit (each upgraded connection is owned by
-/// its session, never pooled); the connect timeout is applied per dial.
+/// its session, never pooled); the connect timeout is applied per dial. Upstream sockets get
+/// `TCP_NODELAY` (see [`crate::http::accept::set_nodelay`]).
 fn upstream_client(tls: Option<Arc<rustls::ClientConfig>>) -> awc::Client {
-    let connector = awc::Connector::new().limit(0);
+    use actix_service::ServiceExt;
+    let tcp = actix_tls::connect::Connector::new(actix_tls::connect::Resolver::default()).service().map(
+        |conn: actix_tls::connect::Connection<actix_http::Uri, tokio::net::TcpStream>| {
+            crate::http::accept::set_nodelay(conn.io_ref());
+            conn
+        },
+    );
+    let connector = awc::Connector::new().connector(tcp).limit(0);
     let connector = match tls {
         Some(tls) => connector.rustls_0_23(tls),
         None => connector,

@@ -1,4 +1,4 @@
-//! The frame side of [`WsSession`]: each complete frame from either socket, judged in
+//! The frame side of a [`Session`]: each complete frame from either socket, judged in
 //! DESIGN.md §3 order and queued for the other side as received. Lifecycle, timers, closing
 //! and the pump are in the parent module.
 
@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use super::{Assembly, WsSession, FORWARD_TIME_SAMPLE, FRAGMENT_ASSEMBLY_LIMIT};
+use super::{Assembly, Session, FORWARD_TIME_SAMPLE, FRAGMENT_ASSEMBLY_LIMIT};
 use crate::config::Envelope;
 use crate::error::Denied;
 use crate::metrics as m;
@@ -20,7 +20,7 @@ thread_local! {
     static UNMASKED: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
-impl WsSession {
+impl Session {
     /// Charge one frame (and `bytes`) to the buckets; false when over the limit.
     pub(super) fn charge(&mut self, bytes: usize, now: Instant) -> bool {
         let msg_ok = self.messages.as_mut().is_none_or(|b| b.try_take(1, now).is_ok());
@@ -77,9 +77,8 @@ impl WsSession {
 
     /// Handle the whole client frames at the front of `buf`; returns the bytes consumed and
     /// the total size of the incomplete frame left, when its header is complete.
-    pub(super) fn on_client_bytes(&mut self, buf: &[u8]) -> (usize, usize) {
+    pub(super) fn on_client_bytes(&mut self, buf: &[u8], now: Instant) -> (usize, usize) {
         let mut pos = 0;
-        let now = Instant::now();
         self.last_seen = now;
         while self.closing.is_none() {
             let Some(h) = wire::parse_header(&buf[pos..]) else { break };
