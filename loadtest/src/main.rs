@@ -72,6 +72,10 @@ pub struct Args {
     /// Messages in flight per connection (closed loop).
     #[arg(long, default_value_t = 1)]
     depth: usize,
+    /// Steady/expiry: send this many messages per second per connection whatever the echoes
+    /// do (open loop; round trips timed from when each message was due). 0 = closed loop.
+    #[arg(long, default_value_t = 0.0)]
+    message_rate: f64,
     /// Churn: messages exchanged per connection before it closes.
     #[arg(long, default_value_t = 5)]
     exchanges: usize,
@@ -220,6 +224,7 @@ async fn main() -> anyhow::Result<()> {
     let cap = if a.close_after_handshake { 10_000_000 } else { 20_000 };
     anyhow::ensure!(a.max_connections > 0 && a.max_connections <= cap, "--max-connections must be 1..={cap}");
     anyhow::ensure!(a.depth > 0 && a.depth <= 1024, "--depth must be 1..=1024");
+    anyhow::ensure!((0.0..=100_000.0).contains(&a.message_rate), "--message-rate must be within 0..=100000 per second");
     anyhow::ensure!((0.0..=1.0).contains(&a.refresh_share), "--refresh-share must be within 0..=1");
     let mix = parse_mix(&a.mix)?;
     let minter = Minter::new(a.hs256_secret.as_deref(), a.private_key.as_deref(), &a.alg, a.kid.clone())?;
@@ -345,7 +350,8 @@ fn summarize(
     let total_time = (a.warmup + a.duration) as f64;
     let summary = serde_json::json!({
         "label": a.label, "scenario": format!("{:?}", a.scenario).to_lowercase(), "url": a.url,
-        "connections": a.connections, "size": a.size, "depth": a.depth, "window_s": window,
+        "connections": a.connections, "size": a.size, "depth": a.depth, "message_rate": a.message_rate,
+        "window_s": window,
         "handshakes": handshakes, "connected": connected, "refused": refused,
         "handshakes_per_s": handshakes as f64 / total_time,
         "handshake_us": {"p50": q(&hs, 0.5), "p99": q(&hs, 0.99), "max": hs.max()},
@@ -356,23 +362,58 @@ fn summarize(
         "proxy_cpu_us_per_handshake": cpu_per_handshake,
         "ramp": ramp_log,
     });
+    let mode = if a.message_rate > 0.0 {
+        format!("open loop, {} msg/s per connection", a.message_rate)
+    } else {
+        format!("closed loop, depth {}", a.depth)
+    };
+    let us = |v: Option<f64>| v.map_or("-".to_string(), |c| format!("{c:.1} us"));
     println!(
-        "{:<14} {:>6} conn {:>5} B depth {:>3}: {:>9.0} msg/s  rtt p50 {:>6} us p99 {:>7} us p99.9 {:>7} us max {:>8} us  cpu/msg {} (user {})  connected {} refused {:?} errors {:?} closes {:?}",
-        a.label, a.connections, a.size, a.depth, rate, q(&h, 0.5), q(&h, 0.99), q(&h, 0.999), h.max(),
-        cpu_per_msg.map_or("-".to_string(), |c| format!("{c:.1} us")),
-        user_share.map_or("-".to_string(), |u| format!("{:.0}%", u * 100.0)),
-        connected, refused, errors, closes
+        "{} — {:?}, {} connections, {} B, {mode}, {window:.1} s window",
+        a.label, a.scenario, a.connections, a.size
     );
+    let mut rows: Vec<(&str, String)> = vec![
+        ("connections", format!("{connected} ok, {handshakes} handshakes, refused {refused:?}")),
+        ("messages", format!("{sent} sent, {received} received, rejected {rejected:?}")),
+        ("throughput", format!("{rate:.0} msg/s")),
+        (
+            "rtt",
+            format!(
+                "p50 {} us  p90 {} us  p99 {} us  p99.9 {} us  max {} us",
+                q(&h, 0.5),
+                q(&h, 0.9),
+                q(&h, 0.99),
+                q(&h, 0.999),
+                h.max()
+            ),
+        ),
+        (
+            "proxy cpu",
+            format!(
+                "{}/msg, {}/handshake (user {})",
+                us(cpu_per_msg),
+                us(cpu_per_handshake),
+                user_share.map_or("-".to_string(), |u| format!("{:.0}%", u * 100.0))
+            ),
+        ),
+        ("close codes", format!("{closes:?}")),
+        ("errors", format!("{errors:?}")),
+    ];
     if a.scenario != Scenario::Steady {
-        println!(
-            "  handshakes {handshakes} ({:.0}/s, p50 {} us, p99 {} us, proxy cpu/handshake {})  sent {sent} received {received}",
-            handshakes as f64 / total_time,
-            q(&hs, 0.5),
-            q(&hs, 0.99),
-            cpu_per_handshake.map_or("-".to_string(), |c| format!("{c:.0} us"))
-        );
-        println!("  rejected by code {rejected:?}");
-        println!("  events {events:?}");
+        rows.push((
+            "handshakes",
+            format!(
+                "{:.0}/s, p50 {} us, p99 {} us, max {} us",
+                handshakes as f64 / total_time,
+                q(&hs, 0.5),
+                q(&hs, 0.99),
+                hs.max()
+            ),
+        ));
+        rows.push(("events", format!("{events:?}")));
+    }
+    for (name, value) in rows {
+        println!("  {name:<12} {value}");
     }
     if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;

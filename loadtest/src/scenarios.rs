@@ -96,7 +96,10 @@ pub enum Incoming {
 }
 
 /// Read the next message, counting close codes and error frames.
-pub async fn next(ws: &mut Ws, stats: &Stats) -> Incoming {
+pub async fn next<S>(ws: &mut S, stats: &Stats) -> Incoming
+where
+    S: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
+{
     loop {
         match ws.next().await {
             None => return Incoming::Ended,
@@ -150,6 +153,9 @@ async fn exchange_until_deadline(run: &Run, ws: &mut Ws, until: Instant, mut on_
     if a.skip_greeting && !matches!(next(ws, stats).await, Incoming::Data) {
         return;
     }
+    if a.message_rate > 0.0 {
+        return open_loop(run, ws, until, on_control).await;
+    }
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let (mut sent, mut received) = (0u64, 0u64);
     let mut in_flight: VecDeque<Instant> = VecDeque::with_capacity(a.depth);
@@ -188,6 +194,67 @@ async fn exchange_until_deadline(run: &Run, ws: &mut Ws, until: Instant, mut on_
         }
         if recording {
             sent += 1;
+        }
+    }
+    Stats::add(&stats.sent, sent);
+    Stats::add(&stats.received, received);
+    let _ = stats.rtt.lock().expect("lock").add(&hist);
+}
+
+/// Messages due but not yet echoed, per connection, past which the open loop stops sending
+/// (and counts `backlog_full`): the target has stalled and memory stays bounded.
+const OPEN_LOOP_BACKLOG: usize = 100_000;
+
+/// Open loop: one message every `1 / --message-rate` s whatever the echoes do. Each round trip
+/// is timed from the moment its message was *due*, so a target that stalls the sender shows
+/// as latency rather than as fewer samples (no coordinated omission).
+async fn open_loop(run: &Run, ws: &mut Ws, until: Instant, mut on_control: Option<&mut OnControl<'_>>) {
+    let a = &run.args;
+    let stats = &run.stats;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    let (mut sent, mut received) = (0u64, 0u64);
+    let msg = payload(&a.message_type, a.size);
+    let (mut sink, mut stream) = ws.split();
+    let mut due: VecDeque<Instant> = VecDeque::new();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / a.message_rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let deadline = tokio::time::sleep_until(until.into());
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            _ = &mut deadline => break,
+            at = tick.tick() => {
+                if due.len() >= OPEN_LOOP_BACKLOG {
+                    Stats::bump(&stats.events, "backlog_full".to_string());
+                    continue;
+                }
+                due.push_back(at.into_std());
+                if let Err(e) = sink.send(Message::text(msg.clone())).await {
+                    note_error(stats, &e);
+                    break;
+                }
+                if stats.recording() {
+                    sent += 1;
+                }
+            }
+            incoming = next(&mut stream, stats) => match incoming {
+                Incoming::Ended => break,
+                Incoming::Control(text) => {
+                    if let Some(reply) = on_control.as_mut().and_then(|f| f(&text)) {
+                        if sink.send(Message::text(reply)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Incoming::Data | Incoming::Rejected => {
+                    if let Some(t) = due.pop_front() {
+                        if stats.recording() {
+                            let _ = hist.record(t.elapsed().as_micros().max(1) as u64);
+                            received += 1;
+                        }
+                    }
+                }
+            },
         }
     }
     Stats::add(&stats.sent, sent);
