@@ -138,7 +138,7 @@ pub async fn steady(run: Arc<Run>, i: usize, token: Option<String>) {
         Ok(ws) => ws,
         Err(why) => return Stats::bump(&run.stats.refused, why),
     };
-    exchange_until_deadline(&run, &mut ws, run.deadline, None).await;
+    exchange_until_deadline(&run, &mut ws, i, run.deadline, None).await;
     let _ = ws.close(None).await;
 }
 
@@ -147,14 +147,20 @@ type OnControl<'a> = dyn FnMut(&str) -> Option<String> + Send + 'a;
 
 /// The closed loop of [`steady`]; stops at `until`, at the end of the connection, or when
 /// `stop` says so after an incoming control frame (which it receives).
-async fn exchange_until_deadline(run: &Run, ws: &mut Ws, until: Instant, mut on_control: Option<&mut OnControl<'_>>) {
+async fn exchange_until_deadline(
+    run: &Run,
+    ws: &mut Ws,
+    i: usize,
+    until: Instant,
+    mut on_control: Option<&mut OnControl<'_>>,
+) {
     let a = &run.args;
     let stats = &run.stats;
     if a.skip_greeting && !matches!(next(ws, stats).await, Incoming::Data) {
         return;
     }
     if a.message_rate > 0.0 {
-        return open_loop(run, ws, until, on_control).await;
+        return open_loop(run, ws, i, until, on_control).await;
     }
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
     let (mut sent, mut received) = (0u64, 0u64);
@@ -205,10 +211,16 @@ async fn exchange_until_deadline(run: &Run, ws: &mut Ws, until: Instant, mut on_
 /// (and counts `backlog_full`): the target has stalled and memory stays bounded.
 const OPEN_LOOP_BACKLOG: usize = 100_000;
 
-/// Open loop: one message every `1 / --message-rate` s whatever the echoes do. Each round trip
-/// is timed from the moment its message was *due*, so a target that stalls the sender shows
-/// as latency rather than as fewer samples (no coordinated omission).
-async fn open_loop(run: &Run, ws: &mut Ws, until: Instant, mut on_control: Option<&mut OnControl<'_>>) {
+/// How late the generator's own timer may fire before a round trip is timed from when its
+/// message was due instead of when it was sent (tokio's timer has a 1 ms resolution).
+const TIMER_SLACK: Duration = Duration::from_millis(2);
+
+/// Open loop: one message every `1 / --message-rate` s whatever the echoes do (connection `i`
+/// phase-shifted by `i / --connections` of that period). A message sent more than
+/// [`TIMER_SLACK`] after it was due has its round trip timed from when it was *due*, so a
+/// target that stalls the sender shows as latency rather than as fewer samples (no
+/// coordinated omission).
+async fn open_loop(run: &Run, ws: &mut Ws, i: usize, until: Instant, mut on_control: Option<&mut OnControl<'_>>) {
     let a = &run.args;
     let stats = &run.stats;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
@@ -216,7 +228,11 @@ async fn open_loop(run: &Run, ws: &mut Ws, until: Instant, mut on_control: Optio
     let msg = payload(&a.message_type, a.size);
     let (mut sink, mut stream) = ws.split();
     let mut due: VecDeque<Instant> = VecDeque::new();
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / a.message_rate));
+    // Connection `i` starts at phase i/N of the period: the connections' sends are spread
+    // evenly instead of arriving as one burst per period.
+    let period = Duration::from_secs_f64(1.0 / a.message_rate);
+    let phase = period.mul_f64((i % a.connections) as f64 / a.connections as f64);
+    let mut tick = tokio::time::interval_at((Instant::now() + phase).into(), period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let deadline = tokio::time::sleep_until(until.into());
     tokio::pin!(deadline);
@@ -228,7 +244,11 @@ async fn open_loop(run: &Run, ws: &mut Ws, until: Instant, mut on_control: Optio
                     Stats::bump(&stats.events, "backlog_full".to_string());
                     continue;
                 }
-                due.push_back(at.into_std());
+                // Lateness within the timer's resolution is the generator's own; past it the
+                // round trip counts from when the message was due.
+                let now = Instant::now();
+                let due_at = at.into_std();
+                due.push_back(if now.duration_since(due_at) <= TIMER_SLACK { now } else { due_at });
                 if let Err(e) = sink.send(Message::text(msg.clone())).await {
                     note_error(stats, &e);
                     break;
@@ -363,7 +383,7 @@ pub async fn expiry(run: Arc<Run>, i: usize) {
             let fresh = run2.mint(&sub2, run2.args.ttl as i64)?;
             Some(serde_json::json!({"type": "auth.refresh", "id": "r", "payload": {"token": fresh}}).to_string())
         };
-        exchange_until_deadline(&run, &mut ws, run.deadline, Some(&mut on_control)).await;
+        exchange_until_deadline(&run, &mut ws, i, run.deadline, Some(&mut on_control)).await;
         let _ = ws.close(None).await;
     }
 }
@@ -420,7 +440,7 @@ pub async fn abuse(run: Arc<Run>, i: usize, role: Role, token: Option<String>) {
         match role {
             Role::Good | Role::ForeignOrigin | Role::BadToken | Role::Expired => {
                 let until = (Instant::now() + Duration::from_secs(5)).min(run.deadline);
-                exchange_until_deadline(&run, &mut ws, until, None).await;
+                exchange_until_deadline(&run, &mut ws, i, until, None).await;
             }
             Role::Flood => {
                 let msg = payload(&a.message_type, a.size);
