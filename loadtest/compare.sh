@@ -14,8 +14,14 @@ cd "$(dirname "$0")/.."
 REPS=${REPS:-3}; WINDOW=${WINDOW:-6}; IDLE=${IDLE:-9000}
 POINTS=${POINTS:-"100:64:1 1000:64:1 100:4096:1 1000:4096:1 100:64:16"}
 OUT=${OUT:-target/compare}; rm -rf "$OUT"; mkdir -p "$OUT"
-command -v nginx >/dev/null && command -v haproxy >/dev/null || {
-  [ "$(id -u)" = 0 ] && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx-light haproxy >/dev/null; }
+# Installed when missing (root only). policy-rc.d keeps the packages from starting their
+# system services (NGINX would listen on 0.0.0.0:80): only the loopback instances below run.
+if ! { command -v nginx && command -v haproxy; } >/dev/null && [ "$(id -u)" = 0 ]; then
+  guard=/usr/sbin/policy-rc.d; own_guard=0
+  [ -e $guard ] || { printf '#!/bin/sh\nexit 101\n' >$guard; chmod +x $guard; own_guard=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx-light haproxy >/dev/null
+  if [ $own_guard = 1 ]; then rm -f $guard; fi
+fi
 cargo build -q --release --bin wsgate --bin wsgate-echo -p wsgate-loadtest --bin wsgate-loadtest 2>/dev/null || \
   { cargo build -q --release --bin wsgate --bin wsgate-echo && cargo build -q --release -p wsgate-loadtest; }
 ulimit -n 20000
