@@ -145,7 +145,8 @@ pub async fn steady(run: Arc<Run>, i: usize, token: Option<String>) {
 /// Answers a gateway control frame (`auth.expiring`, ...) with a frame to send, or nothing.
 type OnControl<'a> = dyn FnMut(&str) -> Option<String> + Send + 'a;
 
-/// The closed loop of [`steady`]; stops at `until`, at the end of the connection, or when
+/// The message exchange of [`steady`]: a closed loop with `--depth` in flight, or
+/// [`open_loop`] with `--message-rate`; stops at `until`, at the end of the connection, or when
 /// `stop` says so after an incoming control frame (which it receives).
 async fn exchange_until_deadline(
     run: &Run,
