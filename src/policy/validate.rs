@@ -95,9 +95,10 @@ impl Refused {
 
 /// Judge one client text frame on a JSON-envelope route.
 ///
-/// The envelope is read without building a JSON tree: the type and id are borrowed from the
-/// text, the payload is kept as its raw slice and parsed into a value only when its type has a
-/// schema. A type or payload key that appears twice is refused (`invalid_envelope`): the
+/// The envelope is read in one pass without building a JSON tree for it: the type and id are
+/// borrowed from the text; the payload is parsed into a value in that same pass when the type
+/// before it has a schema (the usual key order), kept as its raw slice otherwise (and parsed
+/// once more only if the type came after it and has a schema). A type or payload key that appears twice is refused (`invalid_envelope`): the
 /// gateway must not authorize one type while a backend that keeps the first duplicate acts on
 /// another.
 ///
@@ -105,7 +106,7 @@ impl Refused {
 /// [`Refused`] with the first failing check, in DESIGN.md §3 order.
 pub fn check_text(route: &Route, scopes: &[String], text: &str) -> Result<Verdict, Refused> {
     let mut de = serde_json::Deserializer::from_str(text);
-    let parsed = EnvelopeSeed { type_field: &route.type_field }.deserialize(&mut de).and_then(|p| de.end().map(|()| p));
+    let parsed = EnvelopeSeed { route }.deserialize(&mut de).and_then(|p| de.end().map(|()| p));
     let env = match parsed {
         Ok(Parsed::Object(env)) => env,
         Ok(Parsed::Other) => return Err(Refused::new(Rejection::InvalidEnvelope, None)),
@@ -113,17 +114,21 @@ pub fn check_text(route: &Route, scopes: &[String], text: &str) -> Result<Verdic
     };
     // The id is only copied out when the frame is refused.
     let refuse = |rejection| Refused::new(rejection, env.id.as_ref().and_then(Loose::to_id));
-    let (Some(Loose::Str(kind)), Some(payload)) = (&env.kind, env.payload) else {
+    let (Some(Loose::Str(kind)), Some(payload)) = (&env.kind, &env.payload) else {
         return Err(refuse(Rejection::InvalidEnvelope));
     };
-    if env.duplicate || !payload.get().starts_with('{') {
+    if env.duplicate || !payload.is_object() {
         return Err(refuse(Rejection::InvalidEnvelope));
     }
-    if !nesting_within(payload.get(), MAX_NESTING) {
-        return Err(refuse(Rejection::InvalidJson));
+    // A parsed payload went through serde_json's own recursion limit (= MAX_NESTING).
+    if let Payload::Raw(raw) = payload {
+        if !nesting_within(raw.get(), MAX_NESTING) {
+            return Err(refuse(Rejection::InvalidJson));
+        }
     }
     if kind == AUTH_REFRESH {
-        return match serde_json::from_str::<RefreshPayload>(payload.get()) {
+        let Payload::Raw(raw) = payload else { return Err(refuse(Rejection::InvalidEnvelope)) };
+        return match serde_json::from_str::<RefreshPayload>(raw.get()) {
             Ok(p) => Ok(Verdict::Refresh { token: p.token, id: env.id.as_ref().and_then(Loose::to_id) }),
             Err(_) => Err(refuse(Rejection::InvalidEnvelope)),
         };
@@ -140,7 +145,11 @@ pub fn check_text(route: &Route, scopes: &[String], text: &str) -> Result<Verdic
         }
     }
     if let Some(schema) = &rule.schema {
-        let valid = serde_json::from_str::<Value>(payload.get()).is_ok_and(|v| schema.is_valid(&v));
+        let valid = match payload {
+            Payload::Tree(v) => schema.is_valid(v),
+            // The type came after the payload in the frame: parsed now, once.
+            Payload::Raw(raw) => serde_json::from_str::<Value>(raw.get()).is_ok_and(|v| schema.is_valid(&v)),
+        };
         if !valid {
             return Err(refuse(Rejection::SchemaViolation));
         }
@@ -277,9 +286,25 @@ enum Parsed<'a> {
 struct Envelope<'a> {
     kind: Option<Loose<'a>>,
     id: Option<Loose<'a>>,
-    payload: Option<&'a RawValue>,
+    payload: Option<Payload<'a>>,
     /// The type or payload key appeared more than once.
     duplicate: bool,
+}
+
+/// An envelope's payload: parsed into a tree while the envelope is read when the type before
+/// it has a JSON Schema (the one parse the schema needs), else kept as its raw text.
+enum Payload<'a> {
+    Raw(&'a RawValue),
+    Tree(Value),
+}
+
+impl Payload<'_> {
+    fn is_object(&self) -> bool {
+        match self {
+            Payload::Raw(raw) => raw.get().starts_with('{'),
+            Payload::Tree(v) => v.is_object(),
+        }
+    }
 }
 
 /// A JSON value read loosely: a string (borrowed when it has no escapes), a number,
@@ -346,16 +371,16 @@ impl<'de> Deserialize<'de> for Loose<'de> {
     }
 }
 
-/// Parses an envelope, knowing the route's type field.
-struct EnvelopeSeed<'f> {
-    type_field: &'f str,
+/// Parses an envelope, knowing the route's type field and which types have a schema.
+struct EnvelopeSeed<'r> {
+    route: &'r Route,
 }
 
 impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
     type Value = Parsed<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Parsed<'de>, D::Error> {
-        struct V<'f>(&'f str);
+        struct V<'r>(&'r Route);
         impl<'de> Visitor<'de> for V<'_> {
             type Value = Parsed<'de>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -364,12 +389,22 @@ impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut env = Envelope::default();
                 while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-                    if key == self.0 {
+                    if key == self.0.type_field {
                         env.duplicate |= env.kind.is_some();
                         env.kind = Some(map.next_value::<Loose<'de>>()?);
                     } else if key == "payload" {
                         env.duplicate |= env.payload.is_some();
-                        env.payload = Some(map.next_value::<&'de RawValue>()?);
+                        let schema_follows = match &env.kind {
+                            Some(Loose::Str(kind)) if kind != AUTH_REFRESH => {
+                                self.0.messages.get(kind.as_ref()).is_some_and(|r| r.schema.is_some())
+                            }
+                            _ => false,
+                        };
+                        env.payload = Some(if schema_follows {
+                            Payload::Tree(map.next_value::<Value>()?)
+                        } else {
+                            Payload::Raw(map.next_value::<&'de RawValue>()?)
+                        });
                     } else if key == "id" {
                         env.id = Some(map.next_value::<Loose<'de>>()?);
                     } else {
@@ -404,7 +439,7 @@ impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
                 Ok(Parsed::Other)
             }
         }
-        d.deserialize_any(V(self.type_field))
+        d.deserialize_any(V(self.route))
     }
 }
 
@@ -535,6 +570,27 @@ mod tests {
         assert!(nesting_within(&in_string, 1));
         let deep_payload = format!(r#"{{"type":"chat.ping","payload":{}{}}}"#, r#"{"a":"#.repeat(200), "}".repeat(200));
         assert_eq!(rejection(&deep_payload, &[]), Some(Rejection::InvalidJson));
+    }
+
+    /// The payload of a schema'd type is parsed in the envelope's pass when the type comes
+    /// first and afterwards when it comes last: the verdict is the same either way.
+    #[test]
+    fn schema_is_checked_whichever_key_comes_first() {
+        let w = &["chat:write"];
+        for (text, want) in [
+            (r#"{"type":"chat.send","payload":{"text":"hi"}}"#, None),
+            (r#"{"payload":{"text":"hi"},"type":"chat.send"}"#, None),
+            (r#"{"type":"chat.send","payload":{"text":"far too long"}}"#, Some(Rejection::SchemaViolation)),
+            (r#"{"payload":{"text":"far too long"},"type":"chat.send"}"#, Some(Rejection::SchemaViolation)),
+            (r#"{"type":"chat.send","payload":[1]}"#, Some(Rejection::InvalidEnvelope)),
+            (r#"{"payload":[1],"type":"chat.send"}"#, Some(Rejection::InvalidEnvelope)),
+        ] {
+            assert_eq!(rejection(text, w), want, "{text}");
+        }
+        let deep = format!(r#"{{"type":"chat.send","payload":{}{}}}"#, r#"{"a":"#.repeat(200), "}".repeat(200));
+        assert_eq!(rejection(&deep, w), Some(Rejection::InvalidJson));
+        let deep_last = format!(r#"{{"payload":{}{},"type":"chat.send"}}"#, r#"{"a":"#.repeat(200), "}".repeat(200));
+        assert_eq!(rejection(&deep_last, w), Some(Rejection::InvalidJson));
     }
 
     #[test]
