@@ -77,14 +77,19 @@ pub fn parse_header(buf: &[u8]) -> Option<Header> {
 
 /// XOR `data` with `key`, starting at key position 0 (§5.3). Eight bytes at a time.
 pub fn apply_mask(data: &mut [u8], key: [u8; 4]) {
-    let wide = u64::from_ne_bytes([key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3]]);
-    let mut chunks = data.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        chunk.copy_from_slice(&(u64::from_ne_bytes(word) ^ wide).to_ne_bytes());
+    // The key repeated over 32 bytes: the inner loop is a fixed-size XOR that the compiler
+    // turns into vector instructions (two 16-byte XORs with the baseline x86-64 target).
+    let mut wide = [0u8; 32];
+    for (i, b) in wide.iter_mut().enumerate() {
+        *b = key[i & 3];
     }
-    // 8 is a multiple of 4, so the tail starts at key position 0 again.
+    let mut chunks = data.chunks_exact_mut(wide.len());
+    for chunk in &mut chunks {
+        for (b, k) in chunk.iter_mut().zip(wide.iter()) {
+            *b ^= k;
+        }
+    }
+    // 32 is a multiple of 4, so the tail starts at key position 0 again.
     for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
         *b ^= key[i & 3];
     }
@@ -288,8 +293,8 @@ mod tests {
     #[test]
     fn masking_is_its_own_inverse_at_every_length() {
         let key = [0xde, 0xad, 0xbe, 0xef];
-        for len in 0..40 {
-            let original: Vec<u8> = (0..len as u8).collect();
+        for len in 0..200 {
+            let original: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
             let mut data = original.clone();
             apply_mask(&mut data, key);
             let expected: Vec<u8> = original.iter().enumerate().map(|(i, b)| b ^ key[i % 4]).collect();

@@ -37,7 +37,7 @@ impl Session {
         // a histogram insert cost about as much as the rest of the no-envelope path).
         let started = self.messages_in.is_multiple_of(FORWARD_TIME_SAMPLE).then(Instant::now);
         let text_str = if text {
-            match std::str::from_utf8(payload) {
+            match simdutf8::basic::from_utf8(payload) {
                 Ok(s) => Some(s),
                 Err(_) => return self.close(Denied::InvalidUtf8),
             }
@@ -200,7 +200,7 @@ impl Session {
         match h.opcode {
             wire::OP_TEXT | wire::OP_BINARY | wire::OP_CONTINUATION => {
                 let text_ok = match (h.opcode, h.fin) {
-                    (wire::OP_TEXT, true) => std::str::from_utf8(payload).is_ok(),
+                    (wire::OP_TEXT, true) => simdutf8::basic::from_utf8(payload).is_ok(),
                     (wire::OP_TEXT, false) => {
                         let mut stream = Utf8Stream::default();
                         let ok = stream.feed(payload, false);
