@@ -83,7 +83,7 @@ fn bench(c: &mut Criterion) {
             unmasked.clear();
             unmasked.extend_from_slice(&f[h.header_len..]);
             wire::apply_mask(&mut unmasked, h.mask.expect("masked"));
-            let s = std::str::from_utf8(&unmasked).expect("utf-8");
+            let s = simdutf8::basic::from_utf8(&unmasked).expect("utf-8");
             let now = Instant::now();
             let ok = messages.try_take(1, now).is_ok() && bytes.try_take(s.len() as u64, now).is_ok();
             (ok, check_text(&r, &scopes, s).is_ok())
