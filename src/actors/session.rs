@@ -600,6 +600,7 @@ impl Session {
         self.stats.messages_in.store(self.messages_in, std::sync::atomic::Ordering::Relaxed);
         self.stats.messages_out.store(self.messages_out, std::sync::atomic::Ordering::Relaxed);
     }
+
     /// The session starts: listed in the index, timers armed, draining checked.
     fn begin(&mut self, addr: Addr<WsSession>) {
         self.metrics.opened();
