@@ -339,7 +339,10 @@ fn summarize(
     };
     let user_share = cpu.filter(|(u, s)| u + s > 0).map(|(u, s)| u as f64 / (u + s) as f64);
     let cpu_per_msg = cpu.filter(|_| received > 0).map(|(u, s)| (u + s) as f64 / received as f64);
-    let cpu_per_handshake = cpu.filter(|_| handshakes > 0).map(|(u, s)| (u + s) as f64 / handshakes as f64);
+    // Steady and idle runs open their connections before the window: no per-handshake figure.
+    let per_handshake_scenario = !matches!(a.scenario, Scenario::Steady | Scenario::Idle);
+    let cpu_per_handshake =
+        cpu.filter(|_| handshakes > 0 && per_handshake_scenario).map(|(u, s)| (u + s) as f64 / handshakes as f64);
     let h = s.rtt.lock().expect("lock");
     let hs = s.handshake_us.lock().expect("lock");
     let refused = s.refused.lock().expect("lock").clone();
@@ -390,9 +393,9 @@ fn summarize(
         (
             "proxy cpu",
             format!(
-                "{}/msg, {}/handshake (user {})",
+                "{}/msg{} (user {})",
                 us(cpu_per_msg),
-                us(cpu_per_handshake),
+                cpu_per_handshake.map_or(String::new(), |c| format!(", {c:.0} us/handshake")),
                 user_share.map_or("-".to_string(), |u| format!("{:.0}%", u * 100.0))
             ),
         ),
