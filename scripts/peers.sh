@@ -7,10 +7,12 @@ VENV=${VENV:-.venv}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --disable-pip-version-check 'websockets>=14,<18'
 cargo build -q --bin wsgate
-out=$(mktemp); err=$(mktemp)
+# lib.sh's EXIT trap stops every process in PIDS and removes CLEANUP_DIRS (a trap of this
+# script's own would be replaced by it).
+source scripts/lib.sh
+out=$(mktemp); err=$(mktemp); CLEANUP_DIRS+=("$out" "$err")
 ./target/debug/wsgate demo --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 >"$out" 2>"$err" &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; rm -f "$out" "$err"' EXIT
+PIDS+=("$!")
 for _ in $(seq 1 100); do grep -q '^token: ' "$out" && break; sleep 0.1; done
 url=$(grep -o 'ws://[^ ]*/ws' "$out" | head -1)
 token=$(sed -n 's/^token: //p' "$out")
@@ -20,7 +22,6 @@ if grep -q "$token" "$err"; then echo "FAIL: the demo token appeared in the gate
 
 # wss:// with Python's ssl module: a certificate made by openssl, a TLS gateway in front of
 # wsgate-echo, a reload that swaps the certificate while a connection stays open.
-source scripts/lib.sh
 cargo build -q --bin wsgate-echo
 work=$(mktemp -d); CLEANUP_DIRS+=("$work")
 make_cert() {
