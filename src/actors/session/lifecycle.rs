@@ -1,0 +1,233 @@
+//! The lifecycle side of a [`Session`]: start and end, the deadlines (token expiry and its
+//! warning, heartbeat and idle limit, drain), and the operator's requests (close, drain,
+//! reload). Per-frame handling is in `frames.rs`; the pump, reading and closing in the parent
+//! module.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use actix::Addr;
+
+use super::{Session, WsSession, DRAIN_UPSTREAM_GRACE};
+use crate::actors::index::LiveSession;
+use crate::auth::revocation::unix_now;
+use crate::config::Config;
+use crate::error::Denied;
+use crate::metrics as m;
+use crate::policy::ratelimit::optional_bucket;
+use crate::wire;
+
+impl Session {
+    /// Drain this session: close the upstream first and keep relaying what it still sends
+    /// (answers to messages already forwarded) until its close arrives; then the client gets
+    /// 1001. The client is not read meanwhile: nothing new is accepted.
+    pub(super) fn start_drain(&mut self) {
+        if self.closing.is_some() || self.drain_by.is_some() {
+            return;
+        }
+        session_event!(info, self, "drain_close", Denied::Draining.reason());
+        self.close_upstream(1001, b"");
+        self.drain_by = Some(Instant::now() + DRAIN_UPSTREAM_GRACE);
+        self.wake();
+    }
+
+    /// The drained upstream answered (or failed, or took too long): close the client 1001.
+    pub(super) fn finish_drain(&mut self) {
+        self.drain_by = None;
+        if self.closing.is_none() {
+            self.closing = Some(Denied::Draining.reason());
+            wire::encode_close(&mut self.client.out, 1001, Denied::Draining.client_text(), None);
+            self.begin_closing();
+        }
+    }
+
+    /// (Re-)set the warning and expiry deadlines from the current claims.
+    pub(super) fn arm_expiry(&mut self) {
+        let auth = &self.p.config.auth;
+        let left = self.p.claims.time_left(auth.leeway, SystemTime::now());
+        let now = Instant::now();
+        self.expires_at = Some(now + left);
+        self.warn_at = (!auth.expiry_warning.is_zero()).then(|| now + left.saturating_sub(auth.expiry_warning));
+        self.wake();
+    }
+
+    /// The earliest pending deadline.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        [self.expires_at, self.warn_at, self.heartbeat_at, self.stop_at, self.drain_by].into_iter().flatten().min()
+    }
+
+    /// Handle every deadline that has passed. Deadlines are checked on each pump pass (a
+    /// clock read) and one timer wakes the session for the earliest: no timer future is
+    /// polled per frame.
+    /// Returns true when the session must stop now (its close grace ran out).
+    pub(super) fn run_deadlines(&mut self, now: Instant) -> bool {
+        if self.stop_at.is_some_and(|t| t <= now) {
+            self.stop_at = None;
+            return true;
+        }
+        if self.expires_at.is_some_and(|t| t <= now) {
+            self.expires_at = None;
+            self.warn_at = None;
+            if self.closing.is_none() {
+                session_event!(info, self, "token_expired", "token_expired");
+                self.close(Denied::TokenExpired);
+            }
+        }
+        if self.warn_at.is_some_and(|t| t <= now) {
+            self.warn_at = None;
+            if self.closing.is_none() {
+                self.send_expiring();
+            }
+        }
+        if self.heartbeat_at.is_some_and(|t| t <= now) {
+            self.heartbeat(now);
+        }
+        if self.drain_by.is_some_and(|t| t <= now) {
+            self.finish_drain();
+        }
+        false
+    }
+
+    /// Point the timer at the earliest deadline (registering the wake-up when it changed).
+    pub(super) fn arm_timer(&mut self, cx: &mut std::task::Context<'_>) {
+        let Some(at) = self.next_deadline() else { return };
+        if self.timer_armed_for != Some(at) {
+            self.timer.as_mut().reset(at.into());
+            self.timer_armed_for = Some(at);
+            if self.timer.as_mut().poll(cx).is_ready() {
+                // Already due: run the pump again now.
+                cx.waker().wake_by_ref();
+            }
+        }
+    }
+
+    pub(super) fn send_expiring(&mut self) {
+        let leeway = self.p.config.auth.leeway;
+        let left = self.p.claims.time_left(leeway, SystemTime::now());
+        let frame = serde_json::json!({
+            self.p.route.type_field.as_str(): "auth.expiring",
+            "payload": {"exp": self.p.claims.exp, "in_ms": left.as_millis() as u64},
+        });
+        self.send_text(&frame.to_string());
+    }
+
+    pub(super) fn start_heartbeat(&mut self) {
+        let t = &self.p.config.timeouts;
+        self.ping_every = Duration::from_secs(t.ping_interval_seconds);
+        self.idle_limit = Duration::from_secs(t.idle_seconds);
+        self.heartbeat_at = self.heartbeat_tick().map(|tick| Instant::now() + tick);
+    }
+
+    /// Time between heartbeats: the ping interval, or half the idle limit without pings.
+    pub(super) fn heartbeat_tick(&self) -> Option<Duration> {
+        match (self.ping_every.is_zero(), self.idle_limit.is_zero()) {
+            (true, true) => None,
+            (false, _) => Some(self.ping_every),
+            (true, false) => Some((self.idle_limit / 2).max(Duration::from_secs(1))),
+        }
+    }
+
+    pub(super) fn heartbeat(&mut self, now: Instant) {
+        self.heartbeat_at = self.heartbeat_tick().map(|tick| now + tick);
+        if self.closing.is_some() {
+            return;
+        }
+        if !self.idle_limit.is_zero() && now.duration_since(self.last_seen) > self.idle_limit {
+            return self.close(Denied::Idle);
+        }
+        if !self.ping_every.is_zero() {
+            wire::encode(&mut self.client.out, wire::OP_PING, true, b"", None);
+        }
+    }
+
+    /// The session starts: listed in the index, timers armed, draining checked.
+    pub(super) fn begin(&mut self, addr: Addr<WsSession>) {
+        self.metrics.opened();
+        self.stats.set_token(&self.p.claims);
+        self.p.gateway.sessions.insert(
+            self.id(),
+            LiveSession {
+                addr,
+                route: self.p.route.path.clone(),
+                subject: self.p.claims.sub.clone(),
+                client_ip: self.p.client_ip,
+                opened: unix_now(),
+                stats: Arc::clone(&self.stats),
+            },
+        );
+        if self.p.gateway.is_draining() {
+            // The handshake passed its draining check just before the drain began.
+            self.start_drain();
+        }
+        self.arm_expiry();
+        self.start_heartbeat();
+        let auth = &self.p.config.auth;
+        if !auth.expiry_warning.is_zero()
+            && self.p.claims.time_left(auth.leeway, SystemTime::now()) <= auth.expiry_warning
+        {
+            self.send_expiring();
+        }
+    }
+
+    /// The session ended: out of the index, counted, logged.
+    pub(super) fn end(&mut self) {
+        self.p.gateway.sessions.remove(self.id());
+        let reason = self.closing.unwrap_or(m::DISCONNECT_CLIENT);
+        let lifetime = self.opened.elapsed();
+        self.metrics.closed(reason, lifetime);
+        tracing::info!(
+            event = "connection_closed",
+            conn_id = self.id(),
+            route = %self.p.route.path,
+            client_ip = %self.p.client_ip,
+            origin = self.p.origin.as_deref().unwrap_or(""),
+            user_agent = self.p.user_agent.as_deref().unwrap_or(""),
+            subject = %self.p.claims.sub,
+            jti = self.p.claims.jti.as_deref().unwrap_or(""),
+            reason,
+            duration_ms = lifetime.as_millis() as u64,
+            messages_in = self.messages_in,
+            messages_out = self.messages_out,
+        );
+    }
+
+    /// An operator or the drain asks this session to close with `denied`.
+    pub(super) fn close_requested(&mut self, denied: Denied) {
+        if self.closing.is_some() {
+            return;
+        }
+        let event = match denied {
+            Denied::Draining => return self.start_drain(),
+            Denied::Revoked => "revocation_kick",
+            Denied::Kicked => "operator_kick",
+            _ => "session_closed",
+        };
+        session_event!(info, self, event, denied.reason());
+        self.close(denied);
+    }
+
+    /// New rules for the frames that follow: the route's message types, schemas and envelope
+    /// settings, the limits (buckets restart full when their rates changed) and timeouts.
+    /// A route the reload removed keeps its old rules; the connection is never dropped.
+    pub(super) fn reload(&mut self, config: Arc<Config>) {
+        let Some(route) = config.route(&self.p.route.path) else {
+            return;
+        };
+        let (old, new) = (&self.p.config.limits, &config.limits);
+        let now = Instant::now();
+        if (old.message_burst, old.messages_per_second) != (new.message_burst, new.messages_per_second) {
+            self.messages = optional_bucket(u64::from(new.message_burst), u64::from(new.messages_per_second), now);
+        }
+        if (old.bytes_per_second, old.max_message_bytes) != (new.bytes_per_second, new.max_message_bytes) {
+            let burst = new.bytes_per_second.max(new.max_message_bytes as u64);
+            self.bytes = optional_bucket(burst, new.bytes_per_second, now);
+        }
+        self.client_framing.set_max_message(new.max_message_bytes);
+        self.upstream_framing.set_max_message(new.max_message_bytes);
+        self.p.route = Arc::clone(route);
+        self.p.config = config;
+        self.start_heartbeat();
+        self.wake();
+    }
+}
