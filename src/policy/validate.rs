@@ -10,7 +10,7 @@ use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, Seq
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::config::{BinaryPolicy, Route, UnknownTypes};
+use crate::config::{BinaryPolicy, MessageRule, Route, UnknownTypes};
 
 /// The gateway's own control type from client to gateway (never forwarded).
 pub const AUTH_REFRESH: &str = "auth.refresh";
@@ -98,9 +98,10 @@ impl Refused {
 /// The envelope is read in one pass without building a JSON tree for it: the type and id are
 /// borrowed from the text; the payload is parsed into a value in that same pass when the type
 /// before it has a schema (the usual key order), kept as its raw slice otherwise (and parsed
-/// once more only if the type came after it and has a schema). A type or payload key that appears twice is refused (`invalid_envelope`): the
-/// gateway must not authorize one type while a backend that keeps the first duplicate acts on
-/// another.
+/// once more only if the type came after it and has a schema); the type's rule found then is
+/// not looked up again. A type or payload key that appears twice is refused
+/// (`invalid_envelope`): the gateway must not authorize one type while a backend that keeps the
+/// first duplicate acts on another.
 ///
 /// # Errors
 /// [`Refused`] with the first failing check, in DESIGN.md §3 order.
@@ -133,7 +134,7 @@ pub fn check_text(route: &Route, scopes: &[String], text: &str) -> Result<Verdic
             Err(_) => Err(refuse(Rejection::InvalidEnvelope)),
         };
     }
-    let Some(rule) = route.messages.get(kind.as_ref()) else {
+    let Some(rule) = env.rule.or_else(|| route.messages.get(kind.as_ref())) else {
         return match route.unknown_types {
             UnknownTypes::Forward if !is_reserved(kind) => Ok(Verdict::Forward),
             _ => Err(refuse(Rejection::UnknownType)),
@@ -276,17 +277,20 @@ struct RefreshPayload {
 }
 
 /// A client frame's top level: an envelope object, or any other JSON value.
-enum Parsed<'a> {
-    Object(Envelope<'a>),
+enum Parsed<'a, 'r> {
+    Object(Envelope<'a, 'r>),
     Other,
 }
 
 /// The fields of an envelope the checks read.
 #[derive(Default)]
-struct Envelope<'a> {
+struct Envelope<'a, 'r> {
     kind: Option<Loose<'a>>,
     id: Option<Loose<'a>>,
     payload: Option<Payload<'a>>,
+    /// The type's rule when it was looked up while reading (type before payload): not
+    /// looked up a second time by the checks.
+    rule: Option<&'r MessageRule>,
     /// The type or payload key appeared more than once.
     duplicate: bool,
 }
@@ -376,13 +380,13 @@ struct EnvelopeSeed<'r> {
     route: &'r Route,
 }
 
-impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
-    type Value = Parsed<'de>;
+impl<'de, 'r> DeserializeSeed<'de> for EnvelopeSeed<'r> {
+    type Value = Parsed<'de, 'r>;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Parsed<'de>, D::Error> {
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Parsed<'de, 'r>, D::Error> {
         struct V<'r>(&'r Route);
-        impl<'de> Visitor<'de> for V<'_> {
-            type Value = Parsed<'de>;
+        impl<'de, 'r> Visitor<'de> for V<'r> {
+            type Value = Parsed<'de, 'r>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON value")
             }
@@ -394,12 +398,12 @@ impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
                         env.kind = Some(map.next_value::<Loose<'de>>()?);
                     } else if key == "payload" {
                         env.duplicate |= env.payload.is_some();
-                        let schema_follows = match &env.kind {
-                            Some(Loose::Str(kind)) if kind != AUTH_REFRESH => {
-                                self.0.messages.get(kind.as_ref()).is_some_and(|r| r.schema.is_some())
-                            }
-                            _ => false,
+                        let rule = match &env.kind {
+                            Some(Loose::Str(kind)) if kind != AUTH_REFRESH => self.0.messages.get(kind.as_ref()),
+                            _ => None,
                         };
+                        let schema_follows = rule.is_some_and(|r| r.schema.is_some());
+                        env.rule = rule;
                         env.payload = Some(if schema_follows {
                             Payload::Tree(map.next_value::<Value>()?)
                         } else {
