@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +45,8 @@ pub struct Policy {
 /// What the process's listeners, sessions and admin API share.
 pub struct Gateway {
     policy: ArcSwap<Policy>,
+    /// Bumped after each new policy is stored; sessions compare it once per wake-up.
+    policy_generation: AtomicU64,
     /// Connection caps and handshake rates (called directly by the handshake path).
     pub admission: Arc<Admission>,
     /// The actor maintaining the admission state.
@@ -85,6 +87,13 @@ impl Gateway {
     /// Put a reloaded config and keys in force for new handshakes.
     pub(crate) fn set_policy(&self, policy: Policy) {
         self.policy.store(Arc::new(policy));
+        self.policy_generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes whenever a reload puts a new policy in force: a session that saw another value
+    /// takes the new rules before it reads its next frame.
+    pub fn policy_generation(&self) -> u64 {
+        self.policy_generation.load(Ordering::Acquire)
     }
 
     /// Early admission of a connection from `ip` (DESIGN.md §1 checks 1–2), refused outright
@@ -178,6 +187,7 @@ pub async fn run(config: Config, keys: KeySet, source: Option<PathBuf>, announce
     let (control, mut control_rx) = mpsc::unbounded_channel();
     let gateway = Arc::new(Gateway {
         policy: ArcSwap::from_pointee(Policy { config: Arc::clone(&config), keys: Arc::new(keys) }),
+        policy_generation: AtomicU64::new(0),
         admission,
         registry,
         sessions: Sessions::new(),

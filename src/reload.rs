@@ -109,7 +109,7 @@ fn load_and_apply(gw: &Gateway) -> Result<Reloaded, String> {
     let reloaded =
         Reloaded { routes: config.routes.len(), keys: keys.len(), sessions: gw.sessions.len(), restart_needed };
     gw.set_policy(Policy { config: Arc::clone(&config), keys: Arc::new(keys) });
-    gw.sessions.each(|s| s.do_send(ConfigReloaded { config: Arc::clone(&config) }));
+    gw.sessions.each(|s| s.do_send(ConfigReloaded));
     Ok(reloaded)
 }
 

@@ -27,11 +27,10 @@ pub struct CloseSession {
 }
 
 /// Notification to a session: a reload put a new config in force. The session takes its
-/// route's new rules (message types, schemas, limits) for the frames that follow; a route
-/// removed by the reload keeps its old rules until the connection ends.
-#[derive(Clone, actix::Message)]
+/// route's new rules (message types, schemas, limits) from the gateway's policy in force;
+/// a route removed by the reload keeps its old rules until the connection ends. A session
+/// that reads a frame before this arrives has taken the new rules already (it compares the
+/// policy generation on every wake-up); this wakes the idle ones, whose timers may change.
+#[derive(Clone, Copy, actix::Message)]
 #[rtype(result = "()")]
-pub struct ConfigReloaded {
-    /// The config now in force.
-    pub config: std::sync::Arc<crate::config::Config>,
-}
+pub struct ConfigReloaded;

@@ -168,6 +168,9 @@ pub struct Session {
     stats: Arc<LiveStats>,
     /// Set once the session started closing; the reason label for the disconnect metric.
     closing: Option<&'static str>,
+    /// The gateway's policy generation this session's rules come from (`u64::MAX`: not
+    /// compared yet, so the first wake-up catches a reload during the handshake).
+    policy_generation: u64,
     /// Wakes the pump after a timer or handler queued a frame.
     waker: Option<Waker>,
     /// The pump is running: it flushes what is queued before it returns, so no wake-up is
@@ -214,6 +217,7 @@ impl Session {
             messages_out: 0,
             stats: Arc::new(LiveStats::default()),
             closing: None,
+            policy_generation: u64::MAX,
             waker: None,
             pumping: false,
             p,
@@ -415,6 +419,9 @@ impl Session {
         if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             self.waker = Some(cx.waker().clone());
         }
+        if self.p.gateway.policy_generation() != self.policy_generation {
+            self.take_policy();
+        }
         let high_water = self.p.config.limits.outbound_buffer_bytes;
         // A side whose read was pending has its wake-up registered: not read again this call.
         let (mut client_ready, mut upstream_ready) = (true, true);
@@ -544,7 +551,7 @@ impl Handler<CloseSession> for WsSession {
 impl Handler<ConfigReloaded> for WsSession {
     type Result = ();
 
-    fn handle(&mut self, msg: ConfigReloaded, _: &mut Self::Context) {
-        self.session.borrow_mut().reload(msg.config);
+    fn handle(&mut self, _: ConfigReloaded, _: &mut Self::Context) {
+        self.session.borrow_mut().take_policy();
     }
 }

@@ -12,7 +12,6 @@ use actix::Addr;
 use super::{Session, WsSession, DRAIN_UPSTREAM_GRACE};
 use crate::actors::index::LiveSession;
 use crate::auth::revocation::unix_now;
-use crate::config::Config;
 use crate::error::Denied;
 use crate::metrics as m;
 use crate::policy::ratelimit::optional_bucket;
@@ -207,10 +206,16 @@ impl Session {
         self.close(denied);
     }
 
-    /// New rules for the frames that follow: the route's message types, schemas and envelope
-    /// settings, the limits (buckets restart full when their rates changed) and timeouts.
-    /// A route the reload removed keeps its old rules; the connection is never dropped.
-    pub(super) fn reload(&mut self, config: Arc<Config>) {
+    /// Take the gateway's policy in force (after a reload) for the frames that follow: the
+    /// route's message types, schemas and envelope settings, the limits (buckets restart full
+    /// when their rates changed) and timeouts. A route the reload removed keeps its old rules;
+    /// the connection is never dropped.
+    pub(super) fn take_policy(&mut self) {
+        self.policy_generation = self.p.gateway.policy_generation();
+        let config = Arc::clone(&self.p.gateway.policy().config);
+        if Arc::ptr_eq(&config, &self.p.config) {
+            return;
+        }
         let Some(route) = config.route(&self.p.route.path) else {
             return;
         };
