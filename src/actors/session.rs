@@ -168,9 +168,11 @@ pub struct Session {
     stats: Arc<LiveStats>,
     /// Set once the session started closing; the reason label for the disconnect metric.
     closing: Option<&'static str>,
-    /// The gateway's policy generation this session's rules come from (`u64::MAX`: not
-    /// compared yet, so the first wake-up catches a reload during the handshake).
+    /// The gateway's policy generation this session's rules come from, and the revocation
+    /// generation its token was last checked against (`u64::MAX`: not compared yet, so the
+    /// first read catches a reload or revocation that landed during the handshake).
     policy_generation: u64,
+    revocation_generation: u64,
     /// Wakes the pump after a timer or handler queued a frame.
     waker: Option<Waker>,
     /// The pump is running: it flushes what is queued before it returns, so no wake-up is
@@ -218,6 +220,7 @@ impl Session {
             stats: Arc::new(LiveStats::default()),
             closing: None,
             policy_generation: u64::MAX,
+            revocation_generation: u64::MAX,
             waker: None,
             pumping: false,
             p,
@@ -379,7 +382,16 @@ impl Session {
         let mut lent = self.client.lend();
         let read = self.client.poll_read(cx, &mut lent);
         let (consumed, want) = match read {
-            Read::Data => self.on_client_bytes(&lent.buf, now),
+            Read::Data => {
+                // A reload or revocation that answered before these bytes were read applies
+                // to them (the actor's messages may arrive later).
+                self.catch_up();
+                if self.closing.is_some() {
+                    (lent.buf.len(), 0)
+                } else {
+                    self.on_client_bytes(&lent.buf, now)
+                }
+            }
             _ => (0, 0),
         };
         self.client.restore(lent, consumed, want);
@@ -418,9 +430,6 @@ impl Session {
     fn pump(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
         if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
             self.waker = Some(cx.waker().clone());
-        }
-        if self.p.gateway.policy_generation() != self.policy_generation {
-            self.take_policy();
         }
         let high_water = self.p.config.limits.outbound_buffer_bytes;
         // A side whose read was pending has its wake-up registered: not read again this call.

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -127,8 +127,9 @@ impl Set {
 #[derive(Debug)]
 pub struct Revocations {
     set: RwLock<Set>,
-    /// Fast path: nothing was ever revoked in this process's state.
-    any: AtomicBool,
+    /// Bumped by every revocation added; 0: nothing was ever revoked in this process's state
+    /// (the fast path). Sessions compare it before judging what they read.
+    generation: AtomicU64,
     /// The append-only log, when persistent.
     log: Option<Mutex<Log>>,
 }
@@ -149,7 +150,7 @@ pub fn unix_now() -> u64 {
 impl Revocations {
     /// An in-memory store (nothing survives a restart).
     pub fn in_memory() -> Self {
-        Self { set: RwLock::new(Set::default()), any: AtomicBool::new(false), log: None }
+        Self { set: RwLock::new(Set::default()), generation: AtomicU64::new(0), log: None }
     }
 
     /// Open (or create) the log in `state_dir`, load the entries still in force and rewrite the
@@ -183,8 +184,12 @@ impl Revocations {
         set.drop_expired(unix_now());
         let file = rewrite(&path, &set.entries())?;
         set.lines = set.len();
-        let any = set.len() > 0;
-        Ok(Self { set: RwLock::new(set), any: AtomicBool::new(any), log: Some(Mutex::new(Log { path, file })) })
+        let generation = u64::from(set.len() > 0);
+        Ok(Self {
+            set: RwLock::new(set),
+            generation: AtomicU64::new(generation),
+            log: Some(Mutex::new(Log { path, file })),
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Set> {
@@ -197,7 +202,7 @@ impl Revocations {
 
     /// True when `claims` are revoked at `now` (unix seconds).
     pub fn revokes(&self, claims: &Claims, now: u64) -> bool {
-        self.any.load(Ordering::Acquire) && self.read().revokes(claims, now)
+        self.generation() != 0 && self.read().revokes(claims, now)
     }
 
     /// Record `r`: appended and fsynced first (when persistent), then in force.
@@ -218,8 +223,14 @@ impl Revocations {
         let mut set = self.write();
         set.insert(&r);
         set.lines += 1;
-        self.any.store(true, Ordering::Release);
+        drop(set);
+        self.generation.fetch_add(1, Ordering::Release);
         persisted
+    }
+
+    /// Changes with every revocation added (0 while there is none).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// Forget expired entries; rewrite the log when they made up more than half of it.

@@ -206,6 +206,23 @@ impl Session {
         self.close(denied);
     }
 
+    /// Take what the gateway changed since the last read: a reload's policy, a revocation
+    /// covering this session's token (closed 4003, as the revoke request itself does). Two atomic
+    /// loads when nothing changed.
+    pub(super) fn catch_up(&mut self) {
+        if self.p.gateway.policy_generation() != self.policy_generation {
+            self.take_policy();
+        }
+        let revocations = &self.p.gateway.revocations;
+        let generation = revocations.generation();
+        if generation != self.revocation_generation {
+            self.revocation_generation = generation;
+            if revocations.revokes(&self.p.claims, unix_now()) {
+                self.close_requested(Denied::Revoked);
+            }
+        }
+    }
+
     /// Take the gateway's policy in force (after a reload) for the frames that follow: the
     /// route's message types, schemas and envelope settings, the limits (buckets restart full
     /// when their rates changed) and timeouts. A route the reload removed keeps its old rules;
