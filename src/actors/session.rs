@@ -11,9 +11,10 @@
 //! the very bytes that arrived (a client frame keeps its masking key upstream; an upstream
 //! frame is already what a client expects). One read, one decision and one write per frame,
 //! no copy of the payload beyond the unmasked one the checks read, no second actor, no
-//! mailbox hop. This file holds the session's state, closing, reading, the pump and the actor;
-//! start, end, deadlines and operator requests are in `session/lifecycle.rs`, the per-frame
-//! handling of both directions in `session/frames.rs`. Does not own: admission (registry),
+//! mailbox hop. This file holds the session's state, closing and the actor; reading and the
+//! pump are in `session/pump.rs`, start, end, deadlines and operator requests in
+//! `session/lifecycle.rs`, the per-frame handling of both directions, refusals and
+//! `auth.refresh` in `session/frames.rs`. Does not own: admission (registry),
 //! dialing (upstream.rs).
 
 use std::cell::RefCell;
@@ -22,27 +23,23 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
-use std::time::{Duration, Instant, SystemTime};
+use std::task::Waker;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler};
 use bytes::BytesMut;
 
-mod frames;
-
 use super::index::LiveStats;
 use super::messages::{CloseSession, ConfigReloaded};
 use super::registry::Lease;
-use super::relay::{Read, Side};
+use super::relay::Side;
 use crate::app::Gateway;
-use crate::auth::revocation::unix_now;
-use crate::auth::{jwt, Claims};
+use crate::auth::Claims;
 use crate::config::{Config, Route};
 use crate::error::Denied;
 use crate::metrics::{self as m, SessionMetrics};
 use crate::policy::framing::{Framing, Sender};
 use crate::policy::ratelimit::{optional_bucket, TokenBucket};
-use crate::policy::validate::{self, Rejection};
 use crate::wire::{self, MaskKeys, Utf8Stream};
 
 /// One structured security event of a session, with every field the README's "Logs" section
@@ -66,7 +63,9 @@ macro_rules! session_event {
 }
 
 // After the macro: the lifecycle logs security events too.
+mod frames;
 mod lifecycle;
+mod pump;
 
 /// Window over which rejected frames are counted towards `violations_before_close`.
 const VIOLATION_WINDOW: Duration = Duration::from_secs(60);
@@ -283,72 +282,6 @@ impl Session {
         self.wake();
     }
 
-    /// Count a rejected frame; close once `violations_before_close` are reached in the window.
-    fn reject(&mut self, rejection: Rejection, id: Option<&str>) {
-        self.metrics.rejected(rejection);
-        tracing::debug!(event = "frame_rejected", conn_id = self.id(), route = %self.p.route.path, code = rejection.code());
-        let frame = validate::error_frame(rejection, id, &self.p.route.type_field);
-        self.send_text(&frame);
-        let limit = self.p.config.limits.violations_before_close as usize;
-        if limit == 0 {
-            return;
-        }
-        let now = Instant::now();
-        self.violations.push_back(now);
-        while self.violations.front().is_some_and(|t| now.duration_since(*t) > VIOLATION_WINDOW) {
-            self.violations.pop_front();
-        }
-        if self.violations.len() >= limit {
-            let denied =
-                if rejection == Rejection::RateLimited { Denied::RateViolations } else { Denied::PolicyViolations };
-            let event = if denied == Denied::RateViolations { "rate_limit_close" } else { "policy_violation_close" };
-            session_event!(warn, self, event, denied.reason());
-            self.close(denied);
-        }
-    }
-
-    /// `auth.refresh`: same subject required; on success re-arm the timers and answer
-    /// `auth.refreshed`; on failure `forbidden` and the old expiry stands.
-    fn refresh(&mut self, token: &str, id: Option<&str>) {
-        self.metrics.control();
-        let keys = Arc::clone(&self.p.gateway.policy().keys);
-        let result = jwt::verify(token, &keys, &self.p.config.auth, SystemTime::now());
-        let outcome = match result {
-            Ok(claims) if claims.sub != self.p.claims.sub => Err("subject_mismatch"),
-            Ok(claims) if self.p.gateway.revocations.revokes(&claims, unix_now()) => Err("revoked"),
-            Ok(claims) => Ok(claims),
-            Err(crate::auth::AuthError::Expired) => Err("expired"),
-            Err(_) => Err("invalid"),
-        };
-        m::auth_refresh(outcome.is_ok());
-        match outcome {
-            Ok(claims) => {
-                session_event!(
-                    info,
-                    self,
-                    "auth_refresh",
-                    "ok",
-                    result = "ok",
-                    new_jti = claims.jti.as_deref().unwrap_or(""),
-                    exp = claims.exp
-                );
-                self.p.claims = claims;
-                self.stats.set_token(&self.p.claims);
-                self.arm_expiry();
-                let mut payload = serde_json::json!({"exp": self.p.claims.exp});
-                if let Some(id) = id {
-                    payload["ref"] = serde_json::Value::String(id.to_string());
-                }
-                let frame = serde_json::json!({self.p.route.type_field.as_str(): "auth.refreshed", "payload": payload});
-                self.send_text(&frame.to_string());
-            }
-            Err(why) => {
-                session_event!(warn, self, "auth_refresh", why, result = "failed");
-                self.reject(Rejection::Forbidden, id);
-            }
-        }
-    }
-
     fn protocol_close(&mut self, denied: Denied) {
         session_event!(info, self, "protocol_close", denied.reason());
         self.close(denied);
@@ -375,127 +308,6 @@ impl Session {
             self.begin_closing();
         }
         self.client.dead = true;
-    }
-
-    /// One read from the client; true when bytes were handled.
-    fn read_client(&mut self, cx: &mut std::task::Context<'_>, now: Instant) -> bool {
-        let mut lent = self.client.lend();
-        let read = self.client.poll_read(cx, &mut lent);
-        let (consumed, want) = match read {
-            Read::Data => {
-                // A reload or revocation that answered before these bytes were read applies
-                // to them (the actor's messages may arrive later).
-                self.catch_up();
-                if self.closing.is_some() {
-                    (lent.buf.len(), 0)
-                } else {
-                    self.on_client_bytes(&lent.buf, now)
-                }
-            }
-            _ => (0, 0),
-        };
-        self.client.restore(lent, consumed, want);
-        match read {
-            Read::Data => true,
-            Read::Pending => false,
-            Read::Eof | Read::Failed(_) => {
-                self.client_gone();
-                false
-            }
-        }
-    }
-
-    /// One read from the upstream; true when bytes were handled.
-    fn read_upstream(&mut self, cx: &mut std::task::Context<'_>) -> bool {
-        let mut lent = self.upstream.lend();
-        let read = self.upstream.poll_read(cx, &mut lent);
-        let (consumed, want) = match read {
-            Read::Data => self.on_upstream_bytes(&lent.buf),
-            _ => (0, 0),
-        };
-        self.upstream.restore(lent, consumed, want);
-        match read {
-            Read::Data => true,
-            Read::Pending => false,
-            Read::Eof | Read::Failed(_) => {
-                self.upstream.dead = true;
-                self.upstream_ended(Denied::UpstreamLost);
-                false
-            }
-        }
-    }
-
-    /// Drive both sockets until nothing is ready (see the module docs); `Ready` once the
-    /// session is over and its actor should stop.
-    fn pump(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
-        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            self.waker = Some(cx.waker().clone());
-        }
-        let high_water = self.p.config.limits.outbound_buffer_bytes;
-        // A side whose read was pending has its wake-up registered: not read again this call.
-        let (mut client_ready, mut upstream_ready) = (true, true);
-        // One clock read per wake-up serves the deadlines, buckets and idle tracking of
-        // every pass (passes take microseconds).
-        let now = Instant::now();
-        for _ in 0..PASSES_PER_WAKE {
-            if self.next_deadline().is_some_and(|t| t <= now) && self.run_deadlines(now) {
-                return Poll::Ready(());
-            }
-            let mut progress = false;
-            if client_ready && self.closing.is_none() && self.drain_by.is_none() && self.upstream.queued() < high_water
-            {
-                client_ready = self.read_client(cx, now);
-                progress |= client_ready;
-            }
-            if upstream_ready && self.closing.is_none() {
-                upstream_ready = self.read_upstream(cx);
-                progress |= upstream_ready;
-            }
-            let client_flushed = match self.client.poll_write_out(cx) {
-                Poll::Ready(Ok(())) => true,
-                Poll::Ready(Err(_)) => {
-                    self.client_gone();
-                    true
-                }
-                Poll::Pending => false,
-            };
-            let upstream_flushed = match self.upstream.poll_write_out(cx) {
-                Poll::Ready(Ok(())) => true,
-                Poll::Ready(Err(_)) => {
-                    self.upstream.dead = true;
-                    self.upstream_ended(Denied::UpstreamLost);
-                    true
-                }
-                Poll::Pending => false,
-            };
-            if self.closing.is_none() && self.client.queued() > high_water {
-                session_event!(warn, self, "slow_consumer_close", "slow_consumer", queued = self.client.queued());
-                self.close(Denied::SlowConsumer);
-                continue;
-            }
-            if self.closing.is_some() && client_flushed && upstream_flushed {
-                let client_done = self.client.poll_linger(cx).is_ready();
-                let upstream_done = self.upstream.poll_linger(cx).is_ready();
-                if client_done && upstream_done {
-                    return Poll::Ready(());
-                }
-            }
-            if !progress {
-                self.arm_timer(cx);
-                self.publish();
-                return Poll::Pending;
-            }
-        }
-        // Still busy: let the worker's other connections run, then continue.
-        self.publish();
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    }
-
-    /// Publish the message counts for the admin API (once per wake-up, not per frame).
-    fn publish(&self) {
-        self.stats.messages_in.store(self.messages_in, std::sync::atomic::Ordering::Relaxed);
-        self.stats.messages_out.store(self.messages_out, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

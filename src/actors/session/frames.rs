@@ -1,13 +1,17 @@
 //! The frame side of a [`Session`]: each complete frame from either socket, judged in
-//! DESIGN.md §3 order and queued for the other side as received. Lifecycle, timers, closing
-//! and the pump are in the parent module.
+//! DESIGN.md §3 order and queued for the other side as received, the error frames and
+//! violation count of a refused one, and the in-band `auth.refresh`. Lifecycle and timers
+//! are in `lifecycle.rs`, reading and the pump in `pump.rs`, state and closing in the parent.
 
 use std::cell::Cell;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 use bytes::BytesMut;
 
-use super::{Assembly, Session, FORWARD_TIME_SAMPLE, FRAGMENT_ASSEMBLY_LIMIT};
+use super::{Assembly, Session, FORWARD_TIME_SAMPLE, FRAGMENT_ASSEMBLY_LIMIT, VIOLATION_WINDOW};
+use crate::auth::jwt;
+use crate::auth::revocation::unix_now;
 use crate::config::Envelope;
 use crate::error::Denied;
 use crate::metrics as m;
@@ -247,6 +251,72 @@ impl Session {
                 Err(_) => self.upstream_ended(Denied::UpstreamLost),
             },
             _ => {} // pong
+        }
+    }
+
+    /// Count a rejected frame; close once `violations_before_close` are reached in the window.
+    pub(super) fn reject(&mut self, rejection: Rejection, id: Option<&str>) {
+        self.metrics.rejected(rejection);
+        tracing::debug!(event = "frame_rejected", conn_id = self.id(), route = %self.p.route.path, code = rejection.code());
+        let frame = validate::error_frame(rejection, id, &self.p.route.type_field);
+        self.send_text(&frame);
+        let limit = self.p.config.limits.violations_before_close as usize;
+        if limit == 0 {
+            return;
+        }
+        let now = Instant::now();
+        self.violations.push_back(now);
+        while self.violations.front().is_some_and(|t| now.duration_since(*t) > VIOLATION_WINDOW) {
+            self.violations.pop_front();
+        }
+        if self.violations.len() >= limit {
+            let denied =
+                if rejection == Rejection::RateLimited { Denied::RateViolations } else { Denied::PolicyViolations };
+            let event = if denied == Denied::RateViolations { "rate_limit_close" } else { "policy_violation_close" };
+            session_event!(warn, self, event, denied.reason());
+            self.close(denied);
+        }
+    }
+
+    /// `auth.refresh`: same subject required; on success re-arm the timers and answer
+    /// `auth.refreshed`; on failure `forbidden` and the old expiry stands.
+    pub(super) fn refresh(&mut self, token: &str, id: Option<&str>) {
+        self.metrics.control();
+        let keys = Arc::clone(&self.p.gateway.policy().keys);
+        let result = jwt::verify(token, &keys, &self.p.config.auth, SystemTime::now());
+        let outcome = match result {
+            Ok(claims) if claims.sub != self.p.claims.sub => Err("subject_mismatch"),
+            Ok(claims) if self.p.gateway.revocations.revokes(&claims, unix_now()) => Err("revoked"),
+            Ok(claims) => Ok(claims),
+            Err(crate::auth::AuthError::Expired) => Err("expired"),
+            Err(_) => Err("invalid"),
+        };
+        m::auth_refresh(outcome.is_ok());
+        match outcome {
+            Ok(claims) => {
+                session_event!(
+                    info,
+                    self,
+                    "auth_refresh",
+                    "ok",
+                    result = "ok",
+                    new_jti = claims.jti.as_deref().unwrap_or(""),
+                    exp = claims.exp
+                );
+                self.p.claims = claims;
+                self.stats.set_token(&self.p.claims);
+                self.arm_expiry();
+                let mut payload = serde_json::json!({"exp": self.p.claims.exp});
+                if let Some(id) = id {
+                    payload["ref"] = serde_json::Value::String(id.to_string());
+                }
+                let frame = serde_json::json!({self.p.route.type_field.as_str(): "auth.refreshed", "payload": payload});
+                self.send_text(&frame.to_string());
+            }
+            Err(why) => {
+                session_event!(warn, self, "auth_refresh", why, result = "failed");
+                self.reject(Rejection::Forbidden, id);
+            }
         }
     }
 }
