@@ -45,7 +45,7 @@ pub struct Policy {
 /// What the process's listeners, sessions and admin API share.
 pub struct Gateway {
     policy: ArcSwap<Policy>,
-    /// Bumped after each new policy is stored; sessions compare it once per wake-up.
+    /// Bumped after each new policy is stored; sessions compare it after each client read.
     policy_generation: AtomicU64,
     /// Connection caps and handshake rates (called directly by the handshake path).
     pub admission: Arc<Admission>,
@@ -84,14 +84,15 @@ impl Gateway {
         self.policy.load_full()
     }
 
-    /// Put a reloaded config and keys in force for new handshakes.
+    /// Put a reloaded config and keys in force: for new handshakes at once, for open sessions
+    /// from their next client read (they compare [`Gateway::policy_generation`]).
     pub(crate) fn set_policy(&self, policy: Policy) {
         self.policy.store(Arc::new(policy));
         self.policy_generation.fetch_add(1, Ordering::Release);
     }
 
-    /// Changes whenever a reload puts a new policy in force: a session that saw another value
-    /// takes the new rules before it reads its next frame.
+    /// Changes whenever a reload puts a new policy in force: a session that sees another value
+    /// takes the new rules before it judges the bytes it just read.
     pub fn policy_generation(&self) -> u64 {
         self.policy_generation.load(Ordering::Acquire)
     }

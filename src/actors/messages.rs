@@ -29,8 +29,9 @@ pub struct CloseSession {
 /// Notification to a session: a reload put a new config in force. The session takes its
 /// route's new rules (message types, schemas, limits) from the gateway's policy in force;
 /// a route removed by the reload keeps its old rules until the connection ends. A session
-/// that reads a frame before this arrives has taken the new rules already (it compares the
-/// policy generation on every wake-up); this wakes the idle ones, whose timers may change.
+/// that reads from its client before this arrives has taken the new rules already (it
+/// compares the policy generation after each client read); this reaches the idle ones, whose
+/// timers may change.
 #[derive(Clone, Copy, actix::Message)]
 #[rtype(result = "()")]
 pub struct ConfigReloaded;
