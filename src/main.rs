@@ -15,11 +15,13 @@ use wsgate::config::Config;
 /// jemalloc with a background purging thread: pages freed after a load peak go back to the OS
 /// within a second or two (glibc's malloc kept a 2 000-connection soak's peak RSS after every
 /// client had left).
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc options read at start: purge dirty pages after 1 s, skip the muzzy stage, and let
 /// the background thread do it (no purging work on the request path).
+#[cfg(feature = "jemalloc")]
 #[allow(unsafe_code)]
 #[export_name = "_rjem_malloc_conf"]
 pub static MALLOC_CONF: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
