@@ -26,7 +26,7 @@ use crate::auth::keys::KeySet;
 use crate::auth::revocation::Revocations;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::http::accept;
+use crate::http::accept::{self, Watched};
 use crate::http::admin::{self, AdminState};
 use crate::http::ws::{self, Entry};
 use crate::tls::ReloadableCert;
@@ -41,6 +41,10 @@ pub struct Policy {
     /// Verification keys (`[[auth.keys]]`, the JWKS file and the JWKS URL's keys).
     pub keys: Arc<KeySet>,
 }
+
+/// `Retry-After` of the 503 answered while draining: the process is going away, so a client
+/// should come back soon, through the load balancer, to another node.
+pub const DRAIN_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// What the process's listeners, sessions and admin API share.
 pub struct Gateway {
@@ -104,7 +108,7 @@ impl Gateway {
     /// [`Refusal`] with `Draining`, `Overloaded` or `HandshakeRate`.
     pub fn admit(&self, ip: std::net::IpAddr) -> std::result::Result<(), Refusal> {
         if self.is_draining() {
-            return Err(Refusal { denied: crate::error::Denied::Draining, retry_after: None });
+            return Err(Refusal { denied: crate::error::Denied::Draining, retry_after: Some(DRAIN_RETRY_AFTER) });
         }
         self.admission.admit(ip)
     }
@@ -148,12 +152,22 @@ fn open_revocations(config: &Config) -> Result<Revocations> {
     }
 }
 
+/// Bind `addr`, the value of config key `key`.
+fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|source| Error::Bind { key, addr, source })
+}
+
 /// Run the gateway until a drain completes. `source` is the config file a reload reads.
 /// `announce` is called once both listeners are bound.
 ///
 /// # Errors
 /// Bind failures, TLS material errors, state directory errors, metrics recorder errors.
 pub async fn run(config: Config, keys: KeySet, source: Option<PathBuf>, announce: impl FnOnce(Bound)) -> Result<()> {
+    // Bound first: an address in use ends the run before anything else was started.
+    let public_listener = bind("server.listen", config.listen)?;
+    let public_addr = public_listener.local_addr()?;
+    let admin_listener = bind("admin.listen", config.admin_listen)?;
+    let admin_addr = admin_listener.local_addr()?;
     let handle = crate::metrics::install().map_err(Error::Metrics)?;
     crate::metrics::connections_max(config.limits.max_connections);
     for r in &config.routes {
@@ -205,10 +219,6 @@ pub async fn run(config: Config, keys: KeySet, source: Option<PathBuf>, announce
         crate::auth::jwks::spawn(Arc::clone(&gateway), Arc::clone(demand)).await;
     }
 
-    let public_listener = TcpListener::bind(config.listen)?;
-    let public_addr = public_listener.local_addr()?;
-    let admin_listener = TcpListener::bind(config.admin_listen)?;
-    let admin_addr = admin_listener.local_addr()?;
     if config.tls.is_none() && !public_addr.ip().is_loopback() {
         tracing::warn!(listen = %public_addr, "serving plain ws:// on a non-loopback address: tokens and messages travel unencrypted; configure [server.tls]");
     }
@@ -238,6 +248,10 @@ pub async fn run(config: Config, keys: KeySet, source: Option<PathBuf>, announce
             macro_rules! h1 {
                 () => {
                     HttpService::build()
+                        .on_connect_ext(|io: &_, ext: &mut actix_http::Extensions| {
+                            let io: &Watched<_> = io;
+                            ext.insert(io.watch());
+                        })
                         .client_request_timeout(handshake_timeout)
                         .client_disconnect_timeout(Duration::ZERO)
                         .local_addr(public_addr)
@@ -255,7 +269,7 @@ pub async fn run(config: Config, keys: KeySet, source: Option<PathBuf>, announce
                         async move {
                             let peer = accept::client_peer(&gw, &mut io, proxy_protocol, handshake_timeout).await?;
                             let tls = accept::tls_handshake(&acceptor, io, handshake_timeout).await?;
-                            Ok::<_, DispatchError>((tls, Some(peer)))
+                            Ok::<_, DispatchError>((Watched::new(tls, peer), Some(peer)))
                         }
                     });
                     actix_service::boxed::factory(accept.and_then(h1!()).map_err(|_| ()))
@@ -266,7 +280,7 @@ pub async fn run(config: Config, keys: KeySet, source: Option<PathBuf>, announce
                         accept::set_nodelay(&io);
                         async move {
                             let peer = accept::client_peer(&gw, &mut io, proxy_protocol, handshake_timeout).await?;
-                            Ok::<_, DispatchError>((io, Some(peer)))
+                            Ok::<_, DispatchError>((Watched::new(io, peer), Some(peer)))
                         }
                     });
                     actix_service::boxed::factory(accept.and_then(h1!()).map_err(|_| ()))

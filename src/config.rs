@@ -24,6 +24,13 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 pub const DEFAULT_LEEWAY_SECONDS: u64 = 5;
 /// How long before the deadline `auth.expiring` is sent.
 pub const DEFAULT_EXPIRY_WARNING_SECONDS: u64 = 30;
+/// Longest token lifetime accepted (`exp - iat`, or `exp - now` without `iat`): one day. A
+/// stolen token with a far `exp` is worth more than one an IdP would really issue.
+pub const DEFAULT_MAX_TOKEN_LIFETIME_SECONDS: u64 = 86_400;
+/// Largest value of any `timeouts.*_seconds` key (one year).
+pub const MAX_TIMEOUT_SECONDS: u64 = 365 * 86_400;
+/// Largest `auth.leeway_seconds` accepted: clock skew beyond an hour is a broken clock.
+pub const MAX_LEEWAY_SECONDS: u64 = 3_600;
 
 /// Why a configuration was refused. Every variant names the key it is about.
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +149,8 @@ struct RawAuth {
     cookie_name: String,
     query_param: String,
     expiry_warning_seconds: u64,
+    max_token_lifetime_seconds: u64,
+    require_iat: bool,
     jwks_file: Option<PathBuf>,
     jwks_url: Option<String>,
     jwks_refresh_seconds: u64,
@@ -160,6 +169,8 @@ impl Default for RawAuth {
             cookie_name: "access_token".into(),
             query_param: "access_token".into(),
             expiry_warning_seconds: DEFAULT_EXPIRY_WARNING_SECONDS,
+            max_token_lifetime_seconds: DEFAULT_MAX_TOKEN_LIFETIME_SECONDS,
+            require_iat: false,
             jwks_file: None,
             jwks_url: None,
             jwks_refresh_seconds: 300,
@@ -438,6 +449,10 @@ pub struct AuthConfig {
     pub query_param: String,
     /// Warning lead time before the deadline; zero = no warning.
     pub expiry_warning: Duration,
+    /// Longest accepted `exp - iat` (or `exp - now` without `iat`); zero = no bound.
+    pub max_token_lifetime: Duration,
+    /// Refuse tokens without `iat`.
+    pub require_iat: bool,
     /// JWKS file, keys by kid.
     pub jwks_file: Option<PathBuf>,
     /// JWKS URL, fetched at start, every `jwks_refresh` and on an unknown `kid`.
@@ -463,6 +478,8 @@ impl Default for AuthConfig {
             cookie_name: raw.cookie_name,
             query_param: raw.query_param,
             expiry_warning: Duration::from_secs(raw.expiry_warning_seconds),
+            max_token_lifetime: Duration::from_secs(raw.max_token_lifetime_seconds),
+            require_iat: raw.require_iat,
             jwks_file: raw.jwks_file,
             jwks_url: raw.jwks_url,
             jwks_refresh: Duration::from_secs(raw.jwks_refresh_seconds),
@@ -642,6 +659,21 @@ fn validate_auth(raw: RawAuth, base: &Path) -> Result<AuthConfig, ConfigError> {
     if raw.scope_claim.is_empty() {
         return Err(ConfigError::invalid("auth.scope_claim", "must not be empty"));
     }
+    if raw.leeway_seconds > MAX_LEEWAY_SECONDS {
+        return Err(ConfigError::invalid("auth.leeway_seconds", format!("must be at most {MAX_LEEWAY_SECONDS}")));
+    }
+    if raw.max_token_lifetime_seconds > crate::auth::jwt::MAX_NUMERIC_DATE {
+        return Err(ConfigError::invalid("auth.max_token_lifetime_seconds", "out of range (0 = no bound)"));
+    }
+    if raw.expiry_warning_seconds > crate::auth::jwt::MAX_NUMERIC_DATE {
+        return Err(ConfigError::invalid("auth.expiry_warning_seconds", "out of range (0 = no warning)"));
+    }
+    if raw.issuer.as_deref() == Some("") {
+        return Err(ConfigError::invalid("auth.issuer", "must not be empty (omit it to accept any iss)"));
+    }
+    if raw.audience.as_deref() == Some("") {
+        return Err(ConfigError::invalid("auth.audience", "must not be empty (omit it to accept any aud)"));
+    }
     if raw.keys.is_empty() && raw.jwks_file.is_none() && raw.jwks_url.is_none() {
         return Err(ConfigError::invalid(
             "auth.keys",
@@ -677,6 +709,8 @@ fn validate_auth(raw: RawAuth, base: &Path) -> Result<AuthConfig, ConfigError> {
         cookie_name: raw.cookie_name,
         query_param: raw.query_param,
         expiry_warning: Duration::from_secs(raw.expiry_warning_seconds),
+        max_token_lifetime: Duration::from_secs(raw.max_token_lifetime_seconds),
+        require_iat: raw.require_iat,
         jwks_file: raw.jwks_file.map(|p| base.join(p)),
         jwks_url: raw.jwks_url,
         jwks_refresh: Duration::from_secs(raw.jwks_refresh_seconds),
@@ -723,6 +757,21 @@ fn validate_timeouts(t: &Timeouts) -> Result<(), ConfigError> {
     if t.upstream_connect_seconds == 0 {
         return Err(ConfigError::invalid("timeouts.upstream_connect_seconds", "must be > 0"));
     }
+    // Deadlines are `Instant`s: a bound keeps every `now + timeout` far from overflowing.
+    for (name, value) in [
+        ("handshake_seconds", t.handshake_seconds),
+        ("upstream_connect_seconds", t.upstream_connect_seconds),
+        ("idle_seconds", t.idle_seconds),
+        ("ping_interval_seconds", t.ping_interval_seconds),
+        ("drain_seconds", t.drain_seconds),
+    ] {
+        if value > MAX_TIMEOUT_SECONDS {
+            return Err(ConfigError::invalid(
+                format!("timeouts.{name}"),
+                format!("must be at most {MAX_TIMEOUT_SECONDS} (one year)"),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -756,6 +805,13 @@ fn validate_route(i: usize, r: RawRoute, auth: &AuthConfig, base: &Path) -> Resu
         Some(names) => parse_sources(&key("token_sources"), names)?,
         None => auth.token_sources.clone(),
     };
+    if token_sources.contains(&TokenSource::Cookie) && r.allow_missing_origin {
+        return Err(ConfigError::invalid(
+            key("allow_missing_origin"),
+            "must be false on a route with the cookie token source: a cookie is a browser credential, and a \
+             request without Origin cannot be told apart from a cross-site one",
+        ));
+    }
     if token_sources.contains(&TokenSource::Cookie) && r.origins.is_empty() {
         return Err(ConfigError::invalid(
             key("token_sources"),
@@ -848,11 +904,36 @@ origins = ["https://app.example.com"]
 
     #[test]
     fn cookie_source_requires_origin_allowlist() {
-        let text = MINIMAL.replace(
-            "origins = [\"https://app.example.com\"]",
-            "origins = []\nallow_missing_origin = true\ntoken_sources = [\"cookie\"]",
-        );
+        let text =
+            MINIMAL.replace("origins = [\"https://app.example.com\"]", "origins = []\ntoken_sources = [\"cookie\"]");
         let err = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
         assert!(err.starts_with("routes[0].token_sources:"), "{err}");
+    }
+
+    #[test]
+    fn cookie_source_refuses_requests_without_origin() {
+        let text = MINIMAL.replace(
+            "origins = [\"https://app.example.com\"]",
+            "origins = [\"https://app.example.com\"]\nallow_missing_origin = true\ntoken_sources = [\"cookie\"]",
+        );
+        let err = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+        assert!(err.starts_with("routes[0].allow_missing_origin:"), "{err}");
+    }
+
+    #[test]
+    fn time_keys_are_bounded() {
+        for (line, key) in [
+            ("leeway_seconds = 3601", "auth.leeway_seconds"),
+            ("max_token_lifetime_seconds = 9223372036854775807", "auth.max_token_lifetime_seconds"),
+            ("issuer = \"\"", "auth.issuer"),
+            ("audience = \"\"", "auth.audience"),
+        ] {
+            let text = format!("[auth]\n{line}\n{MINIMAL}");
+            let err = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{key}: {err}");
+        }
+        let text = format!("{MINIMAL}\n[timeouts]\nidle_seconds = 31536001\n");
+        let err = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+        assert!(err.starts_with("timeouts.idle_seconds"), "{err}");
     }
 }

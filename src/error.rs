@@ -22,7 +22,17 @@ pub enum Error {
     /// Key material could not be loaded or a token could not be made.
     #[error(transparent)]
     Auth(#[from] AuthError),
-    /// A socket could not be bound or served.
+    /// A listen address could not be bound (`server.listen 127.0.0.1:8080: address in use`).
+    #[error("{key} {addr}: {}", bind_reason(source))]
+    Bind {
+        /// The config key naming the address.
+        key: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A socket could not be served.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     /// TLS material could not be loaded.
@@ -31,6 +41,16 @@ pub enum Error {
     /// The metrics recorder could not be installed.
     #[error("metrics: {0}")]
     Metrics(String),
+}
+
+/// The OS error of a failed bind, in the words an operator searches for.
+fn bind_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => "address already in use".into(),
+        std::io::ErrorKind::AddrNotAvailable => "address not available on this host".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied (ports below 1024 need privileges)".into(),
+        _ => e.to_string(),
+    }
 }
 
 /// A refusal the client caused, at the handshake or during the session.
@@ -46,6 +66,13 @@ pub enum Denied {
     Draining,
     /// Too many handshakes from this IP in a short time.
     HandshakeRate,
+    /// An HTTP request the server's parser refused before any policy ran (bad bytes, a missing
+    /// or repeated `Host`, a malformed request line).
+    BadRequest,
+    /// The request line or header block is larger than the parser accepts.
+    HeaderTooLarge,
+    /// The request did not arrive completely within `timeouts.handshake_seconds`.
+    RequestTimeout,
     /// Not a valid RFC 6455 upgrade request.
     BadUpgrade,
     /// `Sec-WebSocket-Version` is not 13.
@@ -54,8 +81,13 @@ pub enum Denied {
     NoRoute,
     /// The `Origin` is not on the route's allowlist (or missing where the route requires it).
     Origin,
+    /// The client offered subprotocols and none of them can be selected (only credential
+    /// entries, or names the route does not list).
+    Subprotocol,
     /// No token was found in the route's token sources.
     MissingToken,
+    /// More than one token in the request (two sources, two entries of one source).
+    MultipleTokens,
     /// The token failed verification (signature, algorithm, kid, iss, aud, nbf, claims).
     InvalidToken,
     /// The token's `exp` (plus leeway) has passed.
@@ -108,11 +140,16 @@ impl Denied {
             Self::Revoked => "revoked",
             Self::Kicked => "kicked",
             Self::HandshakeRate => "handshake_rate",
+            Self::BadRequest => "bad_request",
+            Self::HeaderTooLarge => "header_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::BadUpgrade => "bad_upgrade",
             Self::UnsupportedVersion => "unsupported_version",
             Self::NoRoute => "no_route",
             Self::Origin => "origin",
+            Self::Subprotocol => "subprotocol",
             Self::MissingToken => "missing_token",
+            Self::MultipleTokens => "multiple_tokens",
             Self::InvalidToken => "invalid_token",
             Self::ExpiredToken => "expired_token",
             Self::ConnectScope => "connect_scope",
@@ -140,7 +177,15 @@ impl Denied {
             Self::Revoked => StatusCode::UNAUTHORIZED,
             Self::Kicked => StatusCode::FORBIDDEN,
             Self::HandshakeRate | Self::IpConnections | Self::SubjectConnections => StatusCode::TOO_MANY_REQUESTS,
-            Self::BadUpgrade | Self::Protocol | Self::InvalidUtf8 | Self::MessageTooBig => StatusCode::BAD_REQUEST,
+            Self::BadUpgrade
+            | Self::BadRequest
+            | Self::Subprotocol
+            | Self::MultipleTokens
+            | Self::Protocol
+            | Self::InvalidUtf8
+            | Self::MessageTooBig => StatusCode::BAD_REQUEST,
+            Self::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
             Self::NoRoute => StatusCode::NOT_FOUND,
             Self::Origin | Self::ConnectScope | Self::PolicyViolations => StatusCode::FORBIDDEN,
@@ -162,7 +207,14 @@ impl Denied {
             Self::Revoked | Self::Kicked => 4003,
             Self::MessageTooBig => 1009,
             Self::InvalidUtf8 => 1007,
-            Self::Protocol | Self::BadUpgrade | Self::UnsupportedVersion | Self::NoRoute => 1002,
+            Self::Protocol
+            | Self::BadUpgrade
+            | Self::BadRequest
+            | Self::HeaderTooLarge
+            | Self::RequestTimeout
+            | Self::UnsupportedVersion
+            | Self::Subprotocol
+            | Self::NoRoute => 1002,
             Self::PolicyViolations
             | Self::Origin
             | Self::ConnectScope
@@ -170,7 +222,7 @@ impl Denied {
             | Self::IpConnections
             | Self::SubjectConnections => 1008,
             Self::RateViolations => 4029,
-            Self::MissingToken | Self::InvalidToken => 4003,
+            Self::MissingToken | Self::MultipleTokens | Self::InvalidToken => 4003,
             Self::ExpiredToken | Self::TokenExpired => 4001,
             Self::SlowConsumer => 4008,
             Self::Idle => 1001,
@@ -184,14 +236,21 @@ impl Denied {
         match self {
             Self::Overloaded => "gateway is at capacity",
             Self::Draining => "gateway is shutting down",
-            Self::Revoked => "token revoked",
+            // A revoked token is refused exactly like any invalid one.
+            Self::Revoked => "invalid token",
             Self::Kicked => "closed by operator",
             Self::HandshakeRate => "too many handshakes",
             Self::BadUpgrade => "not a valid websocket upgrade",
+            Self::BadRequest => "bad request",
+            Self::HeaderTooLarge => "request header too large",
+            Self::RequestTimeout => "request timeout",
+            Self::Subprotocol => "no acceptable subprotocol offered",
+            Self::MultipleTokens => "more than one token in the request",
             Self::UnsupportedVersion => "websocket version 13 required",
             Self::NoRoute => "no such route",
             Self::Origin => "origin not allowed",
-            Self::MissingToken | Self::InvalidToken => "invalid token",
+            Self::MissingToken => "missing token",
+            Self::InvalidToken => "invalid token",
             Self::ExpiredToken | Self::TokenExpired => "token expired",
             Self::ConnectScope => "insufficient scope",
             Self::IpConnections | Self::SubjectConnections => "too many connections",

@@ -9,6 +9,7 @@
 //!   `Registry` actor.
 //! - [`upstream`]: dialing the backend WebSocket.
 //! - [`wire`]: the RFC 6455 frame codec of the relay.
+//! - [`log_text`]: client-supplied text bounded and escaped for log lines.
 //! - [`http`]: the public WebSocket entry (handshake policy, upgrade) and the admin listener.
 //! - [`metrics`]: every metric name and the recording helpers.
 //! - [`tls`]: PEM files to a rustls server config.
@@ -27,6 +28,7 @@ pub mod drain;
 pub mod echo;
 pub mod error;
 pub mod http;
+pub mod log_text;
 pub mod metrics;
 pub mod policy;
 pub mod reload;

@@ -101,7 +101,7 @@ const ALL_REJECTIONS: [Rejection; 7] = [
     Rejection::BinaryNotAllowed,
 ];
 
-const SESSION_CLOSES: [Denied; 12] = [
+const SESSION_CLOSES: [Denied; 13] = [
     Denied::Revoked,
     Denied::Kicked,
     Denied::Draining,
@@ -114,6 +114,7 @@ const SESSION_CLOSES: [Denied; 12] = [
     Denied::SlowConsumer,
     Denied::Idle,
     Denied::UpstreamLost,
+    Denied::Internal,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -148,7 +149,9 @@ pub fn install() -> Result<&'static PrometheusHandle, String> {
         counter!(names::JWKS_FETCHES_TOTAL, "result" => result).increment(0);
     }
     gauge!(names::DRAINING).set(0.0);
-    counter!(names::HANDSHAKES_TOTAL, "route" => NO_ROUTE, "result" => Denied::NoRoute.reason()).increment(0);
+    for d in [Denied::NoRoute, Denied::BadRequest, Denied::HeaderTooLarge, Denied::RequestTimeout] {
+        counter!(names::HANDSHAKES_TOTAL, "route" => NO_ROUTE, "result" => d.reason()).increment(0);
+    }
     Ok(HANDLE.get_or_init(|| handle))
 }
 
@@ -210,7 +213,9 @@ pub fn register_route(route: &str) {
         Denied::BadUpgrade,
         Denied::UnsupportedVersion,
         Denied::Origin,
+        Denied::Subprotocol,
         Denied::MissingToken,
+        Denied::MultipleTokens,
         Denied::InvalidToken,
         Denied::ExpiredToken,
         Denied::ConnectScope,

@@ -82,17 +82,30 @@ pub async fn dial(
         }
         Ok(Err(e)) => Err((Denied::UpstreamFailed, upstream_error_detail(&e))),
         Ok(Ok((resp, framed))) => {
-            let selected = resp
-                .headers()
-                .get(actix_http::header::SEC_WEBSOCKET_PROTOCOL)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            if selected.is_some() && selected.as_deref() != protocol {
-                return Err((Denied::UpstreamFailed, "upstream selected a subprotocol that was not offered".into()));
-            }
+            check_answer(resp.headers(), protocol).map_err(|why| (Denied::UpstreamFailed, why.to_string()))?;
             let parts = framed.into_parts();
             Ok(Dialed { io: parts.io, read_ahead: parts.read_buf })
         }
+    }
+}
+
+/// RFC 6455 §4.1, the client's rules for the server's 101: the gateway offers no extension,
+/// so any `Sec-WebSocket-Extensions` answer fails the dial (an unoffered `permessage-deflate`
+/// would have the upstream inflate frames the gateway judged as plain bytes); a subprotocol
+/// must be exactly the one offered, in a single header.
+///
+/// # Errors
+/// The reason, for the log.
+pub fn check_answer(headers: &actix_http::header::HeaderMap, offered: Option<&str>) -> Result<(), &'static str> {
+    use actix_http::header::{SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL};
+    if headers.contains_key(SEC_WEBSOCKET_EXTENSIONS) {
+        return Err("upstream answered with an extension that was not offered");
+    }
+    let mut selected = headers.get_all(SEC_WEBSOCKET_PROTOCOL);
+    match (selected.next(), selected.next()) {
+        (None, _) => Ok(()),
+        (Some(p), None) if Some(p.as_bytes()) == offered.map(str::as_bytes) => Ok(()),
+        _ => Err("upstream selected a subprotocol that was not offered"),
     }
 }
 
@@ -101,5 +114,37 @@ fn upstream_error_detail(e: &WsClientError) -> String {
         WsClientError::InvalidResponseStatus(s) => format!("upstream answered {} instead of 101", s.as_u16()),
         WsClientError::SendRequest(e) => format!("upstream unreachable: {e}"),
         other => format!("upstream handshake failed: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_http::header::{HeaderMap, HeaderName, HeaderValue};
+
+    use super::*;
+
+    fn answer(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"));
+        }
+        h
+    }
+
+    #[test]
+    fn only_what_was_offered_is_accepted_from_the_upstream() {
+        assert_eq!(check_answer(&answer(&[]), None), Ok(()));
+        assert_eq!(check_answer(&answer(&[]), Some("chat.v1")), Ok(()));
+        assert_eq!(check_answer(&answer(&[("sec-websocket-protocol", "chat.v1")]), Some("chat.v1")), Ok(()));
+        for bad in [
+            vec![("sec-websocket-extensions", "permessage-deflate")],
+            vec![("sec-websocket-extensions", "")],
+            vec![("sec-websocket-protocol", "chat.v2")],
+            vec![("sec-websocket-protocol", "chat.v1, chat.v2")],
+            vec![("sec-websocket-protocol", "chat.v1"), ("sec-websocket-protocol", "chat.v1")],
+        ] {
+            assert!(check_answer(&answer(&bad), Some("chat.v1")).is_err(), "{bad:?}");
+        }
+        assert!(check_answer(&answer(&[("sec-websocket-protocol", "chat.v1")]), None).is_err());
     }
 }

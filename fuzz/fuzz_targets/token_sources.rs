@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     let carriers = TokenCarriers { authorization: &auth, protocols: &prot, cookies: &cook, query: q };
     let sources = [TokenSource::Header, TokenSource::Subprotocol, TokenSource::Cookie, TokenSource::Query];
     let _ = select_subprotocol(&prot, &["chat.v1".to_string(), "*".to_string()]);
-    if let Some((token, _)) = extract_token(&sources, &carriers, "access_token", "access_token") {
+    if let Ok(Some((token, _))) = extract_token(&sources, &carriers, "access_token", "access_token") {
         let (keys, settings) = fixture();
         let _ = jwt::verify(token, keys, settings, SystemTime::now());
     }

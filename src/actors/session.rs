@@ -300,6 +300,17 @@ impl Session {
         self.close(denied);
     }
 
+    /// The pump panicked: log it as an internal error, count it so (`internal`, not a client
+    /// close) and make one non-blocking attempt to deliver a 1011 close frame.
+    fn internal_failure(&mut self) {
+        session_event!(error, self, "session_panic", Denied::Internal.reason());
+        self.closing = Some(Denied::Internal.reason());
+        self.client.discard_unstarted();
+        wire::encode_close(&mut self.client.out, Denied::Internal.close_code(), Denied::Internal.client_text(), None);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let _ = self.client.poll_write_out(&mut cx);
+    }
+
     /// The client's TCP stream ended or failed (with or without a close frame).
     fn client_gone(&mut self) {
         if self.closing.is_none() {
@@ -350,7 +361,17 @@ impl Actor for WsSession {
             polled
         }));
         self.pump = Some(pump.abort_handle());
-        ctx.spawn(actix::fut::wrap_future(pump).map(|_, _, ctx: &mut Context<Self>| ctx.stop()));
+        let session = Rc::clone(&self.session);
+        ctx.spawn(actix::fut::wrap_future(pump).map(move |ended, _, ctx: &mut Context<Self>| {
+            if ended.as_ref().is_err_and(tokio::task::JoinError::is_panic) {
+                // A bug, never the client's doing: logged and counted as internal (1011).
+                // The unwinding released the session's borrow.
+                if let Ok(mut s) = session.try_borrow_mut() {
+                    s.internal_failure();
+                }
+            }
+            ctx.stop()
+        }));
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {

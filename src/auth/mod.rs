@@ -29,8 +29,14 @@ pub struct Claims {
 
 impl Claims {
     /// The connection's deadline: `exp` plus the leeway that admitted the token.
+    /// `exp` is at most [`jwt::MAX_NUMERIC_DATE`] for a verified token; an unrepresentable sum
+    /// saturates at that date instead of overflowing.
     pub fn deadline(&self, leeway: Duration) -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(self.exp) + leeway
+        let latest = UNIX_EPOCH + Duration::from_secs(jwt::MAX_NUMERIC_DATE);
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(self.exp.min(jwt::MAX_NUMERIC_DATE)))
+            .and_then(|t| t.checked_add(leeway))
+            .unwrap_or(latest)
     }
 
     /// Time left until the deadline at `now` (zero when already past).

@@ -6,15 +6,21 @@
 //! other peer it is consumed, logged and ignored (the TCP peer stays the client). Without
 //! `server.proxy_protocol` nothing is parsed: a PROXY line is then just a bad request.
 
+use std::cell::Cell;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::app::Gateway;
+use crate::error::Denied;
+use crate::metrics::NO_ROUTE;
 use crate::policy::proxy_protocol::{inspect, Inspected, MAX_HEADER_BYTES};
 
 /// Pause between looks at a PROXY header that arrived in pieces (it normally arrives whole,
@@ -96,4 +102,113 @@ pub async fn tls_handshake(
 /// A TLS acceptor over the listener's (reloadable) server config.
 pub fn tls_acceptor(config: rustls::ServerConfig) -> tokio_rustls::TlsAcceptor {
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A public connection on its way through the HTTP/1.1 parser, watched so that a request the
+/// parser refuses on its own (bad bytes, a missing or repeated `Host`, an oversized head, a
+/// request that never completes) is counted and logged like every other refusal. The
+/// gateway's services mark the connection served when the request reaches them; a response
+/// written before that is the parser's own, and its status says why.
+pub struct Watched<T> {
+    io: T,
+    watch: Rc<Watch>,
+}
+
+/// What is known of a watched connection.
+pub struct Watch {
+    /// The client address (after PROXY protocol).
+    peer: SocketAddr,
+    /// When the connection arrived (the handshake histogram's start).
+    started: Instant,
+    /// The request reached the gateway's own services (or a parser refusal was recorded).
+    served: Cell<bool>,
+}
+
+// === impl Watched ===
+
+impl<T> Watched<T> {
+    /// Watch `io`, a connection from `peer`.
+    pub fn new(io: T, peer: SocketAddr) -> Self {
+        Self { io, watch: Rc::new(Watch { peer, started: Instant::now(), served: Cell::new(false) }) }
+    }
+
+    /// The connection without its watch, for the session (no wrapper on the data path).
+    pub fn into_inner(self) -> T {
+        self.watch.served.set(true);
+        self.io
+    }
+
+    /// The watch, for the request's connection data (`on_connect_ext`).
+    pub fn watch(&self) -> Rc<Watch> {
+        Rc::clone(&self.watch)
+    }
+}
+
+impl Watch {
+    /// The request reached the gateway's services: they count and log it themselves.
+    pub fn served(&self) {
+        self.served.set(true);
+    }
+
+    /// The parser answered `head` (the start of a response) without calling the services.
+    fn parser_refused(&self, head: &[u8]) {
+        self.served.set(true);
+        let status = head.get(9..12).and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.parse::<u16>().ok());
+        let denied = match status {
+            Some(431) => Denied::HeaderTooLarge,
+            Some(408) => Denied::RequestTimeout,
+            _ => Denied::BadRequest,
+        };
+        crate::metrics::handshake(NO_ROUTE, denied.reason(), self.started.elapsed());
+        tracing::warn!(
+            event = "handshake_refused",
+            reason = denied.reason(),
+            status = status.unwrap_or(0),
+            detail = "refused by the HTTP parser",
+            route = NO_ROUTE,
+            client_ip = %self.peer.ip(),
+        );
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if !self.watch.served.get() && buf.starts_with(b"HTTP/1.") {
+            self.watch.parser_refused(buf);
+        }
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if !self.watch.served.get() {
+            if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+                if first.starts_with(b"HTTP/1.") {
+                    self.watch.parser_refused(first);
+                }
+            }
+        }
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }

@@ -30,9 +30,11 @@ use crate::app::{Gateway, Policy};
 use crate::auth::revocation::unix_now;
 use crate::auth::{jwt, AuthError};
 use crate::error::Denied;
+use crate::http::accept::{Watch, Watched};
+use crate::log_text::log_text;
 use crate::metrics::{self as m, NO_ROUTE};
 use crate::policy::origin::OriginVerdict;
-use crate::policy::token_source::{extract_token, select_subprotocol, TokenCarriers};
+use crate::policy::token_source::{extract_token, select_subprotocol, TokenCarriers, TokenProblem};
 use crate::upstream::{self, Identity};
 
 /// Longest time spent writing a refusal to a client that does not read it.
@@ -95,22 +97,30 @@ impl Entry {
     }
 }
 
-/// A refusal on its way to the client: why, a detail for the log, and `Retry-After`.
+/// A refusal on its way to the client: why, a detail for the log, `Retry-After`, and a body
+/// that tells the client more than the fixed text when that helps it (which subprotocols
+/// the route accepts, which header is repeated). Bodies never carry a client's input.
 struct Refused {
     denied: Denied,
     detail: String,
     retry_after: Option<Duration>,
+    body: Option<String>,
 }
 
 impl Refused {
     fn new(denied: Denied, detail: impl Into<String>) -> Self {
-        Self { denied, detail: detail.into(), retry_after: None }
+        Self { denied, detail: detail.into(), retry_after: None, body: None }
+    }
+
+    fn with_body(mut self, body: String) -> Self {
+        self.body = Some(body);
+        self
     }
 }
 
 impl From<Refusal> for Refused {
     fn from(r: Refusal) -> Self {
-        Self { denied: r.denied, detail: String::new(), retry_after: r.retry_after }
+        Self { denied: r.denied, detail: String::new(), retry_after: r.retry_after, body: None }
     }
 }
 
@@ -120,8 +130,12 @@ struct Attempt<'a> {
     ip: IpAddr,
     route_path: Option<&'a str>,
     path: &'a str,
+    /// The `Origin` as the policy reads it: `None` when absent or not visible ASCII (see
+    /// `origin_raw`).
     origin: Option<&'a str>,
-    user_agent: Option<&'a str>,
+    /// The raw `Origin` and `User-Agent` values, for logs (escaped and bounded there).
+    origin_raw: Option<&'a [u8]>,
+    user_agent_raw: Option<&'a [u8]>,
     /// Token subject and id, once the token verified.
     subject: Option<String>,
     jti: Option<String>,
@@ -136,7 +150,8 @@ impl<'a> Attempt<'a> {
             route_path,
             path: req.path(),
             origin: header_str(headers, header::ORIGIN),
-            user_agent: header_str(headers, header::USER_AGENT),
+            origin_raw: headers.get(header::ORIGIN).map(|v| v.as_bytes()),
+            user_agent_raw: headers.get(header::USER_AGENT).map(|v| v.as_bytes()),
             subject: None,
             jti: None,
         }
@@ -155,13 +170,21 @@ impl<'a> Attempt<'a> {
             status = r.denied.status().as_u16(),
             detail = r.detail.as_str(),
             route = self.route_label(),
-            path = self.path,
+            path = &*log_text(self.path.as_bytes()),
             client_ip = %self.ip,
-            origin = self.origin.unwrap_or(""),
-            user_agent = self.user_agent.unwrap_or(""),
-            subject = self.subject.as_deref().unwrap_or(""),
-            jti = self.jti.as_deref().unwrap_or(""),
+            origin = &*self.origin_log(),
+            user_agent = &*self.user_agent_log(),
+            subject = &*log_text(self.subject.as_deref().unwrap_or("").as_bytes()),
+            jti = &*log_text(self.jti.as_deref().unwrap_or("").as_bytes()),
         );
+    }
+
+    fn origin_log(&self) -> std::borrow::Cow<'a, str> {
+        log_text(self.origin_raw.unwrap_or_default())
+    }
+
+    fn user_agent_log(&self) -> std::borrow::Cow<'a, str> {
+        log_text(self.user_agent_raw.unwrap_or_default())
     }
 }
 
@@ -174,7 +197,8 @@ fn refusal_headers(denied: Denied, retry_after: Option<Duration>) -> Vec<(&'stat
             None
         }
         Denied::MissingToken => Some("Bearer realm=\"wsgate\""),
-        Denied::InvalidToken => Some("Bearer realm=\"wsgate\", error=\"invalid_token\""),
+        // A revoked token is refused exactly like any invalid one.
+        Denied::InvalidToken | Denied::Revoked => Some("Bearer realm=\"wsgate\", error=\"invalid_token\""),
         Denied::ExpiredToken => {
             Some("Bearer realm=\"wsgate\", error=\"invalid_token\", error_description=\"token expired\"")
         }
@@ -193,9 +217,9 @@ fn refusal_headers(denied: Denied, retry_after: Option<Duration>) -> Vec<(&'stat
 
 /// A refusal as an HTTP/1.1 response on the wire. A refused client gets no keep-alive: its
 /// next attempt pays the admission checks again and a refused connection holds nothing here.
-fn refusal_bytes(denied: Denied, retry_after: Option<Duration>) -> Vec<u8> {
+fn refusal_bytes(denied: Denied, retry_after: Option<Duration>, body: Option<&str>) -> Vec<u8> {
     let status = denied.status();
-    let body = format!("{}\n", denied.client_text());
+    let body = format!("{}\n", body.unwrap_or(denied.client_text()));
     let mut out = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n",
         status.as_u16(),
@@ -211,8 +235,8 @@ fn refusal_bytes(denied: Denied, retry_after: Option<Duration>) -> Vec<u8> {
 }
 
 /// A refusal as an actix-http response (for requests that are not upgrades).
-fn refusal_response(denied: Denied, retry_after: Option<Duration>) -> Response<String> {
-    let mut resp = Response::with_body(denied.status(), format!("{}\n", denied.client_text()));
+fn refusal_response(denied: Denied, retry_after: Option<Duration>, body: Option<&str>) -> Response<String> {
+    let mut resp = Response::with_body(denied.status(), format!("{}\n", body.unwrap_or(denied.client_text())));
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
     for (name, value) in refusal_headers(denied, retry_after) {
@@ -251,10 +275,71 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// The body of a refused subprotocol offer: what the route accepts.
+fn subprotocol_refusal(accepted: &[String]) -> String {
+    if accepted.is_empty() {
+        "no acceptable subprotocol offered: this route selects none, so offer no subprotocol \
+         (a token goes in the Authorization header)"
+            .into()
+    } else {
+        format!(
+            "no acceptable subprotocol offered: this route accepts {} (offer one of them beside a bearer.<token> entry)",
+            accepted.join(", ")
+        )
+    }
+}
+
+/// Header fields a handshake carries at most once: two of them mean two parsers may read two
+/// different requests (the first `Origin` deciding here, the last one elsewhere).
+const SINGLE_HEADERS: [header::HeaderName; 6] = [
+    header::ORIGIN,
+    header::HOST,
+    header::SEC_WEBSOCKET_KEY,
+    header::SEC_WEBSOCKET_VERSION,
+    header::UPGRADE,
+    header::AUTHORIZATION,
+];
+
+/// The first of [`SINGLE_HEADERS`] that appears more than once.
+fn repeated_header(headers: &HeaderMap) -> Option<&'static str> {
+    SINGLE_HEADERS.iter().find(|name| headers.get_all(*name).nth(1).is_some()).map(|name| match *name {
+        header::ORIGIN => "Origin",
+        header::HOST => "Host",
+        header::SEC_WEBSOCKET_KEY => "Sec-WebSocket-Key",
+        header::SEC_WEBSOCKET_VERSION => "Sec-WebSocket-Version",
+        header::UPGRADE => "Upgrade",
+        _ => "Authorization",
+    })
+}
+
+/// The body of a refused upgrade: the repeated header or the missing `Host` when that was
+/// the cause (so a client author sees what to fix), else the fixed text.
+fn upgrade_refusal(denied: Denied, headers: &HeaderMap) -> Refused {
+    let refused = Refused::new(denied, "");
+    if denied != Denied::BadUpgrade {
+        return refused;
+    }
+    if let Some(name) = repeated_header(headers) {
+        return Refused::new(denied, format!("repeated {name} header"))
+            .with_body(format!("not a valid websocket upgrade: the {name} header appears more than once"));
+    }
+    if has_token(headers, header::CONNECTION, "close") {
+        return Refused::new(denied, "Connection: close")
+            .with_body("not a valid websocket upgrade: Connection must not carry close".into());
+    }
+    refused
+}
+
 /// RFC 6455 §4.2.1 checks, done here because actix accepts HTTP/1.0 upgrades, a wrong
 /// `Upgrade` token, duplicate keys and upgrade requests with a body.
 pub fn check_upgrade(method: &Method, version: Version, headers: &HeaderMap) -> Result<(), Denied> {
     if method != Method::GET || version != Version::HTTP_11 {
+        return Err(Denied::BadUpgrade);
+    }
+    if repeated_header(headers).is_some() || !headers.contains_key(header::HOST) {
+        return Err(Denied::BadUpgrade);
+    }
+    if has_token(headers, header::CONNECTION, "close") {
         return Err(Denied::BadUpgrade);
     }
     if headers.get_all(header::UPGRADE).count() != 1 || !has_token(headers, header::UPGRADE, "websocket") {
@@ -289,7 +374,7 @@ pub fn check_upgrade(method: &Method, version: Version, headers: &HeaderMap) -> 
 pub fn upgrade_service<T: Io>(
     entry: Rc<Entry>,
 ) -> impl ServiceFactory<
-    (Request, Framed<T, h1::Codec>),
+    (Request, Framed<Watched<T>, h1::Codec>),
     Config = (),
     Response = (),
     Error = actix_http::Error,
@@ -317,22 +402,25 @@ pub fn plain_service(
 /// # Errors
 /// Never; the signature is what actix-http's service wants.
 pub async fn plain(entry: Rc<Entry>, req: Request) -> Result<Response<String>, actix_http::Error> {
+    if let Some(watch) = req.conn_data::<Rc<Watch>>() {
+        watch.served();
+    }
     let gw = &entry.gateway;
     let policy = gw.policy();
     let Some(ip) = client_ip(&req, &policy.config.trusted_proxies) else {
-        return Ok(refusal_response(Denied::Internal, None));
+        return Ok(refusal_response(Denied::Internal, None, None));
     };
     let route = policy.config.route(req.path());
     let attempt = Attempt::new(&req, ip, route.map(|r| r.path.as_str()));
     let refused = match gw.admit(ip) {
         Ok(()) => match check_upgrade(req.method(), req.version(), req.headers()) {
-            Err(denied) => Refused::new(denied, ""),
+            Err(denied) => upgrade_refusal(denied, req.headers()),
             Ok(()) => Refused::new(Denied::BadUpgrade, "upgrade header not usable"),
         },
         Err(r) => r.into(),
     };
     attempt.log_refusal(&refused);
-    Ok(refusal_response(refused.denied, refused.retry_after))
+    Ok(refusal_response(refused.denied, refused.retry_after, refused.body.as_deref()))
 }
 
 /// A request with `Upgrade: websocket` and its connection: the policy, then either a refusal
@@ -343,14 +431,14 @@ pub async fn plain(entry: Rc<Entry>, req: Request) -> Result<Response<String>, a
 pub async fn upgrade<T: Io>(
     entry: Rc<Entry>,
     req: Request,
-    framed: Framed<T, h1::Codec>,
+    framed: Framed<Watched<T>, h1::Codec>,
 ) -> Result<(), actix_http::Error> {
     let parts = framed.into_parts();
-    let (mut io, read_ahead) = (parts.io, parts.read_buf);
+    let (mut io, read_ahead) = (parts.io.into_inner(), parts.read_buf);
     let gw = &entry.gateway;
     let policy = gw.policy();
     let Some(ip) = client_ip(&req, &policy.config.trusted_proxies) else {
-        let _ = write_refusal(&mut io, Denied::Internal, None).await;
+        let _ = write_refusal(&mut io, &Refused::new(Denied::Internal, "")).await;
         return Ok(());
     };
     let route = policy.config.route(req.path()).cloned();
@@ -359,14 +447,14 @@ pub async fn upgrade<T: Io>(
         Ok(accepted) => start_session(gw, &policy, &attempt, accepted, Box::new(io), read_ahead),
         Err(refused) => {
             attempt.log_refusal(&refused);
-            let _ = write_refusal(&mut io, refused.denied, refused.retry_after).await;
+            let _ = write_refusal(&mut io, &refused).await;
         }
     }
     Ok(())
 }
 
-async fn write_refusal<T: Io>(io: &mut T, denied: Denied, retry_after: Option<Duration>) -> std::io::Result<()> {
-    let bytes = refusal_bytes(denied, retry_after);
+async fn write_refusal<T: Io>(io: &mut T, refused: &Refused) -> std::io::Result<()> {
+    let bytes = refusal_bytes(refused.denied, refused.retry_after, refused.body.as_deref());
     let write = async {
         io.write_all(&bytes).await?;
         io.shutdown().await
@@ -399,20 +487,34 @@ async fn negotiate(
     // 1–2: draining, global cap, per-IP handshake rate.
     gw.admit(ip)?;
     // 3: a valid RFC 6455 upgrade.
-    check_upgrade(req.method(), req.version(), headers).map_err(|d| Refused::new(d, ""))?;
+    check_upgrade(req.method(), req.version(), headers).map_err(|d| upgrade_refusal(d, headers))?;
     // 4: the route.
     let Some(route) = route else {
         attempt.route_path = None;
         return Err(Refused::new(Denied::NoRoute, ""));
     };
-    // 5: origin.
+    // 5: origin. An Origin that is present but not readable is no allowed origin (never a
+    // missing one); cookies are browser credentials, so a request carrying one must say
+    // where it comes from, whatever the route's token sources.
+    if attempt.origin.is_none() && attempt.origin_raw.is_some() {
+        return Err(Refused::new(Denied::Origin, "origin not visible ascii"));
+    }
+    if attempt.origin.is_none() && headers.contains_key(header::COOKIE) {
+        return Err(Refused::new(Denied::Origin, "cookie without origin"));
+    }
     if route.origins.check(attempt.origin) == OriginVerdict::Refused {
         return Err(Refused::new(Denied::Origin, ""));
+    }
+    // 5b: a subprotocol offer the gateway can answer (a 101 without Sec-WebSocket-Protocol
+    // after a non-empty offer is failed by browsers).
+    let protocols = header_values(headers, header::SEC_WEBSOCKET_PROTOCOL);
+    let selected = select_subprotocol(&protocols, &route.subprotocols).map(str::to_string);
+    if selected.is_none() && headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL) {
+        return Err(Refused::new(Denied::Subprotocol, "").with_body(subprotocol_refusal(&route.subprotocols)));
     }
     // 6: token.
     let auth = &policy.config.auth;
     let authorization = header_values(headers, header::AUTHORIZATION);
-    let protocols = header_values(headers, header::SEC_WEBSOCKET_PROTOCOL);
     let cookies = header_values(headers, header::COOKIE);
     let carriers = TokenCarriers {
         authorization: &authorization,
@@ -420,9 +522,12 @@ async fn negotiate(
         cookies: &cookies,
         query: req.uri().query().unwrap_or(""),
     };
-    let Some((token, source)) = extract_token(&route.token_sources, &carriers, &auth.cookie_name, &auth.query_param)
-    else {
-        return Err(Refused::new(Denied::MissingToken, "no token in the route's token sources"));
+    let (token, source) = match extract_token(&route.token_sources, &carriers, &auth.cookie_name, &auth.query_param) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Err(Refused::new(Denied::MissingToken, "no token in the route's token sources")),
+        Err(TokenProblem::Multiple) => return Err(Refused::new(Denied::MultipleTokens, "")),
+        Err(TokenProblem::Oversized) => return Err(Refused::new(Denied::InvalidToken, "oversized")),
+        Err(TokenProblem::Empty) => return Err(Refused::new(Denied::InvalidToken, "empty")),
     };
     let mut verified = jwt::verify(token, &policy.keys, auth, SystemTime::now());
     if let (Err(AuthError::Invalid("unknown_kid")), Some(jwks)) = (&verified, &gw.jwks) {
@@ -451,7 +556,6 @@ async fn negotiate(
     // 8: per-IP / per-subject / global caps.
     let lease = gw.admission.acquire(ip, &claims.sub)?;
     // 9: the upstream.
-    let selected = select_subprotocol(&protocols, &route.subprotocols).map(str::to_string);
     let identity = Identity { subject: &claims.sub, scopes: &claims.scopes, client_ip: ip };
     let timeout = Duration::from_secs(policy.config.timeouts.upstream_connect_seconds);
     let dialed = upstream::dial(&entry.client_for(route), route, &identity, selected.as_deref(), timeout)
@@ -493,7 +597,8 @@ fn start_session(
     }
     head.extend_from_slice(format!("\r\nx-wsgate-connection-id: {id}\r\n\r\n").as_bytes());
     m::handshake(&a.route.path, "accepted", attempt.started.elapsed());
-    tracing::info!(event = "connection_opened", conn_id = id, route = %a.route.path, client_ip = %attempt.ip, origin = attempt.origin.unwrap_or(""), user_agent = attempt.user_agent.unwrap_or(""), token_source = a.token_source, subprotocol = a.selected.as_deref().unwrap_or(""));
+    let (origin, user_agent) = (attempt.origin_log().into_owned(), attempt.user_agent_log().into_owned());
+    tracing::info!(event = "connection_opened", conn_id = id, route = %a.route.path, client_ip = %attempt.ip, origin = origin.as_str(), user_agent = user_agent.as_str(), token_source = a.token_source, subprotocol = &*log_text(a.selected.as_deref().unwrap_or("").as_bytes()));
     let params = SessionParams {
         lease: a.lease,
         route: a.route,
@@ -501,8 +606,8 @@ fn start_session(
         gateway: Arc::clone(gw),
         claims: a.claims,
         client_ip: attempt.ip,
-        origin: attempt.origin.map(str::to_string),
-        user_agent: attempt.user_agent.map(str::to_string),
+        origin: attempt.origin_raw.map(|_| origin),
+        user_agent: attempt.user_agent_raw.map(|_| user_agent),
     };
     let client = Side::new(io, read_ahead, head);
     let upstream = Side::new(Box::new(a.dialed.io), a.dialed.read_ahead, BytesMut::new());
@@ -523,11 +628,12 @@ mod tests {
         h
     }
 
-    const OK: [(&str, &str); 4] = [
+    const OK: [(&str, &str); 5] = [
         ("upgrade", "websocket"),
         ("connection", "keep-alive, Upgrade"),
         ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
         ("sec-websocket-version", "13"),
+        ("host", "gw.example.com"),
     ];
 
     #[test]
@@ -555,25 +661,56 @@ mod tests {
     }
 
     #[test]
+    fn headers_that_must_appear_once_and_connection_close_are_refused() {
+        for name in ["origin", "host", "sec-websocket-key", "sec-websocket-version", "upgrade", "authorization"] {
+            let mut h = OK.to_vec();
+            h.push((name, "x"));
+            h.push((name, "x"));
+            assert_eq!(check_upgrade(&Method::GET, Version::HTTP_11, &headers(&h)), Err(Denied::BadUpgrade), "{name}");
+            let body = upgrade_refusal(Denied::BadUpgrade, &headers(&h)).body.expect("a body naming the header");
+            assert!(body.to_ascii_lowercase().contains(name), "{body}");
+        }
+        let no_host: Vec<_> = OK.iter().copied().filter(|(k, _)| *k != "host").collect();
+        assert_eq!(check_upgrade(&Method::GET, Version::HTTP_11, &headers(&no_host)), Err(Denied::BadUpgrade));
+        for connection in ["close, Upgrade", "Upgrade, close", "upgrade,CLOSE", "keep-alive"] {
+            let mut h = OK.to_vec();
+            h[1] = ("connection", connection);
+            assert_eq!(
+                check_upgrade(&Method::GET, Version::HTTP_11, &headers(&h)),
+                Err(Denied::BadUpgrade),
+                "{connection}"
+            );
+        }
+        let mut two_lines = OK.to_vec();
+        two_lines.push(("connection", "close"));
+        assert_eq!(check_upgrade(&Method::GET, Version::HTTP_11, &headers(&two_lines)), Err(Denied::BadUpgrade));
+    }
+
+    #[test]
+    fn a_revoked_token_is_answered_like_an_invalid_one() {
+        assert_eq!(refusal_bytes(Denied::Revoked, None, None), refusal_bytes(Denied::InvalidToken, None, None));
+    }
+
+    #[test]
     fn another_version_gets_426() {
         let mut v = OK.to_vec();
         v[3] = ("sec-websocket-version", "8");
         assert_eq!(check_upgrade(&Method::GET, Version::HTTP_11, &headers(&v)), Err(Denied::UnsupportedVersion));
-        let resp = refusal_response(Denied::UnsupportedVersion, None);
+        let resp = refusal_response(Denied::UnsupportedVersion, None, None);
         assert_eq!(resp.status().as_u16(), 426);
         assert_eq!(resp.headers().get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()), Some(&b"13"[..]));
     }
 
     #[test]
     fn refusals_on_the_wire_are_complete_responses() {
-        let bytes = refusal_bytes(Denied::HandshakeRate, Some(Duration::from_millis(1500)));
+        let bytes = refusal_bytes(Denied::HandshakeRate, Some(Duration::from_millis(1500)), None);
         let text = String::from_utf8(bytes).expect("ascii");
         let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
         assert!(head.starts_with("HTTP/1.1 429 Too Many Requests\r\n"), "{head}");
         assert!(head.contains("\r\nretry-after: 2"), "{head}");
         assert!(head.contains("\r\nconnection: close"), "{head}");
         assert!(head.contains(&format!("\r\ncontent-length: {}", body.len())), "{head}");
-        let text = String::from_utf8(refusal_bytes(Denied::InvalidToken, None)).expect("ascii");
+        let text = String::from_utf8(refusal_bytes(Denied::InvalidToken, None, None)).expect("ascii");
         assert!(text.contains("www-authenticate: Bearer realm=\"wsgate\", error=\"invalid_token\"\r\n"), "{text}");
     }
 }

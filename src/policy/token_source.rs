@@ -64,25 +64,66 @@ pub struct TokenCarriers<'a> {
     pub query: &'a str,
 }
 
-/// Find the token following `sources` in order; the first source that carries one wins.
-/// Oversized candidates are skipped (they are never valid tokens).
+/// Why the token carriers of a request hold no usable token although they hold something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenProblem {
+    /// More than one token across the route's sources (two sources, two `bearer.*` entries,
+    /// two cookies or query parameters of the token's name): never "first one wins", since a
+    /// valid token in one place would hide a forged one in another.
+    Multiple,
+    /// A token longer than [`MAX_TOKEN_BYTES`].
+    Oversized,
+    /// A carrier present with an empty value (`Bearer `, `bearer.`, `access_token=`).
+    Empty,
+}
+
+/// Find the one token in the route's `sources`. `Ok(None)`: no source carries a token.
+///
+/// # Errors
+/// [`TokenProblem`] when the sources carry more than one token, or one that is empty or
+/// oversized (those are invalid tokens, not missing ones).
 pub fn extract_token<'a>(
     sources: &[TokenSource],
     carriers: &TokenCarriers<'a>,
     cookie_name: &str,
     query_param: &str,
-) -> Option<(&'a str, TokenSource)> {
-    sources.iter().find_map(|src| {
-        let found = match src {
-            TokenSource::Header => carriers.authorization.iter().find_map(|v| bearer_from_header(v)),
-            TokenSource::Subprotocol => {
-                offered_protocols(carriers.protocols).find_map(|p| p.strip_prefix(BEARER_PROTOCOL_PREFIX))
+) -> Result<Option<(&'a str, TokenSource)>, TokenProblem> {
+    let mut found: Option<(&'a str, TokenSource)> = None;
+    let mut take = |token: &'a str, src: TokenSource| -> Result<(), TokenProblem> {
+        if found.replace((token, src)).is_some() {
+            return Err(TokenProblem::Multiple);
+        }
+        Ok(())
+    };
+    for src in sources {
+        match src {
+            TokenSource::Header => {
+                for t in carriers.authorization.iter().filter_map(|v| bearer_from_header(v)) {
+                    take(t, *src)?;
+                }
             }
-            TokenSource::Cookie => carriers.cookies.iter().find_map(|c| cookie_value(c, cookie_name)),
-            TokenSource::Query => query_value(carriers.query, query_param),
-        };
-        found.filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN_BYTES).map(|t| (t, *src))
-    })
+            TokenSource::Subprotocol => {
+                for t in offered_protocols(carriers.protocols).filter_map(|p| p.strip_prefix(BEARER_PROTOCOL_PREFIX)) {
+                    take(t, *src)?;
+                }
+            }
+            TokenSource::Cookie => {
+                for t in carriers.cookies.iter().flat_map(|c| cookie_values(c, cookie_name)) {
+                    take(t, *src)?;
+                }
+            }
+            TokenSource::Query => {
+                for t in query_values(carriers.query, query_param) {
+                    take(t, *src)?;
+                }
+            }
+        }
+    }
+    match found {
+        Some(("", _)) => Err(TokenProblem::Empty),
+        Some((t, _)) if t.len() > MAX_TOKEN_BYTES => Err(TokenProblem::Oversized),
+        other => Ok(other),
+    }
 }
 
 /// The application subprotocols offered, in the client's order, without token entries.
@@ -99,21 +140,22 @@ pub fn select_subprotocol<'a>(offered: &'a [&'a str], allowed: &[String]) -> Opt
 }
 
 fn bearer_from_header(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+    let v = value.trim();
+    let (scheme, rest) = v.split_at(v.find([' ', '\t']).unwrap_or(v.len()));
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
-fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    header.split(';').find_map(|pair| {
+fn cookie_values<'a, 'n>(header: &'a str, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+    header.split(';').filter_map(move |pair| {
         let (k, v) = pair.trim().split_once('=')?;
         (k.trim() == name).then(|| v.trim().trim_matches('"'))
     })
 }
 
-fn query_value<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+fn query_values<'a, 'n>(query: &'a str, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
     // JWTs are base64url + '.', which need no percent-decoding; a percent-encoded value is
     // taken as is and fails verification.
-    query.split('&').find_map(|pair| {
+    query.split('&').filter_map(move |pair| {
         let (k, v) = pair.split_once('=')?;
         (k == name).then_some(v)
     })
@@ -141,47 +183,77 @@ mod tests {
     #[test]
     fn header_token_is_found_case_insensitively() {
         let c = TokenCarriers { authorization: &["bearer abc.def.ghi"], ..Default::default() };
-        assert_eq!(extract_token(&ALL, &c, "t", "t"), Some(("abc.def.ghi", TokenSource::Header)));
+        assert_eq!(extract_token(&ALL, &c, "t", "t"), Ok(Some(("abc.def.ghi", TokenSource::Header))));
         let c = TokenCarriers { authorization: &["Basic Zm9v"], ..Default::default() };
-        assert_eq!(extract_token(&ALL, &c, "t", "t"), None);
+        assert_eq!(extract_token(&ALL, &c, "t", "t"), Ok(None));
     }
 
     #[test]
     fn subprotocol_token_is_found_among_other_entries() {
         let c = TokenCarriers { protocols: &["chat.v1, bearer.a.b.c"], ..Default::default() };
-        assert_eq!(extract_token(&ALL, &c, "t", "t"), Some(("a.b.c", TokenSource::Subprotocol)));
+        assert_eq!(extract_token(&ALL, &c, "t", "t"), Ok(Some(("a.b.c", TokenSource::Subprotocol))));
     }
 
     #[test]
     fn cookie_and_query_tokens_are_found_by_name() {
         let c = TokenCarriers { cookies: &["a=1; access_token=x.y.z; b=2"], ..Default::default() };
-        assert_eq!(extract_token(&ALL, &c, "access_token", "q"), Some(("x.y.z", TokenSource::Cookie)));
+        assert_eq!(extract_token(&ALL, &c, "access_token", "q"), Ok(Some(("x.y.z", TokenSource::Cookie))));
         let c = TokenCarriers { query: "room=1&access_token=q.r.s", ..Default::default() };
-        assert_eq!(extract_token(&ALL, &c, "c", "access_token"), Some(("q.r.s", TokenSource::Query)));
+        assert_eq!(extract_token(&ALL, &c, "c", "access_token"), Ok(Some(("q.r.s", TokenSource::Query))));
     }
 
     #[test]
-    fn sources_are_tried_in_configured_order_and_others_ignored() {
+    fn only_the_routes_sources_are_read() {
+        let c = TokenCarriers { query: "access_token=q.r.s", ..Default::default() };
+        assert_eq!(extract_token(&[TokenSource::Header], &c, "c", "access_token"), Ok(None));
         let c = TokenCarriers {
             authorization: &["Bearer from.header.x"],
             query: "access_token=from.query.x",
             ..Default::default()
         };
-        let order = [TokenSource::Query, TokenSource::Header];
-        assert_eq!(extract_token(&order, &c, "c", "access_token").map(|t| t.1), Some(TokenSource::Query));
-        // query not configured: never read.
-        let c = TokenCarriers { query: "access_token=q.r.s", ..Default::default() };
-        assert_eq!(extract_token(&[TokenSource::Header], &c, "c", "access_token"), None);
+        assert_eq!(
+            extract_token(&[TokenSource::Header], &c, "c", "access_token"),
+            Ok(Some(("from.header.x", TokenSource::Header)))
+        );
     }
 
     #[test]
-    fn empty_or_oversized_tokens_are_ignored() {
+    fn more_than_one_token_is_refused_whatever_the_sources() {
+        let multiple = Err(TokenProblem::Multiple);
+        let two_sources = TokenCarriers {
+            authorization: &["Bearer from.header.x"],
+            query: "access_token=from.query.x",
+            ..Default::default()
+        };
+        let order = [TokenSource::Query, TokenSource::Header];
+        assert_eq!(extract_token(&order, &two_sources, "c", "access_token"), multiple);
+        let two_entries = TokenCarriers { protocols: &["bearer.a.b.c, chat.v1", "bearer.d.e.f"], ..Default::default() };
+        assert_eq!(extract_token(&ALL, &two_entries, "t", "t"), multiple);
+        let two_headers = TokenCarriers { authorization: &["Bearer a.b.c", "bearer d.e.f"], ..Default::default() };
+        assert_eq!(extract_token(&ALL, &two_headers, "t", "t"), multiple);
+        let two_cookies = TokenCarriers { cookies: &["t=a.b.c; x=1", "t=d.e.f"], ..Default::default() };
+        assert_eq!(extract_token(&ALL, &two_cookies, "t", "q"), multiple);
+        let same_cookie_twice = TokenCarriers { cookies: &["t=a.b.c; t=a.b.c"], ..Default::default() };
+        assert_eq!(extract_token(&ALL, &same_cookie_twice, "t", "q"), multiple);
+        let two_params = TokenCarriers { query: "t=a.b.c&t=d.e.f", ..Default::default() };
+        assert_eq!(extract_token(&ALL, &two_params, "c", "t"), multiple);
+        let one_empty =
+            TokenCarriers { authorization: &["Bearer a.b.c"], protocols: &["bearer."], ..Default::default() };
+        assert_eq!(extract_token(&ALL, &one_empty, "t", "t"), multiple);
+    }
+
+    #[test]
+    fn empty_or_oversized_tokens_are_invalid_not_missing() {
         let big = format!("Bearer {}", "a".repeat(MAX_TOKEN_BYTES + 1));
         let v = [big.as_str()];
         let c = TokenCarriers { authorization: &v, ..Default::default() };
-        assert_eq!(extract_token(&ALL, &c, "t", "t"), None);
+        assert_eq!(extract_token(&ALL, &c, "t", "t"), Err(TokenProblem::Oversized));
         let c = TokenCarriers { protocols: &["bearer."], ..Default::default() };
-        assert_eq!(extract_token(&ALL, &c, "t", "t"), None);
+        assert_eq!(extract_token(&ALL, &c, "t", "t"), Err(TokenProblem::Empty));
+        let c = TokenCarriers { authorization: &["Bearer   "], ..Default::default() };
+        assert_eq!(extract_token(&ALL, &c, "t", "t"), Err(TokenProblem::Empty));
+        let c = TokenCarriers { query: "t=", ..Default::default() };
+        assert_eq!(extract_token(&ALL, &c, "c", "t"), Err(TokenProblem::Empty));
     }
 
     #[test]

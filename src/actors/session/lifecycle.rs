@@ -46,8 +46,9 @@ impl Session {
         let auth = &self.p.config.auth;
         let left = self.p.claims.time_left(auth.leeway, SystemTime::now());
         let now = Instant::now();
-        self.expires_at = Some(now + left);
-        self.warn_at = (!auth.expiry_warning.is_zero()).then(|| now + left.saturating_sub(auth.expiry_warning));
+        self.expires_at = Some(instant_after(now, left));
+        self.warn_at =
+            (!auth.expiry_warning.is_zero()).then(|| instant_after(now, left.saturating_sub(auth.expiry_warning)));
         self.wake();
     }
 
@@ -252,4 +253,14 @@ impl Session {
         self.start_heartbeat();
         self.wake();
     }
+}
+
+/// Longest timer the session arms; a later deadline (a token valid for centuries) is re-armed
+/// from there, never computed by an overflowing `Instant` sum.
+const LONGEST_TIMER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// `now + d`, capped at [`LONGEST_TIMER`] so it cannot overflow.
+pub(super) fn instant_after(now: Instant, d: Duration) -> Instant {
+    let d = d.min(LONGEST_TIMER);
+    now.checked_add(d).unwrap_or(now)
 }
