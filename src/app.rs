@@ -154,7 +154,7 @@ fn open_revocations(config: &Config) -> Result<Revocations> {
 
 /// Bind `addr`, the value of config key `key`.
 fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr).map_err(|source| Error::Bind { key, addr, source })
+    TcpListener::bind(addr).map_err(|cause| Error::Bind { key, addr, cause })
 }
 
 /// Run the gateway until a drain completes. `source` is the config file a reload reads.

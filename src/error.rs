@@ -23,14 +23,14 @@ pub enum Error {
     #[error(transparent)]
     Auth(#[from] AuthError),
     /// A listen address could not be bound (`server.listen 127.0.0.1:8080: address in use`).
-    #[error("{key} {addr}: {}", bind_reason(source))]
+    #[error("{key} {addr}: {}", bind_reason(cause))]
     Bind {
         /// The config key naming the address.
         key: &'static str,
         /// The address.
         addr: std::net::SocketAddr,
-        /// Why.
-        source: std::io::Error,
+        /// Why (not a `source`: the message already says it, in one line).
+        cause: std::io::Error,
     },
     /// A socket could not be served.
     #[error("i/o: {0}")]

@@ -122,3 +122,116 @@ fn the_example_config_is_valid() {
         .expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_listen_address_in_use_exits_non_zero_with_one_line_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    for (key, server, admin) in [
+        ("server.listen", format!("listen = \"{addr}\""), String::new()),
+        ("admin.listen", String::new(), format!("{addr}")),
+    ] {
+        let mut toml = Setup::new("ws://127.0.0.1:9/").server(&server).toml();
+        if !admin.is_empty() {
+            toml = toml.replacen("[admin]\nlisten = \"127.0.0.1:0\"", &format!("[admin]\nlisten = \"{admin}\""), 1);
+            toml = toml.replacen("listen = \"127.0.0.1:0\"\n\n", "listen = \"127.0.0.1:0\"\n", 1);
+        } else {
+            toml = toml.replacen("[server]\nlisten = \"127.0.0.1:0\"\n", "[server]\n", 1);
+        }
+        let (_dir, path) = write_config(&toml);
+        let out = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("WSGATE_TEST_SECRET", SECRET)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{key}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim(), format!("wsgate: {key} {addr}: address already in use"), "{key}");
+    }
+    for args in [["--listen", &addr.to_string()], ["--admin-listen", &addr.to_string()]] {
+        let out = Command::new(bin()).arg("demo").args(args).output().expect("run demo");
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let key = if args[0] == "--listen" { "server.listen" } else { "admin.listen" };
+        assert_eq!(err.trim(), format!("wsgate: {key} {addr}: address already in use"), "{args:?}");
+    }
+}
+
+#[test]
+fn check_config_refuses_cookie_tokens_on_a_route_that_allows_a_missing_origin() {
+    let toml =
+        Setup::new("ws://127.0.0.1:9/").route("token_sources = [\"cookie\"]\nallow_missing_origin = true").toml();
+    let (_dir, path) = write_config(&toml);
+    let out = Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("WSGATE_TEST_SECRET", SECRET)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("routes[0].allow_missing_origin: must be false on a route with the cookie token source"),
+        "{err}"
+    );
+}
+
+#[test]
+fn token_refuses_a_lifetime_the_gateway_would_refuse() {
+    let (_dir, path) = write_config(&Setup::new("ws://127.0.0.1:9/").toml());
+    for ttl in ["25h", "99999999999999d"] {
+        let out = Command::new(bin())
+            .args(["token", "--config"])
+            .arg(&path)
+            .args(["--sub", "a", "--scope", "x", "--ttl", ttl])
+            .env("WSGATE_TEST_SECRET", SECRET)
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{ttl}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("auth.max_token_lifetime_seconds"), "{ttl}: {err}");
+        assert!(!err.contains("panicked"), "{ttl}: {err}");
+    }
+}
+
+/// The admin `curl` lines of the README, run as printed (only the address is the test
+/// gateway's): each must do what its comment says.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readmes_admin_curl_lines_work_when_pasted() {
+    assert!(
+        Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success()),
+        "curl is needed by this test (CI installs it)"
+    );
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let block = readme.split("H=\"Authorization: Bearer $WSGATE_ADMIN_TOKEN\"\n").nth(1).expect("the admin block");
+    let lines: Vec<&str> = block.lines().take_while(|l| l.starts_with("curl ")).collect();
+    assert!(lines.len() >= 5, "{lines:?}");
+    let gw = spawn_gateway(&Setup::new(&echo_upstream().await));
+    let mut bob = gw
+        .connect_with("/ws", Some(ORIGIN), Some(&sign(&claims("alice", "chat:read", 600))), &[])
+        .await
+        .expect("connect");
+    for line in lines {
+        let line = line.replace("127.0.0.1:9090", &gw.admin.to_string());
+        let script = format!("H=\"Authorization: Bearer $WSGATE_ADMIN_TOKEN\"\n{line}");
+        let out =
+            Command::new("bash").args(["-c", &script]).env("WSGATE_ADMIN_TOKEN", ADMIN_TOKEN).output().expect("bash");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
+        let expected = if line.contains("/admin/revoke") {
+            "\"closed\":"
+        } else if line.contains("DELETE") {
+            "no live connection"
+        } else if line.contains("/admin/connections") {
+            "\"connections\":"
+        } else if line.contains("/admin/reload") {
+            "reloaded"
+        } else {
+            "drain"
+        };
+        assert!(stdout.contains(expected), "{line}: {stdout}");
+    }
+    // The subject revocation line (`{"sub":"alice"}`, curl's form content type) closed alice.
+    assert_eq!(close_code(&mut bob).await, 4003);
+}
