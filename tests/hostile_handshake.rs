@@ -401,6 +401,18 @@ async fn requests_the_http_parser_refuses_are_counted_and_logged() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_request_that_never_completes_is_counted_as_request_timeout() {
+    let gw = spawn_gateway(&Setup::new(&echo_upstream().await).timeouts("handshake_seconds = 1"));
+    let (status, _) = exchange(gw.public, "GET /ws HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\n").await;
+    assert_eq!(status, 408);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_, metrics) = gw.admin_get("/metrics").await;
+    assert!(metrics.contains(r#"wsgate_handshakes_total{route="none",result="request_timeout"} 1"#), "{metrics}");
+    assert!(gw.log().lines().any(|l| l.contains("handshake_refused") && l.contains("request_timeout")));
+    assert_served(&gw).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_drain_503_carries_retry_after() {
     let gw = spawn_gateway(&Setup::new(&echo_upstream().await).timeouts("drain_seconds = 5"));
     let _held = gw.connect().await;
