@@ -71,7 +71,18 @@ impl ConfigError {
 // Raw shape (serde). Defaults live here so that an omitted key and the example file agree.
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Debug, Deserialize)]
+/// The JSON Schema of the config file (draft 2020-12), from the same serde shape the parser
+/// uses: editors validate a `wsgate.toml` with it (`wsgate config-schema`). Checks that need
+/// more than the shape (addresses, URLs, files, cross-key rules) stay with `check-config`.
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(RawConfig)).unwrap_or_default();
+    if let Some(obj) = schema.as_object_mut() {
+        obj.insert("title".into(), "wsgate configuration".into());
+    }
+    schema
+}
+
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
@@ -88,7 +99,7 @@ struct RawConfig {
     routes: Vec<RawRoute>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 struct RawServer {
     listen: String,
@@ -112,7 +123,7 @@ impl Default for RawServer {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawTls {
     cert_file: PathBuf,
@@ -125,7 +136,7 @@ fn default_reload_check_seconds() -> u64 {
     10
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 struct RawAdmin {
     listen: String,
@@ -138,7 +149,7 @@ impl Default for RawAdmin {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 struct RawAuth {
     issuer: Option<String>,
@@ -182,7 +193,7 @@ impl Default for RawAuth {
 
 /// One verification key (`[[auth.keys]]`). Exactly one of `secret_env` (HMAC) or
 /// `public_key_file` (RSA/EC/Ed25519 PEM) is set; the key is only ever used with `algorithm`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// Key id; a token whose header names a `kid` is checked with that key only.
@@ -195,7 +206,7 @@ pub struct KeyConfig {
     pub public_key_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
     path: String,
@@ -231,7 +242,7 @@ fn default_true() -> bool {
     true
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawMessage {
     #[serde(rename = "type")]
@@ -245,7 +256,7 @@ struct RawMessage {
 // ---------------------------------------------------------------------------------------------
 
 /// Connection and message limits (`[limits]`). `0` means unlimited for every key.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Live connections through this gateway process; over it, handshakes get 503.
@@ -293,7 +304,7 @@ impl Default for Limits {
 
 /// Timeouts (`[timeouts]`), in seconds. `0` disables the timeout where that makes sense
 /// (`idle_seconds`, `ping_interval_seconds`); the connect and handshake timeouts must be > 0.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// Time a client has to send its complete upgrade request.
@@ -321,7 +332,7 @@ impl Default for Timeouts {
 }
 
 /// Whether frames on a route are JSON envelopes (checked) or opaque (passed through).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Envelope {
     /// `{"type": ..., "payload": {...}}`, validated per DESIGN.md §3.
@@ -332,7 +343,7 @@ pub enum Envelope {
 }
 
 /// What happens to a message type the route does not list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum UnknownTypes {
     /// Answered with `unknown_type`.
@@ -343,7 +354,7 @@ pub enum UnknownTypes {
 }
 
 /// What happens to binary frames on a JSON route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum BinaryPolicy {
     /// Answered with `binary_not_allowed`.

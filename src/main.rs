@@ -1,4 +1,6 @@
-//! The `wsgate` command: `demo`, `serve`, `check-config`, `token` (DESIGN.md §5).
+//! The `wsgate` command: `demo`, `serve`, `check-config`, `token` (DESIGN.md §5), and the
+//! conveniences around them: `init` (a minimal config), `completions` (shell completions) and
+//! `config-schema` (the config's JSON Schema for editors).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -83,7 +85,50 @@ enum Command {
         #[arg(long, default_value = "15m", value_parser = parse_ttl)]
         ttl: Duration,
     },
+    /// Print a minimal, commented config for one route (`wsgate init > wsgate.toml`).
+    Init,
+    /// Print shell completions (`wsgate completions bash > /etc/bash_completion.d/wsgate`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the JSON Schema of the config file, for editors (e.g. taplo, Even Better TOML).
+    ConfigSchema,
 }
+
+/// What `wsgate init` prints: every line `check-config` accepts once the two environment
+/// variables are set.
+const INIT_CONFIG: &str = r#"# wsgate: one route in front of one WebSocket backend.
+# Check it:  WSGATE_JWT_SECRET=$(openssl rand -hex 32) wsgate check-config --config wsgate.toml
+# Every key, with its default: wsgate.example.toml in the repository; editors can validate
+# this file against `wsgate config-schema`.
+
+[server]
+listen = "127.0.0.1:8443"            # public listener; add [server.tls] cert_file/key_file for wss://
+# state_dir = "/var/lib/wsgate"      # revocations survive restarts here
+
+[admin]
+listen = "127.0.0.1:9090"            # /metrics, /healthz, /readyz and /admin/*
+token_env = "WSGATE_ADMIN_TOKEN"     # bearer token of /admin/*; unset variable = /admin/* off
+
+[auth]
+# issuer = "https://idp.example.com/"   # when set, tokens must carry this iss
+# audience = "wsgate"                   # when set, tokens must carry this aud
+
+[[auth.keys]]
+algorithm = "HS256"                  # or RS256/ES256/EdDSA ... with public_key_file = "key.pem"
+secret_env = "WSGATE_JWT_SECRET"     # the HMAC secret, at least 32 bytes, from this variable
+
+[[routes]]
+path = "/ws"
+upstream = "ws://127.0.0.1:9000/ws"  # your backend
+origins = ["https://app.example.com"]   # browser pages allowed to connect
+subprotocols = ["chat.v1"]           # what browsers offer beside their bearer.<jwt> entry
+
+[[routes.messages]]
+type = "chat.send"                   # a message type clients may send ...
+scope = "chat:write"                 # ... with this scope in their token
+"#;
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -120,6 +165,16 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { config } => check_config(&config),
         Command::Token { config, sub, scope, ttl } => token(&config, &sub, &scope, ttl),
+        Command::Init => print_out(INIT_CONFIG),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "wsgate", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::ConfigSchema => {
+            let schema = serde_json::to_string_pretty(&wsgate::config::json_schema()).unwrap_or_default();
+            print_out(&format!("{schema}\n"))
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -128,6 +183,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn print_out(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()?;
+    Ok(())
 }
 
 fn run_system(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {

@@ -235,3 +235,60 @@ async fn the_readmes_admin_curl_lines_work_when_pasted() {
     // The subject revocation line (`{"sub":"alice"}`, curl's form content type) closed alice.
     assert_eq!(close_code(&mut bob).await, 4003);
 }
+
+#[test]
+fn init_prints_a_config_check_config_accepts() {
+    let out = Command::new(bin()).arg("init").output().expect("run init");
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(text.lines().filter(|l| l.trim_start().starts_with('#')).count() >= 5, "commented: {text}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wsgate.toml");
+    std::fs::write(&path, &text).expect("write");
+    let out = Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("WSGATE_JWT_SECRET", "an-example-secret-of-at-least-32-bytes")
+        .output()
+        .expect("run check-config");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn completions_are_printed_for_bash_zsh_and_fish() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(bin()).args(["completions", shell]).output().expect("run completions");
+        assert!(out.status.success(), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("check-config") && text.contains("wsgate"), "{shell}: {text}");
+    }
+    // bash loads its script and registers the completion.
+    let script = format!("source <({} completions bash) && complete -p wsgate", bin());
+    let out = Command::new("bash").args(["-c", &script]).output().expect("bash");
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("wsgate"), "{out:?}");
+    let out = Command::new(bin()).args(["completions", "tcsh-9"]).output().expect("run");
+    assert!(!out.status.success(), "an unknown shell is an error");
+}
+
+#[test]
+fn the_config_schema_accepts_the_example_and_refuses_unknown_keys_and_wrong_types() {
+    let out = Command::new(bin()).arg("config-schema").output().expect("run config-schema");
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let validator = jsonschema::validator_for(&schema).expect("a valid JSON Schema");
+    let as_json = |toml_text: &str| -> serde_json::Value {
+        let v: toml::Value = toml::from_str(toml_text).expect("toml");
+        serde_json::to_value(v).expect("json")
+    };
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/wsgate.example.toml")).expect("example");
+    let errors: Vec<String> = validator.iter_errors(&as_json(&example)).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let init = String::from_utf8(Command::new(bin()).arg("init").output().expect("init").stdout).expect("utf-8");
+    assert!(validator.is_valid(&as_json(&init)));
+    let unknown = example.replace("[limits]\n", "[limits]\nmessages_per_sec = 5\n");
+    assert!(!validator.is_valid(&as_json(&unknown)), "an unknown key");
+    let wrong = example.replace("[limits]\n", "[limits]\nmax_connections = \"many\"\n");
+    let wrong = wrong.replacen("\nmax_connections = 100000", "\n", 1);
+    assert!(!validator.is_valid(&as_json(&wrong)), "a wrong type");
+}
