@@ -147,9 +147,14 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(n.saturating_mul(mult)))
 }
 
+/// The log filter without `WSGATE_LOG`: the gateway's own events at info; the framework's
+/// worker start/stop lines only from warn; the HTTP parser's per-connection error lines off
+/// (each request it refuses is logged as `handshake_refused` by the gateway, with the client).
+const DEFAULT_LOG_FILTER: &str = "info,actix_server=warn,actix_http::h1::dispatcher=off";
+
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WSGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
