@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Headless Chromium against the gateway (tests/browser): subprotocol and cookie tokens from an
+# Headless Chromium against the gateway (tests/browser): the demo's own page (with a screenshot
+# in target/browser/demo.png), subprotocol and cookie tokens from an
 # allowed origin, cross-site WebSocket hijacking from a foreign origin refused. Needs Debian's
 # chromium (installed by .ci/run) and npm; installs playwright-core into tests/browser.
 set -euo pipefail
@@ -56,3 +57,16 @@ token=$(./target/debug/wsgate token --config "$OUT/gateway.toml" --sub browser -
 timeout 120 node tests/browser/browser_test.js "$gw" "$allowed" "$foreign" "$token"
 grep -q '"reason":"origin"' "$OUT/gw.log" || { echo "FAIL: no origin refusal logged"; exit 1; }
 ! grep -q "$token" "$OUT/gw.log" || { echo "FAIL: token in the gateway log"; exit 1; }
+
+# The demo's own page: `wsgate demo` serves it at `/`; a short-lived token shows the warning.
+demo_port=$(free_port); demo_admin=$(free_port)
+./target/debug/wsgate demo --listen "127.0.0.1:$demo_port" --admin-listen "127.0.0.1:$demo_admin" --token-ttl 40s \
+  >"$OUT/demo.out" 2>"$OUT/demo.log" &
+PIDS+=($!)
+wait_line "$OUT/demo.out" "^browser page: "
+grep -q "^allowed origins: http://127.0.0.1:$demo_port, http://localhost:$demo_port" "$OUT/demo.out" \
+  || { echo "FAIL: the demo does not print its allowed origins"; cat "$OUT/demo.out"; exit 1; }
+page_url=$(sed -n 's/^browser page: //p' "$OUT/demo.out")
+mkdir -p target/browser
+timeout 120 node tests/browser/demo_test.js "$page_url" target/browser/demo.png
+echo "screenshot: target/browser/demo.png"

@@ -61,6 +61,8 @@ pub struct Gateway {
     pub revocations: Arc<Revocations>,
     /// The config file a reload reads (`None`: a built-in config, as in `wsgate demo`).
     pub source: Option<PathBuf>,
+    /// `wsgate demo` only: the public listener serves the demo's browser page at `/`.
+    pub demo_page: bool,
     /// The public listener's certificate, when it serves TLS.
     pub cert: Option<Arc<ReloadableCert>>,
     /// Asks the JWKS URL fetcher for a fetch (when `auth.jwks_url` is set).
@@ -157,12 +159,25 @@ fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr).map_err(|cause| Error::Bind { key, addr, cause })
 }
 
-/// Run the gateway until a drain completes. `source` is the config file a reload reads.
+/// Where the config in force came from.
+#[derive(Debug, Clone)]
+pub enum ConfigOrigin {
+    /// A file: a reload reads it again.
+    File(PathBuf),
+    /// `wsgate demo`'s built-in config: no reload; the browser page is served at `/`.
+    Demo,
+}
+
+/// Run the gateway until a drain completes. `origin` says where the config came from.
 /// `announce` is called once both listeners are bound.
 ///
 /// # Errors
 /// Bind failures, TLS material errors, state directory errors, metrics recorder errors.
-pub async fn run(config: Config, keys: KeySet, source: Option<PathBuf>, announce: impl FnOnce(Bound)) -> Result<()> {
+pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: impl FnOnce(Bound)) -> Result<()> {
+    let (source, demo_page) = match origin {
+        ConfigOrigin::File(path) => (Some(path), false),
+        ConfigOrigin::Demo => (None, true),
+    };
     // Bound first: an address in use ends the run before anything else was started.
     let public_listener = bind("server.listen", config.listen)?;
     let public_addr = public_listener.local_addr()?;
@@ -208,6 +223,7 @@ pub async fn run(config: Config, keys: KeySet, source: Option<PathBuf>, announce
         sessions: Sessions::new(),
         revocations,
         source,
+        demo_page,
         cert: cert.clone(),
         jwks: config.auth.jwks_url.is_some().then(JwksDemand::new),
         reload_lock: Mutex::new(()),

@@ -57,6 +57,10 @@ enum Command {
         /// Admin listener (metrics, health).
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin_listen: SocketAddr,
+        /// Lifetime of the printed token (s, m, h or d); the expiry warning comes 30 s before
+        /// its end plus the 5 s leeway.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        token_ttl: Duration,
     },
     /// Run the gateway with a config file.
     Serve {
@@ -166,7 +170,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
     let result = match cli.command {
-        Command::Demo { listen, admin_listen } => run_system(demo(listen, admin_listen)),
+        Command::Demo { listen, admin_listen, token_ttl } => run_system(demo(listen, admin_listen, token_ttl)),
         Command::Serve { config } => serve(&config),
         Command::CheckConfig { config } => check_config(&config),
         Command::Token { config, sub, scope, ttl } => token(&config, &sub, &scope, ttl),
@@ -211,11 +215,16 @@ fn load(path: &Path) -> anyhow::Result<(Config, KeySet)> {
 fn serve(path: &Path) -> anyhow::Result<()> {
     let (config, keys) = load(path)?;
     run_system(async move {
-        wsgate::app::run(config, keys, Some(path.to_path_buf()), |bound: wsgate::app::Bound| {
-            let scheme = if bound.tls { "wss" } else { "ws" };
-            println!("wsgate listening public={scheme}://{} admin=http://{}", bound.public, bound.admin);
-            let _ = std::io::stdout().flush();
-        })
+        wsgate::app::run(
+            config,
+            keys,
+            wsgate::app::ConfigOrigin::File(path.to_path_buf()),
+            |bound: wsgate::app::Bound| {
+                let scheme = if bound.tls { "wss" } else { "ws" };
+                println!("wsgate listening public={scheme}://{} admin=http://{}", bound.public, bound.admin);
+                let _ = std::io::stdout().flush();
+            },
+        )
         .await?;
         Ok(())
     })
@@ -273,21 +282,23 @@ scope = "chat:read"
     )
 }
 
-async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+async fn demo(listen: SocketAddr, admin: SocketAddr, token_ttl: Duration) -> anyhow::Result<()> {
     let upstream = wsgate::echo::spawn("127.0.0.1:0".parse()?).await.context("echo upstream")?;
     let secret = jwt::random_secret()?;
     // Revocations of a demo live in a temporary folder, removed when the demo ends.
     let state_dir = std::env::temp_dir().join(format!("wsgate-demo-{}", std::process::id()));
     let config = Config::parse(&demo_config(listen, admin, upstream, &state_dir), Path::new("."))?;
     let keys = KeySet::load_with(&config.auth.keys, |_| Some(secret.clone()))?;
-    let req = MintRequest { sub: "demo", scope: "chat:read chat:write", ttl: Duration::from_secs(3600) };
+    let req = MintRequest { sub: "demo", scope: "chat:read chat:write", ttl: token_ttl };
     let token = jwt::mint(&keys, &config.auth, &req, SystemTime::now())?;
-    let result = wsgate::app::run(config, keys, None, |bound: wsgate::app::Bound| {
+    let result = wsgate::app::run(config, keys, wsgate::app::ConfigOrigin::Demo, |bound: wsgate::app::Bound| {
         let url = format!("ws://{}/ws", bound.public);
         println!("wsgate demo: gateway {url} -> echo upstream ws://{upstream}/whoami");
         println!("metrics: http://{}/metrics", bound.admin);
         println!("token: {token}");
         println!("client (Node): npx -y wscat -c {url} -H \"Authorization: Bearer {token}\"");
+        println!("browser page: http://{}/#token={token}", bound.public);
+        println!("allowed origins: http://{listen}, http://localhost:{}", listen.port());
         println!("browser: new WebSocket(\"{url}\", [\"chat.v1\", \"bearer.{token}\"])");
         println!(
             "then send: {{\"type\":\"chat.send\",\"payload\":{{\"room\":\"ops\",\"text\":\"hi\"}},\"id\":\"c-1\"}}"

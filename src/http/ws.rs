@@ -406,6 +406,9 @@ pub async fn plain(entry: Rc<Entry>, req: Request) -> Result<Response<String>, a
         watch.served();
     }
     let gw = &entry.gateway;
+    if gw.demo_page && req.method() == Method::GET && req.path() == "/" {
+        return Ok(demo_page());
+    }
     let policy = gw.policy();
     let Some(ip) = client_ip(&req, &policy.config.trusted_proxies) else {
         return Ok(refusal_response(Denied::Internal, None, None));
@@ -422,6 +425,28 @@ pub async fn plain(entry: Rc<Entry>, req: Request) -> Result<Response<String>, a
     attempt.log_refusal(&refused);
     Ok(refusal_response(refused.denied, refused.retry_after, refused.body.as_deref()))
 }
+
+/// The browser page of `wsgate demo` (served at `/` in demo mode only): it connects to `/ws`
+/// on its own origin, which the demo's route allows. The page loads nothing from elsewhere.
+fn demo_page() -> Response<String> {
+    let mut resp = Response::with_body(actix_http::StatusCode::OK, DEMO_PAGE.to_string());
+    let headers = resp.headers_mut();
+    for (name, value) in [
+        ("content-type", "text/html; charset=utf-8"),
+        ("cache-control", "no-store"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "no-referrer"),
+        (
+            "content-security-policy",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'",
+        ),
+    ] {
+        headers.insert(header::HeaderName::from_static(name), header::HeaderValue::from_static(value));
+    }
+    resp
+}
+
+const DEMO_PAGE: &str = include_str!("../demo_page.html");
 
 /// A request with `Upgrade: websocket` and its connection: the policy, then either a refusal
 /// written to the socket or the 101 and a [`WsSession`] owning both sockets.
