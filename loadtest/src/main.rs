@@ -115,8 +115,19 @@ pub struct Args {
     /// `kid` header of minted tokens.
     #[arg(long)]
     kid: Option<String>,
+    /// Subject of minted tokens; each connection gets its own, `<sub>-<i>` (a gateway caps
+    /// connections per subject), unless `--same-subject`.
     #[arg(long, default_value = "loadtest")]
     sub: String,
+    /// Every connection uses one token for `--sub` (to exercise a per-subject cap).
+    #[arg(long)]
+    same_subject: bool,
+    /// `iss` claim of minted tokens (for a gateway with `auth.issuer`).
+    #[arg(long)]
+    iss: Option<String>,
+    /// `aud` claim of minted tokens (for a gateway with `auth.audience`).
+    #[arg(long)]
+    aud: Option<String>,
     #[arg(long, default_value = "chat:read chat:write")]
     scope: String,
     /// Token lifetime in seconds.
@@ -219,6 +230,13 @@ fn progress(run: &Run, quiet: bool) -> ProgressBar {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    anyhow::ensure!(
+        !a.url.starts_with("wss://"),
+        "--url {}: wss:// targets are not supported; drive the gateway's plain ws:// listener (TLS costs \
+         the same on every target and is measured by the TLS tests), or put a local TLS terminator in front",
+        a.url
+    );
+    anyhow::ensure!(a.url.starts_with("ws://"), "--url {}: expected ws://host:port/path", a.url);
     anyhow::ensure!(a.duration > 0 && a.duration <= 3600, "--duration must be 1..=3600 s");
     anyhow::ensure!(a.connections > 0 && a.connections <= 20_000, "--connections must be 1..=20000");
     let cap = if a.close_after_handshake { 10_000_000 } else { 20_000 };
@@ -227,7 +245,8 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!((0.0..=100_000.0).contains(&a.message_rate), "--message-rate must be within 0..=100000 per second");
     anyhow::ensure!((0.0..=1.0).contains(&a.refresh_share), "--refresh-share must be within 0..=1");
     let mix = parse_mix(&a.mix)?;
-    let minter = Minter::new(a.hs256_secret.as_deref(), a.private_key.as_deref(), &a.alg, a.kid.clone())?;
+    let minter = Minter::new(a.hs256_secret.as_deref(), a.private_key.as_deref(), &a.alg, a.kid.clone())?
+        .map(|m| m.with_issuer_audience(a.iss.clone(), a.aud.clone()));
     let start = Instant::now();
     let warm_end = start + Duration::from_secs(a.warmup);
     let deadline = warm_end + Duration::from_secs(a.duration);
@@ -235,9 +254,15 @@ async fn main() -> anyhow::Result<()> {
     let in_flight = tokio::sync::Semaphore::new(a.max_in_flight.max(1));
     let run = Arc::new(Run { args: a, stats: Stats::new()?, deadline, in_flight, minter });
     let a = &run.args;
-    let token = match &a.token {
-        Some(t) => Some(t.clone()),
-        None => run.mint(&a.sub, a.ttl as i64),
+    // One token for all (`--token`, `--same-subject`), else one subject per connection.
+    let shared = match &a.token {
+        Some(t) => Some(Some(t.clone())),
+        None if a.same_subject || run.minter.is_none() => Some(run.mint(&a.sub, a.ttl as i64)),
+        None => None,
+    };
+    let token_for = |i: usize| match &shared {
+        Some(t) => t.clone(),
+        None => run.mint(&format!("{}-{i}", a.sub), a.ttl as i64),
     };
     let bar = progress(&run, quiet);
 
@@ -245,7 +270,7 @@ async fn main() -> anyhow::Result<()> {
     let scenario = a.scenario;
     if scenario != Scenario::Ramp {
         for i in 0..a.connections {
-            let (run, t) = (Arc::clone(&run), token.clone());
+            let (run, t) = (Arc::clone(&run), token_for(i));
             let role = role_of(&mix, i, a.connections);
             tasks.push(tokio::spawn(async move {
                 match scenario {
@@ -283,8 +308,8 @@ async fn main() -> anyhow::Result<()> {
             let batch = (ramp_rate as usize).min(a.max_connections.saturating_sub(opened));
             let spacing = Duration::from_secs(1) / (batch.max(1) as u32);
             for k in 0..batch {
-                let (run, t) = (Arc::clone(&run), token.clone());
                 let i = opened + k;
+                let (run, t) = (Arc::clone(&run), token_for(i));
                 tasks.push(tokio::spawn(async move {
                     tokio::time::sleep(spacing * k as u32).await;
                     scenarios::ramp_one(run, i, t).await
@@ -317,6 +342,49 @@ async fn main() -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
     }
     summarize(&run, window, cpu0, cpu1, ramp_log)
+}
+
+/// Plain words when most connections or messages were refused, naming what refused them and
+/// the wsgate settings or generator flags involved.
+fn warnings(
+    handshakes: u64,
+    connected: u64,
+    refused: &std::collections::BTreeMap<String, u64>,
+    sent: u64,
+    rejected: &std::collections::BTreeMap<String, u64>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let refused_total: u64 = refused.values().sum();
+    if refused_total > 0 && refused_total * 2 >= handshakes.max(connected + refused_total) {
+        let (why, count) = refused.iter().max_by_key(|(_, n)| **n).map(|(k, n)| (k.as_str(), *n)).unwrap_or(("", 0));
+        let hint = match why {
+            "http_429" => "a connection cap or the handshake rate (wsgate: limits.max_connections_per_subject, max_connections_per_ip, handshakes_per_second_per_ip / handshake_burst_per_ip); use a subject per connection (the default) and --spread-ips",
+            "http_401" => "the token (wrong key, or the gateway wants iss/aud: --iss, --aud; or an expired --token)",
+            "http_403" => "the Origin (--origin must be on the route's origins) or a connect scope (--scope)",
+            "http_400" => "the request (a subprotocol the route does not list, or two tokens)",
+            "http_404" => "the path of --url (no route)",
+            "http_503" => "the gateway is draining or at limits.max_connections",
+            "http_502" | "http_504" => "the gateway's upstream (is the backend running?)",
+            _ => "the target",
+        };
+        out.push(format!(
+            "{refused_total} of {} connection attempts were refused ({count} as {why}): refused by {hint}",
+            connected + refused_total
+        ));
+    }
+    let rejected_total: u64 = rejected.values().sum();
+    if sent > 0 && rejected_total * 2 >= sent {
+        let (why, count) = rejected.iter().max_by_key(|(_, n)| **n).map(|(k, n)| (k.as_str(), *n)).unwrap_or(("", 0));
+        let hint = match why {
+            "rate_limited" => "the per-connection message or byte rate (wsgate: limits.messages_per_second / message_burst / bytes_per_second); send below it with --message-rate",
+            "unknown_type" => "the message type (--message-type must be a [[routes.messages]] type)",
+            "forbidden" => "the token's scopes (--scope must hold the type's scope)",
+            "schema_violation" => "the type's JSON Schema (the generator sends {\"text\": \"x...\"} payloads)",
+            _ => "the gateway's message checks",
+        };
+        out.push(format!("{rejected_total} of {sent} messages were rejected ({count} as {why}): rejected by {hint}"));
+    }
+    out
 }
 
 fn summarize(
@@ -417,6 +485,9 @@ fn summarize(
     }
     for (name, value) in rows {
         println!("  {name:<12} {value}");
+    }
+    for warning in warnings(handshakes, connected, &refused, sent, &rejected) {
+        println!("  WARNING      {warning}");
     }
     if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)?;

@@ -10,6 +10,8 @@ pub struct Minter {
     alg: Algorithm,
     key: EncodingKey,
     kid: Option<String>,
+    iss: Option<String>,
+    aud: Option<String>,
 }
 
 impl Minter {
@@ -21,7 +23,13 @@ impl Minter {
         kid: Option<String>,
     ) -> anyhow::Result<Option<Self>> {
         match (secret, private_key) {
-            (Some(s), _) => Ok(Some(Self { alg: Algorithm::HS256, key: EncodingKey::from_secret(s.as_bytes()), kid })),
+            (Some(s), _) => Ok(Some(Self {
+                alg: Algorithm::HS256,
+                key: EncodingKey::from_secret(s.as_bytes()),
+                kid,
+                iss: None,
+                aud: None,
+            })),
             (None, Some(path)) => {
                 let pem = std::fs::read(path).with_context(|| format!("read {path}"))?;
                 let (alg, key) = match alg {
@@ -29,16 +37,29 @@ impl Minter {
                     "RS256" => (Algorithm::RS256, EncodingKey::from_rsa_pem(&pem)?),
                     other => anyhow::bail!("--alg {other}: ES256 or RS256 with --private-key"),
                 };
-                Ok(Some(Self { alg, key, kid }))
+                Ok(Some(Self { alg, key, kid, iss: None, aud: None }))
             }
             (None, None) => Ok(None),
         }
     }
 
+    /// The same minter, adding `iss` / `aud` claims when given.
+    pub fn with_issuer_audience(mut self, iss: Option<String>, aud: Option<String>) -> Self {
+        self.iss = iss;
+        self.aud = aud;
+        self
+    }
+
     /// A token for `sub` with `scope`, expiring `ttl_secs` from now (negative: already expired).
     pub fn mint(&self, sub: &str, scope: &str, ttl_secs: i64) -> anyhow::Result<String> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
-        let claims = serde_json::json!({"sub": sub, "scope": scope, "iat": now, "exp": now + ttl_secs});
+        let mut claims = serde_json::json!({"sub": sub, "scope": scope, "iat": now, "exp": now + ttl_secs});
+        if let Some(iss) = &self.iss {
+            claims["iss"] = iss.clone().into();
+        }
+        if let Some(aud) = &self.aud {
+            claims["aud"] = aud.clone().into();
+        }
         let mut header = Header::new(self.alg);
         header.kid = self.kid.clone();
         Ok(jsonwebtoken::encode(&header, &claims, &self.key)?)
