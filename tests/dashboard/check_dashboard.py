@@ -92,17 +92,44 @@ def main():
         draw(prom, dash, panels, render, since, peak)
     sys.exit(1 if failures else 0)
 
+UNIT_LABEL = {"short": "", "reqps": "per second", "s": "seconds", "Bps": "bytes per second",
+              "percentunit": "share", "ops": "per second", "bytes": "bytes"}
+
+def fmt(v, unit):
+    """A stat value the way Grafana would show it, roughly."""
+    if unit == "percentunit":
+        return f"{v * 100:.1f}%"
+    if unit == "s":
+        return f"{v * 1000:.2f} ms" if v < 1 else f"{v:.2f} s"
+    if unit in ("reqps", "ops"):
+        return f"{v:,.3g}/s"
+    return f"{v:,.3g}"
+
+def threshold_color(p, v):
+    steps = p.get("fieldConfig", {}).get("defaults", {}).get("thresholds", {}).get("steps")
+    if not steps:
+        return "#73bf69"
+    color = steps[0]["color"]
+    for st in steps[1:]:
+        if st["value"] is not None and v >= st["value"]:
+            color = st["color"]
+    return {"green": "#37872d", "yellow": "#c4a000", "red": "#c4162a", "blue": "#1f60c4"}.get(color, color)
+
 def draw(prom, dash, panels, out, since, peak):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     end = time.time()
     start = end - since
     step = max(1, int(since / 120))
     rows = [p for p in dash["panels"] if p.get("type") == "row"]
     height = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in dash["panels"])
-    fig = plt.figure(figsize=(24, height * 0.42), facecolor="#111217")
-    unit_h = 1.0 / height
+    fig = plt.figure(figsize=(24, height * 0.42 + 1), facecolor="#111217")
+    unit_h = (1.0 - 0.6 / (height * 0.42 + 1)) / height
+    fig.text(0.005, 0.997, "wsgate dashboard: a render of its own Prometheus queries over a dashboard-check.sh run "
+             "(mixed good and hostile traffic), drawn with matplotlib; not a Grafana screenshot. Zero-only series are left out.",
+             color="#8e8e8e", fontsize=10, va="top")
     for r in rows:
         fig.text(0.005, 1 - (r["gridPos"]["y"] + 0.8) * unit_h, r["title"], color="#ccccdc", fontsize=13, weight="bold")
     for p in panels:
@@ -113,29 +140,56 @@ def draw(prom, dash, panels, out, since, peak):
         ax.tick_params(colors="#8e8e8e", labelsize=7)
         for s in ax.spines.values():
             s.set_color("#2c3235")
+        unit = p.get("fieldConfig", {}).get("defaults", {}).get("unit", "short")
         if p["type"] == "stat":
             body = query(prom, subst(p["targets"][0]["expr"]), at=peak)
             res = body.get("data", {}).get("result", [])
             label = p["targets"][0].get("legendFormat", "")
+            color = "#73bf69"
             if res and "{{" in label:
                 text = " ".join(re.sub(r"\{\{(\w+)\}\}", lambda m: r["metric"].get(m.group(1), ""), label) for r in res)
             elif res:
                 v = float(res[0]["value"][1])
-                text = f"{v * 100:.1f}%" if p["fieldConfig"]["defaults"]["unit"] == "percentunit" else f"{v:,.3g}"
+                text = fmt(v, unit) if v == v else "–"
+                color = threshold_color(p, v) if v == v else color
             else:
                 text = "–"
-            ax.text(0.5, 0.4, text, color="#73bf69", fontsize=22, ha="center", va="center", transform=ax.transAxes)
+            if p.get("options", {}).get("colorMode") == "background":
+                ax.set_facecolor(color)
+                color = "#ffffff"
+            ax.text(0.5, 0.4, text, color=color, fontsize=22, ha="center", va="center", transform=ax.transAxes)
             ax.set_xticks([]); ax.set_yticks([])
+            continue
+        if p["type"] == "bargauge":
+            body = query(prom, subst(p["targets"][0]["expr"]), at=peak)
+            res = [r for r in body.get("data", {}).get("result", []) if float(r["value"][1]) > 0]
+            res.sort(key=lambda r: -float(r["value"][1]))
+            names = [r["metric"].get("result", "") for r in res]
+            vals = [float(r["value"][1]) for r in res]
+            ax.bar(range(len(vals)), vals, color=[threshold_color(p, v) for v in vals])
+            ax.set_xticks(range(len(vals)), names, rotation=0, fontsize=7, color="#ccccdc")
+            for i, v in enumerate(vals):
+                ax.text(i, v, fmt(v, unit), ha="center", va="bottom", color="#ccccdc", fontsize=7)
+            ax.set_ylabel(UNIT_LABEL.get(unit, unit), color="#8e8e8e", fontsize=7)
             continue
         for t in p["targets"]:
             for series in query_range(prom, subst(t["expr"]), start, end, step):
                 xs = [float(v[0]) - end for v in series["values"]]
                 ys = [float(v[1]) for v in series["values"]]
+                if not any(y != 0 for y in ys if y == y):
+                    continue  # a zero-only series adds a legend entry and no information
                 label = re.sub(r"\{\{(\w+)\}\}", lambda m: series["metric"].get(m.group(1), ""), t.get("legendFormat", ""))
                 ax.plot(xs, ys, linewidth=1.2, label=label or None)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=6, loc="upper left", facecolor="#181b1f", labelcolor="#ccccdc", framealpha=0.7, ncol=2)
-        ax.set_xlabel(f"seconds (unit: {p['fieldConfig']['defaults']['unit']})", color="#8e8e8e", fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no non-zero series in this run", color="#8e8e8e", fontsize=9, ha="center",
+                    va="center", transform=ax.transAxes)
+        ax.set_xlabel("seconds before the end of the run", color="#8e8e8e", fontsize=7)
+        ax.set_ylabel(UNIT_LABEL.get(unit, unit), color="#8e8e8e", fontsize=7)
+        if unit == "s":
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v * 1000:g} ms"))
+            ax.set_ylabel("")
     fig.savefig(out, dpi=70, facecolor=fig.get_facecolor())
     print(f"dashboard-check: rendered {len(panels)} panels to {out}")
 
