@@ -195,30 +195,39 @@ fn token_refuses_a_lifetime_the_gateway_would_refuse() {
     }
 }
 
-/// The admin `curl` lines of the README, run as printed (only the address is the test
-/// gateway's): each must do what its comment says.
+/// The admin `curl` lines of the README and of docs/operations.md, run as printed (only the
+/// address is the test gateway's): each must do what its comment says.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_readmes_admin_curl_lines_work_when_pasted() {
+async fn the_docs_admin_curl_lines_work_when_pasted() {
     assert!(
         Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success()),
         "curl is needed by this test (CI installs it)"
     );
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
-    let block = readme.split("H=\"Authorization: Bearer $WSGATE_ADMIN_TOKEN\"\n").nth(1).expect("the admin block");
-    let lines: Vec<&str> = block.lines().take_while(|l| l.starts_with("curl ")).collect();
-    assert!(lines.len() >= 5, "{lines:?}");
+    for doc in ["README.md", "docs/operations.md"] {
+        let text = std::fs::read_to_string(format!("{}/{doc}", env!("CARGO_MANIFEST_DIR"))).expect("doc");
+        let block = text.split("H=\"Authorization: Bearer $WSGATE_ADMIN_TOKEN\"\n").nth(1).expect("an admin block");
+        let lines: Vec<&str> = block.lines().take_while(|l| l.starts_with("curl ")).collect();
+        assert!(lines.len() >= 3, "{doc}: {lines:?}");
+        run_curl_lines(doc, &lines).await;
+    }
+}
+
+async fn run_curl_lines(doc: &str, lines: &[&str]) {
     let gw = spawn_gateway(&Setup::new(&echo_upstream().await));
-    let mut bob = gw
+    let mut alice = gw
         .connect_with("/ws", Some(ORIGIN), Some(&sign(&claims("alice", "chat:read", 600))), &[])
         .await
         .expect("connect");
     for line in lines {
         let line = line.replace("127.0.0.1:9090", &gw.admin.to_string());
         let script = format!("H=\"Authorization: Bearer $WSGATE_ADMIN_TOKEN\"\n{line}");
-        let out =
-            Command::new("bash").args(["-c", &script]).env("WSGATE_ADMIN_TOKEN", ADMIN_TOKEN).output().expect("bash");
+        let out = Command::new("bash")
+            .args(["-c", &script])
+            .env("WSGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+            .output()
+            .expect("bash");
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(out.status.success(), "{line}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{doc}: {line}: {}", String::from_utf8_lossy(&out.stderr));
         let expected = if line.contains("/admin/revoke") {
             "\"closed\":"
         } else if line.contains("DELETE") {
@@ -230,10 +239,10 @@ async fn the_readmes_admin_curl_lines_work_when_pasted() {
         } else {
             "drain"
         };
-        assert!(stdout.contains(expected), "{line}: {stdout}");
+        assert!(stdout.contains(expected), "{doc}: {line}: {stdout}");
     }
     // The subject revocation line (`{"sub":"alice"}`, curl's form content type) closed alice.
-    assert_eq!(close_code(&mut bob).await, 4003);
+    assert_eq!(close_code(&mut alice).await, 4003, "{doc}");
 }
 
 #[test]
