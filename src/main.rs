@@ -98,6 +98,16 @@ enum Command {
     },
     /// Print the JSON Schema of the config file, for editors (e.g. taplo, Even Better TOML).
     ConfigSchema,
+    /// Exit 0 when the admin listener's `/healthz` answers 200 (a container HEALTHCHECK that
+    /// needs no shell and no curl).
+    Healthcheck {
+        /// The admin listener (an address, not resolved).
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+        /// Give up after this long (s, m, h or d).
+        #[arg(long, default_value = "3s", value_parser = parse_ttl)]
+        timeout: Duration,
+    },
 }
 
 /// What `wsgate init` prints: every line `check-config` accepts once the two environment
@@ -180,6 +190,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "wsgate", &mut std::io::stdout());
             Ok(())
         }
+        Command::Healthcheck { admin, timeout } => healthcheck(admin, timeout),
         Command::ConfigSchema => {
             let schema = serde_json::to_string_pretty(&wsgate::config::json_schema()).unwrap_or_default();
             print_out(&format!("{schema}\n"))
@@ -192,6 +203,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `GET /healthz` on `admin` with plain std sockets (no runtime needed for one request).
+fn healthcheck(admin: SocketAddr, timeout: Duration) -> anyhow::Result<()> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect_timeout(&admin, timeout).with_context(|| format!("connect {admin}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 256];
+    while head.len() < 12 {
+        let n = s.read(&mut buf).with_context(|| format!("read from {admin}"))?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    anyhow::ensure!(
+        head.starts_with(b"HTTP/1.") && head.get(9..12) == Some(b"200".as_slice()),
+        "{admin}/healthz answered {:?}",
+        String::from_utf8_lossy(&head).lines().next().unwrap_or("nothing")
+    );
+    println!("healthy");
+    Ok(())
 }
 
 fn print_out(text: &str) -> anyhow::Result<()> {

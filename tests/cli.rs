@@ -221,11 +221,8 @@ async fn run_curl_lines(doc: &str, lines: &[&str]) {
     for line in lines {
         let line = line.replace("127.0.0.1:9090", &gw.admin.to_string());
         let script = format!("H=\"Authorization: Bearer $WSGATE_ADMIN_TOKEN\"\n{line}");
-        let out = Command::new("bash")
-            .args(["-c", &script])
-            .env("WSGATE_ADMIN_TOKEN", ADMIN_TOKEN)
-            .output()
-            .expect("bash");
+        let out =
+            Command::new("bash").args(["-c", &script]).env("WSGATE_ADMIN_TOKEN", ADMIN_TOKEN).output().expect("bash");
         let stdout = String::from_utf8_lossy(&out.stdout).to_string();
         assert!(out.status.success(), "{doc}: {line}: {}", String::from_utf8_lossy(&out.stderr));
         let expected = if line.contains("/admin/revoke") {
@@ -300,4 +297,19 @@ fn the_config_schema_accepts_the_example_and_refuses_unknown_keys_and_wrong_type
     let wrong = example.replace("[limits]\n", "[limits]\nmax_connections = \"many\"\n");
     let wrong = wrong.replacen("\nmax_connections = 100000", "\n", 1);
     assert!(!validator.is_valid(&as_json(&wrong)), "a wrong type");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthcheck_exits_zero_only_when_healthz_answers() {
+    let gw = spawn_gateway(&Setup::new(&echo_upstream().await));
+    let out = Command::new(bin()).args(["healthcheck", "--admin", &gw.admin.to_string()]).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "healthy");
+    // The public listener is no admin listener: its answer to /healthz is not a 200.
+    let out = Command::new(bin()).args(["healthcheck", "--admin", &gw.public.to_string()]).output().expect("run");
+    assert!(!out.status.success());
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
+    let out = Command::new(bin()).args(["healthcheck", "--admin", &dead.to_string()]).output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("connect {dead}")));
 }
