@@ -673,10 +673,10 @@ fn validate_auth(raw: RawAuth, base: &Path) -> Result<AuthConfig, ConfigError> {
     if raw.leeway_seconds > MAX_LEEWAY_SECONDS {
         return Err(ConfigError::invalid("auth.leeway_seconds", format!("must be at most {MAX_LEEWAY_SECONDS}")));
     }
-    if raw.max_token_lifetime_seconds > crate::auth::jwt::MAX_NUMERIC_DATE {
+    if raw.max_token_lifetime_seconds > crate::auth::MAX_NUMERIC_DATE {
         return Err(ConfigError::invalid("auth.max_token_lifetime_seconds", "out of range (0 = no bound)"));
     }
-    if raw.expiry_warning_seconds > crate::auth::jwt::MAX_NUMERIC_DATE {
+    if raw.expiry_warning_seconds > crate::auth::MAX_NUMERIC_DATE {
         return Err(ConfigError::invalid("auth.expiry_warning_seconds", "out of range (0 = no warning)"));
     }
     if raw.issuer.as_deref() == Some("") {

@@ -26,9 +26,7 @@ use super::{AuthError, Claims};
 use crate::config::AuthConfig;
 use crate::policy::token_source::MAX_TOKEN_BYTES;
 
-/// The latest NumericDate accepted (9999-12-31T23:59:59Z). Later values, like `1e20` or
-/// 2^64, cannot be turned into a deadline and are refused as invalid, never saturated.
-pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+pub use super::MAX_NUMERIC_DATE;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::URL_SAFE_NO_PAD;
 

@@ -10,6 +10,10 @@ pub mod revocation;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The latest NumericDate accepted (9999-12-31T23:59:59Z). Later values, like `1e20` or
+/// 2^64, cannot be turned into a deadline and are refused as invalid, never saturated.
+pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
 /// What the gateway uses of a verified token (RFC 7519 §4.1 claims plus scopes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claims {
@@ -29,12 +33,12 @@ pub struct Claims {
 
 impl Claims {
     /// The connection's deadline: `exp` plus the leeway that admitted the token.
-    /// `exp` is at most [`jwt::MAX_NUMERIC_DATE`] for a verified token; an unrepresentable sum
+    /// `exp` is at most [`MAX_NUMERIC_DATE`] for a verified token; an unrepresentable sum
     /// saturates at that date instead of overflowing.
     pub fn deadline(&self, leeway: Duration) -> SystemTime {
-        let latest = UNIX_EPOCH + Duration::from_secs(jwt::MAX_NUMERIC_DATE);
+        let latest = UNIX_EPOCH + Duration::from_secs(MAX_NUMERIC_DATE);
         UNIX_EPOCH
-            .checked_add(Duration::from_secs(self.exp.min(jwt::MAX_NUMERIC_DATE)))
+            .checked_add(Duration::from_secs(self.exp.min(MAX_NUMERIC_DATE)))
             .and_then(|t| t.checked_add(leeway))
             .unwrap_or(latest)
     }
