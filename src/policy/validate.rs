@@ -469,10 +469,21 @@ pub fn error_frame(rejection: Rejection, id: Option<&str>, type_field: &str) -> 
     if let Some(id) = id {
         payload["ref"] = Value::String(id.to_string());
     }
-    let mut frame = serde_json::Map::new();
-    frame.insert(type_field.to_string(), Value::String("error".into()));
-    frame.insert("payload".into(), payload);
-    Value::Object(frame).to_string()
+    gateway_frame(type_field, "error", &payload)
+}
+
+/// A frame of the gateway's own, `{"<type_field>":"<kind>","payload":<payload>}`, with the
+/// type first as clients are asked to write theirs (a `Value` map would sort `payload` first).
+pub fn gateway_frame(type_field: &str, kind: &str, payload: &Value) -> String {
+    let mut out = String::with_capacity(64);
+    out.push('{');
+    out.push_str(&Value::String(type_field.to_string()).to_string());
+    out.push(':');
+    out.push_str(&Value::String(kind.to_string()).to_string());
+    out.push_str(",\"payload\":");
+    out.push_str(&payload.to_string());
+    out.push('}');
+    out
 }
 
 #[cfg(test)]
@@ -522,6 +533,10 @@ mod tests {
         assert_eq!(v["type"], "error");
         assert_eq!(v["payload"]["code"], "unknown_type");
         assert_eq!(v["payload"]["ref"], "c-17");
+        assert!(frame.starts_with(r#"{"type":"error","payload":{"#), "type first: {frame}");
+        let custom = error_frame(r.rejection, None, "act\"ion");
+        assert!(custom.starts_with(r#"{"act\"ion":"error","#), "{custom}");
+        assert!(serde_json::from_str::<Value>(&custom).is_ok());
     }
 
     #[test]
