@@ -101,7 +101,7 @@ const ALL_REJECTIONS: [Rejection; 7] = [
     Rejection::BinaryNotAllowed,
 ];
 
-const SESSION_CLOSES: [Denied; 12] = [
+const SESSION_CLOSES: [Denied; 13] = [
     Denied::Revoked,
     Denied::Kicked,
     Denied::Draining,
@@ -113,6 +113,7 @@ const SESSION_CLOSES: [Denied; 12] = [
     Denied::TokenExpired,
     Denied::SlowConsumer,
     Denied::Idle,
+    Denied::FrameTimeout,
     Denied::UpstreamLost,
 ];
 

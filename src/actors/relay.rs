@@ -189,7 +189,10 @@ impl Side {
     /// makes the kernel send a reset instead of a FIN, and a reset can destroy data the peer
     /// has not read yet (frames this session forwarded to it, or its close frame): lingering
     /// prevents that. `Ready` once the peer has closed (or the socket failed).
-    pub fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    ///
+    /// Every read is offered to `charge` (its byte count): discarded bytes are still the
+    /// peer's traffic. When `charge` refuses, lingering ends at once (the socket is dropped).
+    pub fn poll_linger(&mut self, cx: &mut Context<'_>, charge: &mut dyn FnMut(usize) -> bool) -> Poll<()> {
         if self.dead {
             return Poll::Ready(());
         }
@@ -225,7 +228,11 @@ impl Side {
                     self.dead = true;
                     break Poll::Ready(());
                 }
-                Poll::Ready(Ok(_)) => {
+                Poll::Ready(Ok(n)) => {
+                    if !charge(n) {
+                        self.dead = true;
+                        break Poll::Ready(());
+                    }
                     if self.scan_for_close(&buf) {
                         break Poll::Ready(());
                     }
@@ -289,6 +296,11 @@ impl Side {
     pub fn discard_unstarted(&mut self) {
         let keep = if self.head_left > 0 { self.head_left.min(self.out.len()) } else { 0 };
         self.out.truncate(keep);
+    }
+
+    /// Part of a frame (its header or payload) has arrived and waits for the rest.
+    pub fn has_partial(&self) -> bool {
+        !self.carry.is_empty()
     }
 
     /// Bytes waiting to be written.
