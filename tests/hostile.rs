@@ -244,14 +244,21 @@ async fn a_frame_trickled_byte_by_byte_is_closed_1008_at_the_frame_deadline() {
     );
     let mut good = served_beside(&gw).await;
     let frame = masked_text_frame(&[b' '; 60_000]);
-    // The payload trickles in.
+    // Cut after the first byte, inside the extended length, inside the mask key, inside the
+    // payload; the rest trickles (or nothing follows).
+    for (cut, every) in [(1, 1500), (3, 700), (6, 300), (40, 100)] {
+        let mut raw = RawClient::connect(&gw, "/ws").await;
+        trickle(&mut raw, &frame[..cut], Duration::from_millis(every)).await;
+        assert_eq!(raw.close_code().await, 1008, "cut after {cut} bytes");
+    }
+    // A frame completed in time is served (the deadline restarts per frame).
     let mut raw = RawClient::connect(&gw, "/ws").await;
-    trickle(&mut raw, &frame[..40], Duration::from_millis(100)).await;
-    assert_eq!(raw.close_code().await, 1008);
-    // So does a header alone (split inside the extended length).
-    let mut raw = RawClient::connect(&gw, "/ws").await;
-    trickle(&mut raw, &frame[..3], Duration::from_millis(700)).await;
-    assert_eq!(raw.close_code().await, 1008);
+    let msg = br#"{"type":"chat.read","payload":{}}"#;
+    for _ in 0..3 {
+        let f = masked_text_frame(msg);
+        trickle(&mut raw, &f, Duration::from_millis(10)).await;
+        assert_eq!(raw.frame().await.map(|(op, p)| (op, p == msg)), Some((1, true)));
+    }
     still_served(&mut good).await;
     assert!(gw.log().contains(r#""event":"frame_timeout_close""#), "{}", gw.log());
 }
@@ -467,6 +474,18 @@ async fn every_refused_message_is_logged_with_a_bound_per_connection() {
             .sum::<u64>();
     assert_eq!(refused.len() as u64 + reported, 301, "every refusal is logged or counted");
     assert!(!log.contains(&token()), "a token never reaches the log");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reserved_opcodes_are_a_protocol_error() {
+    let gw = spawn_gateway(&Setup::new(&echo_upstream().await));
+    let mut good = served_beside(&gw).await;
+    for opcode in [0x03, 0x07, 0x0b, 0x0f] {
+        let mut raw = RawClient::connect(&gw, "/ws").await;
+        raw.send(opcode, true, b"x").await;
+        assert_eq!(raw.close_code().await, 1002, "opcode {opcode:#x}");
+    }
+    still_served(&mut good).await;
 }
 
 fn code_of_frame(m: Message) -> String {

@@ -357,6 +357,28 @@ mod tests {
         assert_eq!(opcodes, vec![(wire::OP_BINARY, Some(1)), (wire::OP_BINARY, Some(2)), (wire::OP_CLOSE, Some(0x0f))]);
     }
 
+    /// Bytes a closing peer still sends are offered to the charge; once it refuses, lingering
+    /// ends at once instead of reading on.
+    #[tokio::test]
+    async fn lingering_stops_when_the_discarded_bytes_are_not_paid_for() {
+        let (near, mut far) = tokio::io::duplex(1 << 16);
+        let mut side = Side::new(Box::new(near), BytesMut::new(), BytesMut::new());
+        tokio::io::AsyncWriteExt::write_all(&mut far, &frame(1000, 1)).await.expect("write");
+        let mut offered = Vec::new();
+        let polled = poll_fn(|cx| {
+            Poll::Ready(side.poll_linger(cx, &mut |n| {
+                offered.push(n);
+                true
+            }))
+        })
+        .await;
+        assert!(polled.is_pending(), "still lingering: no close frame yet");
+        assert_eq!(offered.iter().sum::<usize>(), 1004, "every byte read was offered");
+        tokio::io::AsyncWriteExt::write_all(&mut far, &frame(1000, 2)).await.expect("write");
+        let polled = poll_fn(|cx| Poll::Ready(side.poll_linger(cx, &mut |_| false))).await;
+        assert!(polled.is_ready() && side.dead, "refused: the socket is given up");
+    }
+
     fn side() -> Side {
         let (near, _far) = tokio::io::duplex(16);
         Side::new(Box::new(near), BytesMut::new(), BytesMut::new())

@@ -752,6 +752,143 @@ mod tests {
     }
 
     #[test]
+    fn duplicate_member_names_are_refused_at_every_depth_and_after_unescaping() {
+        let w = &["chat:write"];
+        for text in [
+            r#"{"type":"chat.send","payload":{"text":"hi","text":"hello"}}"#,
+            r#"{"type":"chat.ping","payload":{"qty":500,"qty":1}}"#,
+            r#"{"type":"chat.ping","payload":{"qty":500,"\u0071ty":1}}"#,
+            r#"{"type":"chat.ping","payload":{"q\u0074y":500,"qt\u0079":1}}"#,
+            r#"{"type":"chat.ping","payload":{"a":[{"b":{"c":1,"c":1}}]}}"#,
+            r#"{"payload":{"x":1,"x":2},"type":"chat.ping"}"#,
+            r#"{"type":{"a":1,"a":2},"payload":{}}"#,
+            r#"{"type":"chat.ping","payload":{},"id":{"a":1,"a":2}}"#,
+        ] {
+            assert_eq!(rejection(text, w), Some(Rejection::InvalidJson), "{text}");
+        }
+        // Names equal in one object only are not duplicates.
+        assert_eq!(rejection(r#"{"type":"chat.ping","payload":{"a":{"x":1},"b":{"x":1},"x":1}}"#, w), None);
+        // Past the linear check, a set compares: a duplicate after many members is found.
+        let many: Vec<String> = (0..500).map(|i| format!(r#""k{i}":{i}"#)).collect();
+        let ok = format!(r#"{{"type":"chat.ping","payload":{{{}}}}}"#, many.join(","));
+        assert_eq!(rejection(&ok, w), None);
+        let dup = format!(r#"{{"type":"chat.ping","payload":{{{},"k3":0}}}}"#, many.join(","));
+        assert_eq!(rejection(&dup, w), Some(Rejection::InvalidJson));
+        let dup_early = format!(r#"{{"type":"chat.ping","payload":{{"k3":0,{}}}}}"#, many.join(","));
+        assert_eq!(rejection(&dup_early, w), Some(Rejection::InvalidJson));
+        // At the top level: invalid_envelope, escaped names included.
+        for text in [
+            r#"{"type":"chat.ping","payload":{},"id":1,"id":2}"#,
+            r#"{"type":"chat.ping","payload":{},"\u0070ayload":{}}"#,
+            r#"{"\u0074ype":"chat.send","type":"chat.ping","payload":{}}"#,
+        ] {
+            assert_eq!(rejection(text, w), Some(Rejection::InvalidEnvelope), "{text}");
+        }
+    }
+
+    #[test]
+    fn numbers_and_escapes_are_standard_json_within_double_range() {
+        let w = &["chat:write"];
+        let with = |v: &str| format!(r#"{{"type":"chat.ping","payload":{{"n":{v}}}}}"#);
+        let with_schema = |v: &str| format!(r#"{{"type":"chat.send","payload":{{"text":"t","n":{v}}}}}"#);
+        for bad in [
+            "1e400",
+            "-1e400",
+            "1e309",
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "01",
+            "-01",
+            "00",
+            "+1",
+            ".5",
+            "0.",
+            "1.e5",
+            "1e",
+            "0x1",
+            "--1",
+            r#""\ud800""#,
+            r#""\udfff""#,
+            r#""\ud800\ud800""#,
+            r#""\ud800a""#,
+            "'a'",
+        ] {
+            assert_eq!(rejection(&with(bad), w), Some(Rejection::InvalidJson), "{bad}");
+            assert_eq!(rejection(&with_schema(bad), w), Some(Rejection::InvalidJson), "{bad} (schema)");
+        }
+        assert_eq!(rejection(&with(&"9".repeat(400)), w), Some(Rejection::InvalidJson), "400 digits");
+        for good in [
+            "-0",
+            "0",
+            "1E5",
+            "1e-400",
+            "0.5",
+            "-1.5e-3",
+            "18446744073709551616",
+            "-9223372036854775809",
+            "1.7976931348623157e308",
+            r#""\ud83d\ude00""#,
+            r#""\u0000""#,
+        ] {
+            assert_eq!(rejection(&with(good), w), None, "{good}");
+            assert_eq!(rejection(&with_schema(good), w), None, "{good} (schema)");
+        }
+        // The id and the type field are held to the same rules.
+        assert_eq!(rejection(r#"{"type":"chat.ping","payload":{},"id":1e400}"#, w), Some(Rejection::InvalidJson));
+        assert_eq!(rejection(r#"{"type":"\ud800","payload":{}}"#, w), Some(Rejection::InvalidJson));
+        assert_eq!(rejection("1e400", w), Some(Rejection::InvalidJson));
+        assert_eq!(rejection("[NaN]", w), Some(Rejection::InvalidJson));
+    }
+
+    #[test]
+    fn extra_top_level_fields_follow_the_route_policy() {
+        let mut r = route(UnknownTypes::Reject);
+        let text = r#"{"type":"chat.ping","payload":{},"sub":"admin"}"#;
+        let refused = check_text(&r, &[], text).unwrap_err();
+        assert_eq!((refused.rejection, refused.kind.as_deref()), (Rejection::InvalidEnvelope, Some("chat.ping")));
+        r.extra_fields = ExtraFields::Forward;
+        assert_eq!(check_text(&r, &[], text), Ok(Verdict::Forward));
+        let dup = r#"{"type":"chat.ping","payload":{},"sub":"a","s\u0075b":"b"}"#;
+        assert_eq!(check_text(&r, &[], dup).unwrap_err().rejection, Rejection::InvalidEnvelope);
+        let bad = r#"{"type":"chat.ping","payload":{},"sub":[1e400]}"#;
+        assert_eq!(check_text(&r, &[], bad).unwrap_err().rejection, Rejection::InvalidJson);
+        // Hundreds of extra fields: compared in a set, duplicates (and repeated envelope keys) still found.
+        let many: Vec<String> = (0..300).map(|i| format!(r#""x{i}":{i}"#)).collect();
+        let ok = format!(r#"{{"type":"chat.ping","payload":{{}},{}}}"#, many.join(","));
+        assert_eq!(check_text(&r, &[], &ok), Ok(Verdict::Forward));
+        let dup = format!(r#"{{"type":"chat.ping","payload":{{}},{},"x1":0}}"#, many.join(","));
+        assert_eq!(check_text(&r, &[], &dup).unwrap_err().rejection, Rejection::InvalidEnvelope);
+        let dup_type = format!(r#"{{"type":"chat.ping","payload":{{}},{},"type":"chat.send"}}"#, many.join(","));
+        assert_eq!(check_text(&r, &[], &dup_type).unwrap_err().rejection, Rejection::InvalidEnvelope);
+    }
+
+    #[test]
+    fn a_configured_type_field_makes_type_an_extra_field_and_refresh_is_strict_too() {
+        let mut r = route(UnknownTypes::Reject);
+        r.type_field = "action".into();
+        assert_eq!(check_text(&r, &[], r#"{"action":"chat.ping","payload":{}}"#), Ok(Verdict::Forward));
+        let both = r#"{"action":"chat.ping","type":"chat.send","payload":{}}"#;
+        assert_eq!(check_text(&r, &[], both).unwrap_err().rejection, Rejection::InvalidEnvelope);
+        let r = route(UnknownTypes::Reject);
+        let last = r#"{"payload":{"token":"a.b.c"},"type":"auth.refresh"}"#;
+        assert_eq!(check_text(&r, &[], last), Ok(Verdict::Refresh { token: "a.b.c".into(), id: None }));
+        let dup = r#"{"type":"auth.refresh","payload":{"token":"a.b.c","token":"d.e.f"}}"#;
+        assert_eq!(check_text(&r, &[], dup).unwrap_err().rejection, Rejection::InvalidJson);
+        let no_token = r#"{"type":"auth.refresh","payload":{"token":5}}"#;
+        assert_eq!(check_text(&r, &[], no_token).unwrap_err().rejection, Rejection::InvalidEnvelope);
+    }
+
+    #[test]
+    fn a_refusal_names_its_type_for_the_log_cut_on_a_character_boundary() {
+        let long = format!("{}é", "a".repeat(KIND_LOG_BYTES - 1));
+        assert_eq!(kind_for_log(&long).len(), KIND_LOG_BYTES - 1);
+        assert_eq!(kind_for_log("chat.x"), "chat.x");
+        let r = check_text(&route(UnknownTypes::Reject), &[], r#"{"type":"nope","payload":{}}"#).unwrap_err();
+        assert_eq!(r.kind.as_deref(), Some("nope"));
+    }
+
+    #[test]
     fn binary_follows_route_policy() {
         let mut r = route(UnknownTypes::Reject);
         assert_eq!(check_binary(&r), Err(Rejection::BinaryNotAllowed));
