@@ -194,7 +194,7 @@ const NOT_FINITE: &str = "number outside double range";
 
 /// Objects with more members than this check their names for duplicates in a hash set
 /// instead of by comparing with each earlier name.
-const LINEAR_NAMES: usize = 16;
+const LINEAR_NAMES: usize = 8;
 
 type NameSet<'de> = std::collections::HashSet<Cow<'de, str>, foldhash::fast::RandomState>;
 
@@ -224,50 +224,53 @@ impl<'de> Deserialize<'de> for Name<'de> {
     }
 }
 
-/// The member names of one object seen so far, for the duplicate check. Small objects keep
-/// their names on a stack shared by the whole message (no allocation per object); past
-/// [`LINEAR_NAMES`] members an object moves its names into a hash set of its own, so a
-/// hostile object with thousands of members costs linear time, not quadratic.
+/// The member names of one object seen so far, for the duplicate check. The first
+/// [`LINEAR_NAMES`] stay inline (on the stack: no allocation for the objects of ordinary
+/// messages) and are compared one by one; past them the object moves its names into a hash
+/// set of its own, so a hostile object with thousands of members costs linear time, not
+/// quadratic.
 struct Names<'de> {
-    start: usize,
+    inline: [Cow<'de, str>; LINEAR_NAMES],
+    len: usize,
     set: Option<NameSet<'de>>,
 }
 
 impl<'de> Names<'de> {
-    fn new(stack: &[Cow<'de, str>]) -> Self {
-        Self { start: stack.len(), set: None }
+    fn new() -> Self {
+        Self { inline: [const { Cow::Borrowed("") }; LINEAR_NAMES], len: 0, set: None }
     }
 
     /// Record `name`; an error when the object already has it.
-    fn add<E: de::Error>(&mut self, stack: &mut Vec<Cow<'de, str>>, name: Cow<'de, str>) -> Result<(), E> {
-        if let Some(set) = &mut self.set {
-            return if set.insert(name) { Ok(()) } else { Err(E::custom(DUPLICATE_NAME)) };
+    fn add<E: de::Error>(&mut self, name: Cow<'de, str>) -> Result<(), E> {
+        let fresh = match &mut self.set {
+            Some(set) => set.insert(name),
+            None if self.inline[..self.len].contains(&name) => false,
+            None if self.len < LINEAR_NAMES => {
+                self.inline[self.len] = name;
+                self.len += 1;
+                true
+            }
+            None => {
+                let mut set: NameSet<'de> = self.inline.iter_mut().map(std::mem::take).collect();
+                set.insert(name);
+                self.set = Some(set);
+                true
+            }
+        };
+        if fresh {
+            Ok(())
+        } else {
+            Err(E::custom(DUPLICATE_NAME))
         }
-        let seen = stack.get(self.start..).unwrap_or(&[]);
-        if seen.contains(&name) {
-            return Err(E::custom(DUPLICATE_NAME));
-        }
-        stack.push(name);
-        if stack.len() - self.start > LINEAR_NAMES {
-            self.set = Some(stack.drain(self.start..).collect());
-        }
-        Ok(())
-    }
-
-    /// The object ended: its names leave the shared stack.
-    fn done(self, stack: &mut Vec<Cow<'de, str>>) {
-        stack.truncate(self.start);
     }
 }
 
 /// Any JSON value, checked strictly (see [`check_text`]) and not built: numbers are parsed
 /// (range), strings unescaped (surrogates), member names compared. Evaluates to whether the
 /// value was an object. Goes through serde_json's recursion limit ([`MAX_NESTING`]).
-struct Scan<'s, 'de> {
-    names: &'s mut Vec<Cow<'de, str>>,
-}
+struct Scan;
 
-impl<'de> DeserializeSeed<'de> for Scan<'_, 'de> {
+impl<'de> DeserializeSeed<'de> for Scan {
     type Value = bool;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
@@ -275,7 +278,7 @@ impl<'de> DeserializeSeed<'de> for Scan<'_, 'de> {
     }
 }
 
-impl<'de> Visitor<'de> for Scan<'_, 'de> {
+impl<'de> Visitor<'de> for Scan {
     type Value = bool;
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("any JSON value")
@@ -302,16 +305,15 @@ impl<'de> Visitor<'de> for Scan<'_, 'de> {
         Ok(false)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
-        while seq.next_element_seed(Scan { names: &mut *self.names })?.is_some() {}
+        while seq.next_element_seed(Scan)?.is_some() {}
         Ok(false)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        let mut names = Names::new(self.names);
+        let mut names = Names::new();
         while let Some(Name(name)) = map.next_key::<Name<'de>>()? {
-            names.add::<A::Error>(self.names, name)?;
-            map.next_value_seed(Scan { names: &mut *self.names })?;
+            names.add::<A::Error>(name)?;
+            map.next_value_seed(Scan)?;
         }
-        names.done(self.names);
         Ok(true)
     }
 }
@@ -442,12 +444,10 @@ impl Loose<'_> {
     }
 }
 
-/// Reads a [`Loose`] value; nested parts use the message's name stack.
-struct LooseSeed<'s, 'de> {
-    names: &'s mut Vec<Cow<'de, str>>,
-}
+/// Reads a [`Loose`] value.
+struct LooseSeed;
 
-impl<'de> DeserializeSeed<'de> for LooseSeed<'_, 'de> {
+impl<'de> DeserializeSeed<'de> for LooseSeed {
     type Value = Loose<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Loose<'de>, D::Error> {
@@ -455,7 +455,7 @@ impl<'de> DeserializeSeed<'de> for LooseSeed<'_, 'de> {
     }
 }
 
-impl<'de> Visitor<'de> for LooseSeed<'_, 'de> {
+impl<'de> Visitor<'de> for LooseSeed {
     type Value = Loose<'de>;
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("any JSON value")
@@ -485,10 +485,10 @@ impl<'de> Visitor<'de> for LooseSeed<'_, 'de> {
         Ok(Loose::Other)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        Scan { names: self.names }.visit_seq(seq).map(|_| Loose::Other)
+        Scan.visit_seq(seq).map(|_| Loose::Other)
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-        Scan { names: self.names }.visit_map(map).map(|_| Loose::Other)
+        Scan.visit_map(map).map(|_| Loose::Other)
     }
 }
 
@@ -502,23 +502,20 @@ impl<'de, 'r> DeserializeSeed<'de> for EnvelopeSeed<'r> {
     type Value = Parsed<'de, 'r>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Parsed<'de, 'r>, D::Error> {
-        d.deserialize_any(EnvelopeVisitor { route: self.route, names: Vec::new() })
+        d.deserialize_any(EnvelopeVisitor { route: self.route })
     }
 }
 
-struct EnvelopeVisitor<'r, 'de> {
+struct EnvelopeVisitor<'r> {
     route: &'r Route,
-    /// Member names of the objects being scanned (see [`Names`]); allocated only when a
-    /// scanned part has members.
-    names: Vec<Cow<'de, str>>,
 }
 
-impl<'de, 'r> Visitor<'de> for EnvelopeVisitor<'r, 'de> {
+impl<'de, 'r> Visitor<'de> for EnvelopeVisitor<'r> {
     type Value = Parsed<'de, 'r>;
     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let route = self.route;
         let mut env = Envelope::default();
         // Names of the top level other than the three the envelope reads (rare).
@@ -527,7 +524,7 @@ impl<'de, 'r> Visitor<'de> for EnvelopeVisitor<'r, 'de> {
         while let Some(Name(key)) = map.next_key::<Name<'de>>()? {
             if key == route.type_field {
                 env.duplicate |= env.kind.is_some();
-                env.kind = Some(map.next_value_seed(LooseSeed { names: &mut self.names })?);
+                env.kind = Some(map.next_value_seed(LooseSeed)?);
             } else if key == "payload" {
                 env.duplicate |= env.payload.is_some();
                 let rule = match &env.kind {
@@ -545,11 +542,11 @@ impl<'de, 'r> Visitor<'de> for EnvelopeVisitor<'r, 'de> {
                 env.payload = Some(if tree {
                     Payload::Tree(map.next_value::<Strict>()?.0)
                 } else {
-                    Payload::Scanned { object: map.next_value_seed(Scan { names: &mut self.names })? }
+                    Payload::Scanned { object: map.next_value_seed(Scan)? }
                 });
             } else if key == "id" {
                 env.duplicate |= std::mem::replace(&mut seen_id, true);
-                env.id = Some(map.next_value_seed(LooseSeed { names: &mut self.names })?);
+                env.id = Some(map.next_value_seed(LooseSeed)?);
             } else {
                 env.extra |= route.extra_fields == ExtraFields::Reject;
                 env.duplicate |= others.contains(&key);
@@ -560,22 +557,22 @@ impl<'de, 'r> Visitor<'de> for EnvelopeVisitor<'r, 'de> {
                     // are forwarded, the rest are compared in a set.
                     let mut set: NameSet<'de> = others.drain(..).collect();
                     set.insert(key);
-                    map.next_value_seed(Scan { names: &mut self.names })?;
+                    map.next_value_seed(Scan)?;
                     while let Some(Name(more)) = map.next_key::<Name<'de>>()? {
                         if more == route.type_field || more == "payload" || more == "id" || !set.insert(more) {
                             env.duplicate = true;
                         }
-                        map.next_value_seed(Scan { names: &mut self.names })?;
+                        map.next_value_seed(Scan)?;
                     }
                     break;
                 }
-                map.next_value_seed(Scan { names: &mut self.names })?;
+                map.next_value_seed(Scan)?;
             }
         }
         Ok(Parsed::Object(env))
     }
-    fn visit_seq<A: SeqAccess<'de>>(mut self, seq: A) -> Result<Self::Value, A::Error> {
-        Scan { names: &mut self.names }.visit_seq(seq).map(|_| Parsed::Other)
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Scan.visit_seq(seq).map(|_| Parsed::Other)
     }
     fn visit_borrowed_str<E: de::Error>(self, _: &'de str) -> Result<Self::Value, E> {
         Ok(Parsed::Other)
