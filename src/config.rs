@@ -231,6 +231,8 @@ struct RawRoute {
     #[serde(default = "default_true")]
     forward_identity: bool,
     #[serde(default)]
+    extra_fields: ExtraFields,
+    #[serde(default)]
     messages: Vec<RawMessage>,
 }
 
@@ -282,6 +284,16 @@ pub struct Limits {
     pub violations_before_close: u32,
     /// Bytes from the upstream waiting for a client that does not read; over it, close 4008.
     pub outbound_buffer_bytes: usize,
+    /// `auth.refresh` messages a connection may send at once (each one is a signature
+    /// verification); over it, `rate_limited`. 0 = unlimited.
+    pub refresh_burst: u32,
+    /// After the burst, one `auth.refresh` per this many seconds per connection. 0 = unlimited.
+    pub refresh_interval_seconds: u64,
+    /// Per-IP limits (connection cap, handshake rate) key an IPv6 client by this many leading
+    /// bits of its address (its /64 by default: one subscriber's whole prefix counts as one
+    /// client); 128 = the full address. IPv4 clients are keyed by their full address. Logs and
+    /// the admin API keep the full address.
+    pub ipv6_prefix_length: u8,
 }
 
 impl Default for Limits {
@@ -298,6 +310,9 @@ impl Default for Limits {
             max_message_bytes: 65_536,
             violations_before_close: 10,
             outbound_buffer_bytes: 1_048_576,
+            refresh_burst: 3,
+            refresh_interval_seconds: 10,
+            ipv6_prefix_length: 64,
         }
     }
 }
@@ -317,6 +332,10 @@ pub struct Timeouts {
     pub ping_interval_seconds: u64,
     /// Time over which open clients are closed when draining.
     pub drain_seconds: u64,
+    /// Time one client frame (header and payload) may take to arrive once its first byte
+    /// did; past it, close 1008. Bytes of an incomplete frame are not activity for
+    /// `idle_seconds`. 0 = no limit.
+    pub frame_seconds: u64,
 }
 
 impl Default for Timeouts {
@@ -327,6 +346,7 @@ impl Default for Timeouts {
             idle_seconds: 300,
             ping_interval_seconds: 30,
             drain_seconds: 30,
+            frame_seconds: 10,
         }
     }
 }
@@ -361,6 +381,18 @@ pub enum BinaryPolicy {
     #[default]
     Reject,
     /// Forwarded unchanged.
+    Forward,
+}
+
+/// What happens to top-level envelope fields other than the type field, `payload` and `id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExtraFields {
+    /// Answered with `invalid_envelope`: a field such as `"sub"` or `"tenant"` next to the
+    /// envelope never reaches a backend that might believe it.
+    #[default]
+    Reject,
+    /// Forwarded unchanged (still parsed strictly), for backends that read fields of their own.
     Forward,
 }
 
@@ -420,6 +452,8 @@ pub struct Route {
     pub binary: BinaryPolicy,
     /// Add `X-Wsgate-*` identity headers to the upstream request.
     pub forward_identity: bool,
+    /// Policy for top-level fields other than the type field, `payload` and `id`.
+    pub extra_fields: ExtraFields,
     /// Message type -> rule.
     pub messages: MessageRules,
 }
@@ -519,6 +553,7 @@ impl Route {
             unknown_types: UnknownTypes::Reject,
             binary: BinaryPolicy::Reject,
             forward_identity: true,
+            extra_fields: ExtraFields::Reject,
             messages: MessageRules::default(),
         }
     }
@@ -755,6 +790,12 @@ fn validate_limits(l: &Limits) -> Result<(), ConfigError> {
             "must be > 0 when handshakes_per_second_per_ip is set",
         ));
     }
+    if l.ipv6_prefix_length == 0 || l.ipv6_prefix_length > 128 {
+        return Err(ConfigError::invalid(
+            "limits.ipv6_prefix_length",
+            "must be 1..=128 (0 would make every IPv6 client one)",
+        ));
+    }
     if l.messages_per_second > 0 && l.message_burst == 0 {
         return Err(ConfigError::invalid("limits.message_burst", "must be > 0 when messages_per_second is set"));
     }
@@ -862,6 +903,7 @@ fn validate_route(i: usize, r: RawRoute, auth: &AuthConfig, base: &Path) -> Resu
         unknown_types: r.unknown_types,
         binary: r.binary,
         forward_identity: r.forward_identity,
+        extra_fields: r.extra_fields,
         messages,
     })
 }

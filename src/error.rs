@@ -121,6 +121,9 @@ pub enum Denied {
     SlowConsumer,
     /// The client did not answer pings within the idle timeout.
     Idle,
+    /// A client frame (header or payload) did not arrive completely within
+    /// `timeouts.frame_seconds`.
+    FrameTimeout,
     /// The upstream failed or closed abnormally mid-session.
     UpstreamLost,
     /// An operator closed the connection (`DELETE /admin/connections/{id}`).
@@ -165,6 +168,7 @@ impl Denied {
             Self::TokenExpired => "token_expired",
             Self::SlowConsumer => "slow_consumer",
             Self::Idle => "idle",
+            Self::FrameTimeout => "frame_timeout",
             Self::UpstreamLost => "upstream_lost",
             Self::Internal => "internal",
         }
@@ -195,6 +199,7 @@ impl Denied {
             Self::UpstreamFailed | Self::UpstreamLost => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::RateViolations => StatusCode::TOO_MANY_REQUESTS,
+            Self::FrameTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::SlowConsumer | Self::Idle | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -215,7 +220,10 @@ impl Denied {
             | Self::UnsupportedVersion
             | Self::Subprotocol
             | Self::NoRoute => 1002,
+            // A frame trickled in past its deadline is a policy decision (RFC 6455 §7.4.1:
+            // 1008), not malformed framing (1002): the bytes themselves were valid.
             Self::PolicyViolations
+            | Self::FrameTimeout
             | Self::Origin
             | Self::ConnectScope
             | Self::HandshakeRate
@@ -263,6 +271,7 @@ impl Denied {
             Self::RateViolations => "rate limit exceeded",
             Self::SlowConsumer => "slow consumer",
             Self::Idle => "idle timeout",
+            Self::FrameTimeout => "frame not completed in time",
             Self::Internal => "internal error",
         }
     }

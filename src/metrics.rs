@@ -4,7 +4,7 @@
 //!
 //! How to add one: add the const to [`names`], describe it in [`install`], pre-register its
 //! label sets at 0 in [`register_route`] if it is a counter, then update grafana/ and the
-//! README's metrics table in the same commit.
+//! metrics table of docs/observability.md in the same commit.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -55,7 +55,7 @@ pub mod names {
     /// Gauge: 1 while draining, else 0.
     pub const DRAINING: &str = "wsgate_draining";
 
-    /// Every name above (the README's metrics table and the admin test check against it).
+    /// Every name above (the metrics table of docs/observability.md and the admin test check against it).
     pub const ALL: [&str; 18] = [
         CONNECTIONS_ACTIVE,
         HANDSHAKES_TOTAL,
@@ -101,7 +101,7 @@ const ALL_REJECTIONS: [Rejection; 7] = [
     Rejection::BinaryNotAllowed,
 ];
 
-const SESSION_CLOSES: [Denied; 13] = [
+const SESSION_CLOSES: [Denied; 14] = [
     Denied::Revoked,
     Denied::Kicked,
     Denied::Draining,
@@ -113,6 +113,7 @@ const SESSION_CLOSES: [Denied; 13] = [
     Denied::TokenExpired,
     Denied::SlowConsumer,
     Denied::Idle,
+    Denied::FrameTimeout,
     Denied::UpstreamLost,
     Denied::Internal,
 ];
@@ -365,10 +366,13 @@ mod tests {
     use super::names;
 
     #[test]
-    fn the_readme_metrics_table_lists_every_metric() {
-        let readme = include_str!("../README.md");
+    fn the_docs_metrics_table_lists_every_metric() {
+        let doc = include_str!("../docs/observability.md");
         for name in names::ALL {
-            assert!(readme.contains(&format!("| `{name}` |")), "{name} is missing from the README's metrics table");
+            assert!(
+                doc.contains(&format!("| `{name}` |")),
+                "{name} is missing from docs/observability.md's metrics table"
+            );
         }
     }
 }

@@ -134,8 +134,9 @@ async fn time_claims_of_any_json_number_are_401_at_the_handshake_and_forbidden_a
     }
     // Fractional dates are dates.
     let fractional = format!(
-        r#"{{"sub":"alice","scope":"chat:read","exp":{}.5,"iat":{n}.25,"iss":"{ISSUER}","aud":"{AUDIENCE}"}}"#,
-        n + 600
+        r#"{{"sub":"alice","scope":"chat:read","exp":{}.5,"iat":{}.25,"iss":"{ISSUER}","aud":"{AUDIENCE}"}}"#,
+        n + 600,
+        n - 1
     );
     let mut ws =
         gw.connect_with("/ws", Some(ORIGIN), Some(&sign_raw(HS256, &fractional)), &[]).await.expect("fractional");
@@ -143,7 +144,12 @@ async fn time_claims_of_any_json_number_are_401_at_the_handshake_and_forbidden_a
     for claims in bad.iter().take(3) {
         send_json(&mut ws, &json!({"type": "auth.refresh", "payload": {"token": sign_raw(HS256, claims)}, "id": "r"}))
             .await;
-        let answer = recv_json(&mut ws).await;
+        let text = match recv(&mut ws).await {
+            tokio_tungstenite::tungstenite::Message::Text(t) => t.to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert!(text.starts_with(r#"{"type":"error","payload":{"#), "the gateway's frames put type first: {text}");
+        let answer: Value = serde_json::from_str(&text).expect("json");
         assert_eq!(answer["payload"]["code"], "forbidden", "{claims}: {answer}");
     }
     let msg = json!({"type": "chat.read", "payload": {}});

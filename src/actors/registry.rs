@@ -21,6 +21,7 @@ use super::messages::{ConnId, Refusal};
 use crate::auth::revocation::{unix_now, Revocations};
 use crate::config::Limits;
 use crate::error::Denied;
+use crate::policy::client_ip::limit_key;
 use crate::policy::ratelimit::{optional_bucket, TokenBucket};
 
 /// How often idle handshake buckets are forgotten.
@@ -183,6 +184,7 @@ impl Admission {
     /// [`Refusal`] with `Overloaded` or `HandshakeRate` and the wait to suggest.
     pub fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
         let limits = self.limits.load();
+        let ip = limit_key(ip, limits.ipv6_prefix_length);
         let mut store = self.store();
         if self.at_global_cap(&limits, store.as_ref()) {
             return Err(Refusal { denied: Denied::Overloaded, retry_after: Some(CAP_RETRY_AFTER) });
@@ -199,6 +201,8 @@ impl Admission {
     pub fn acquire(self: &Arc<Self>, ip: IpAddr, subject: &str) -> Result<Lease, Refusal> {
         let refuse = |denied| Err(Refusal { denied, retry_after: Some(CAP_RETRY_AFTER) });
         let limits = self.limits.load();
+        // The lease keeps this key, so a reload changing the prefix releases what it took.
+        let ip = limit_key(ip, limits.ipv6_prefix_length);
         let mut store = self.store();
         if self.at_global_cap(&limits, store.as_ref()) {
             return refuse(Denied::Overloaded);
@@ -261,6 +265,7 @@ pub struct Lease {
     admission: Arc<Admission>,
     /// The lease (and connection) id.
     pub id: ConnId,
+    /// The per-IP key the slot was counted under ([`limit_key`]), not the full address.
     ip: IpAddr,
     subject: String,
 }
@@ -308,6 +313,27 @@ mod tests {
         drop(lease);
         assert_eq!(admission.total(), 0);
         assert!(admission.acquire(ip, "bob").is_ok(), "the slot came back");
+    }
+
+    #[test]
+    fn an_ipv6_prefix_is_one_client_for_caps_and_handshake_rate() {
+        let admission = Admission::new(Limits { max_connections_per_ip: 2, ..limits() });
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let a = admission.acquire(ip("2001:db8:0:1::1"), "alice").expect("first");
+        let b = admission.acquire(ip("2001:db8:0:1:ffff::2"), "bob").expect("second");
+        let third = admission.acquire(ip("2001:db8:0:1::3"), "carol").err().map(|r| r.denied);
+        assert_eq!(third, Some(Denied::IpConnections), "same /64");
+        let other = admission.acquire(ip("2001:db8:0:2::1"), "dave").expect("another /64");
+        // Handshake rate (burst 2): a third address of the same /64 is refused.
+        assert!(admission.admit(ip("2001:db8:0:1::10")).is_ok());
+        assert!(admission.admit(ip("2001:db8:0:1::11")).is_ok());
+        assert!(admission.admit(ip("2001:db8:0:1::12")).is_err());
+        assert!(admission.admit(ip("2001:db8:0:3::1")).is_ok());
+        // A reload to /128 releases the slots under the keys they were taken with.
+        admission.set_limits(Limits { max_connections_per_ip: 2, ipv6_prefix_length: 128, ..limits() });
+        drop((a, b, other));
+        assert_eq!(admission.total(), 0);
+        let _c = admission.acquire(ip("2001:db8:0:1::3"), "carol").expect("slots came back");
     }
 
     #[test]

@@ -189,7 +189,10 @@ impl Side {
     /// makes the kernel send a reset instead of a FIN, and a reset can destroy data the peer
     /// has not read yet (frames this session forwarded to it, or its close frame): lingering
     /// prevents that. `Ready` once the peer has closed (or the socket failed).
-    pub fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    ///
+    /// Every read is offered to `charge` (its byte count): discarded bytes are still the
+    /// peer's traffic. When `charge` refuses, lingering ends at once (the socket is dropped).
+    pub fn poll_linger(&mut self, cx: &mut Context<'_>, charge: &mut dyn FnMut(usize) -> bool) -> Poll<()> {
         if self.dead {
             return Poll::Ready(());
         }
@@ -225,7 +228,11 @@ impl Side {
                     self.dead = true;
                     break Poll::Ready(());
                 }
-                Poll::Ready(Ok(_)) => {
+                Poll::Ready(Ok(n)) => {
+                    if !charge(n) {
+                        self.dead = true;
+                        break Poll::Ready(());
+                    }
                     if self.scan_for_close(&buf) {
                         break Poll::Ready(());
                     }
@@ -291,6 +298,11 @@ impl Side {
         self.out.truncate(keep);
     }
 
+    /// Part of a frame (its header or payload) has arrived and waits for the rest.
+    pub fn has_partial(&self) -> bool {
+        !self.carry.is_empty()
+    }
+
     /// Bytes waiting to be written.
     pub fn queued(&self) -> usize {
         self.out.len()
@@ -343,6 +355,28 @@ mod tests {
         }
         assert_eq!(pos, got.len(), "only whole frames arrived");
         assert_eq!(opcodes, vec![(wire::OP_BINARY, Some(1)), (wire::OP_BINARY, Some(2)), (wire::OP_CLOSE, Some(0x0f))]);
+    }
+
+    /// Bytes a closing peer still sends are offered to the charge; once it refuses, lingering
+    /// ends at once instead of reading on.
+    #[tokio::test]
+    async fn lingering_stops_when_the_discarded_bytes_are_not_paid_for() {
+        let (near, mut far) = tokio::io::duplex(1 << 16);
+        let mut side = Side::new(Box::new(near), BytesMut::new(), BytesMut::new());
+        tokio::io::AsyncWriteExt::write_all(&mut far, &frame(1000, 1)).await.expect("write");
+        let mut offered = Vec::new();
+        let polled = poll_fn(|cx| {
+            Poll::Ready(side.poll_linger(cx, &mut |n| {
+                offered.push(n);
+                true
+            }))
+        })
+        .await;
+        assert!(polled.is_pending(), "still lingering: no close frame yet");
+        assert_eq!(offered.iter().sum::<usize>(), 1004, "every byte read was offered");
+        tokio::io::AsyncWriteExt::write_all(&mut far, &frame(1000, 2)).await.expect("write");
+        let polled = poll_fn(|cx| Poll::Ready(side.poll_linger(cx, &mut |_| false))).await;
+        assert!(polled.is_ready() && side.dead, "refused: the socket is given up");
     }
 
     fn side() -> Side {

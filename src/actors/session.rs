@@ -39,7 +39,7 @@ use crate::config::{Config, Route};
 use crate::error::Denied;
 use crate::metrics::{self as m, SessionMetrics};
 use crate::policy::framing::{Framing, Sender};
-use crate::policy::ratelimit::{optional_bucket, TokenBucket};
+use crate::policy::ratelimit::{optional_bucket, LogBudget, TokenBucket};
 use crate::wire::{self, MaskKeys, Utf8Stream};
 
 /// One structured security event of a session, with every field the README's "Logs" section
@@ -88,6 +88,10 @@ pub const FORWARD_TIME_SAMPLE: u64 = 16;
 /// Read passes per wake-up before the session yields to the other connections of its worker.
 const PASSES_PER_WAKE: usize = 16;
 
+/// `message_refused` log lines per connection per second; the rest are counted and the count
+/// is reported with the next line written (field `suppressed`) or in `connection_closed`.
+pub const REFUSED_LOG_PER_SECOND: u32 = 5;
+
 /// Everything a session is started with (built by the handshake handler).
 pub struct SessionParams {
     /// The slot granted by the registry; its id is the connection id.
@@ -135,7 +139,16 @@ pub struct Session {
     upstream_judged: bool,
     messages: Option<TokenBucket>,
     bytes: Option<TokenBucket>,
+    /// `auth.refresh` allowance (each one is a signature verification).
+    refreshes: Option<TokenBucket>,
     violations: VecDeque<Instant>,
+    /// Bound on `message_refused` log lines.
+    refused_log: LogBudget,
+    /// The incomplete client frame at the front of the client buffer must be complete by
+    /// then (`timeouts.frame_seconds`); `None` when no frame is incomplete or no limit is set.
+    frame_deadline: Option<Instant>,
+    /// `timeouts.frame_seconds` (zero: no limit).
+    frame_limit: Duration,
     assembly: Option<Assembly>,
     /// UTF-8 state of a fragmented upstream text message.
     upstream_text: Option<Utf8Stream>,
@@ -198,7 +211,11 @@ impl Session {
             upstream_judged: false,
             messages: optional_bucket(u64::from(l.message_burst), u64::from(l.messages_per_second), now),
             bytes: optional_bucket(byte_burst, l.bytes_per_second, now),
+            refreshes: refresh_bucket(l, now),
             violations: VecDeque::new(),
+            refused_log: LogBudget::new(REFUSED_LOG_PER_SECOND),
+            frame_deadline: None,
+            frame_limit: Duration::ZERO,
             assembly: None,
             upstream_text: None,
             mask_keys: MaskKeys::new(),
@@ -320,6 +337,12 @@ impl Session {
         }
         self.client.dead = true;
     }
+}
+
+/// The `auth.refresh` bucket of `limits` (`None`: unlimited).
+fn refresh_bucket(l: &crate::config::Limits, now: Instant) -> Option<TokenBucket> {
+    let every = Duration::from_secs(l.refresh_interval_seconds);
+    TokenBucket::try_every(u64::from(l.refresh_burst), every, now).ok()
 }
 
 /// The connection actor: owns its [`Session`], receives the control messages (kick, revoke,

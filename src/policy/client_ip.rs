@@ -5,10 +5,27 @@
 //! "rightmost untrusted" rule: entries to its left were written by the client and prove
 //! nothing). From any other peer the header is ignored, so a client cannot pick the address
 //! its per-IP limits and logs are charged to.
+//!
+//! Per-IP limits then count an IPv6 client by its prefix ([`limit_key`]): one subscriber holds
+//! a whole /64 and could otherwise rotate through 2^64 addresses.
 
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+
+/// The key per-IP limits count `ip` under: an IPv4 address (also one written IPv4-mapped,
+/// `::ffff:a.b.c.d`) as it is, an IPv6 address with every bit past `v6_prefix` cleared.
+/// `v6_prefix` is clamped to 0..=128.
+pub fn limit_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let bits = u32::from(v6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask))
+        }
+    }
+}
 
 /// True when `ip` is inside one of `trusted`.
 pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
@@ -57,6 +74,21 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("ip")
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_prefix() {
+        assert_eq!(limit_key(ip("2001:db8:1:2:aaaa::1"), 64), ip("2001:db8:1:2::"));
+        assert_eq!(limit_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), 64), ip("2001:db8:1:2::"));
+        assert_ne!(limit_key(ip("2001:db8:1:3::1"), 64), limit_key(ip("2001:db8:1:2::1"), 64));
+        assert_eq!(limit_key(ip("2001:db8::1"), 128), ip("2001:db8::1"));
+        assert_eq!(limit_key(ip("2001:db8:1:2:aaaa::1"), 48), ip("2001:db8:1::"));
+        assert_eq!(limit_key(ip("2001:db8::1"), 0), ip("::"));
+        assert_eq!(limit_key(ip("2001:db8::1"), 200), ip("2001:db8::1"), "clamped to 128");
+        // IPv4, plain or mapped, is its own key: mapped addresses must not share one /64.
+        assert_eq!(limit_key(ip("203.0.113.7"), 64), ip("203.0.113.7"));
+        assert_eq!(limit_key(ip("::ffff:203.0.113.7"), 64), ip("203.0.113.7"));
+        assert_ne!(limit_key(ip("::ffff:203.0.113.7"), 64), limit_key(ip("::ffff:203.0.113.8"), 64));
     }
 
     #[test]

@@ -34,8 +34,8 @@ impl Session {
 
     /// A complete client data message: UTF-8 → rate → JSON checks → forward (DESIGN.md §3
     /// order). `payload` is unmasked; `frames` are the bytes as received, forwarded on success.
-    /// `fragments_ok` is false when a fragment already failed the message bucket (then only
-    /// the byte bucket is left to charge).
+    /// `fragmented` is `Some(rate_limited)` for an assembled message: its fragments were
+    /// charged as they arrived, and one over the limit was answered `rate_limited` then.
     fn on_client_message(&mut self, text: bool, payload: &[u8], frames: &[u8], fragmented: Option<bool>, now: Instant) {
         // The gateway time of one frame in FORWARD_TIME_SAMPLE is timed (two clock reads and
         // a histogram insert cost about as much as the rest of the no-envelope path).
@@ -48,26 +48,24 @@ impl Session {
         } else {
             None
         };
-        let charged_ok = match fragmented {
-            None => self.charge(payload.len(), now),
-            Some(rate_limited) => {
-                !rate_limited && self.bytes.as_mut().is_none_or(|b| b.try_take(payload.len() as u64, now).is_ok())
-            }
-        };
-        if !charged_ok {
-            return self.reject(Rejection::RateLimited, None);
+        match fragmented {
+            None if !self.charge(payload.len(), now) => return self.reject(Rejection::RateLimited, None, None),
+            // Refused already, when the fragment went over the limit.
+            Some(true) => return,
+            _ => {}
         }
         if self.p.route.envelope == Envelope::Json {
-            let verdict = match text_str {
-                Some(t) => validate::check_text(&self.p.route, &self.p.claims.scopes, t),
-                None => validate::check_binary(&self.p.route)
-                    .map(|()| Verdict::Forward)
-                    .map_err(|rejection| Refused { rejection, id: None }),
-            };
+            let verdict =
+                match text_str {
+                    Some(t) => validate::check_text(&self.p.route, &self.p.claims.scopes, t),
+                    None => validate::check_binary(&self.p.route)
+                        .map(|()| Verdict::Forward)
+                        .map_err(|rejection| Refused { rejection, id: None, kind: None }),
+                };
             match verdict {
                 Ok(Verdict::Forward) => {}
-                Ok(Verdict::Refresh { token, id }) => return self.refresh(&token, id.as_deref()),
-                Err(r) => return self.reject(r.rejection, r.id.as_deref()),
+                Ok(Verdict::Refresh { token, id }) => return self.refresh(&token, id.as_deref(), now),
+                Err(r) => return self.reject(r.rejection, r.id.as_deref(), r.kind.as_deref()),
             }
         }
         self.upstream.out.extend_from_slice(frames);
@@ -83,7 +81,6 @@ impl Session {
     /// the total size of the incomplete frame left, when its header is complete.
     pub(super) fn on_client_bytes(&mut self, buf: &[u8], now: Instant) -> (usize, usize) {
         let mut pos = 0;
-        self.last_seen = now;
         while self.closing.is_none() {
             let Some(h) = wire::parse_header(&buf[pos..]) else { break };
             if !self.client_judged {
@@ -98,6 +95,9 @@ impl Session {
                 return (pos, len);
             }
             self.client_judged = false;
+            // Only a complete frame is activity for the idle limit: a frame trickling in
+            // byte by byte is timed by `timeouts.frame_seconds` instead.
+            self.last_seen = now;
             self.on_client_frame(&h, &buf[pos..pos + len], now);
             pos += len;
         }
@@ -116,7 +116,12 @@ impl Session {
                 self.on_client_message(h.opcode == wire::OP_TEXT, &payload, frame, None, now);
             }
             wire::OP_TEXT | wire::OP_BINARY => {
-                let rate_limited = !self.charge(0, now);
+                // Every fragment is charged as it arrives (a frame and its bytes), so a
+                // message that never ends still pays for what it sent.
+                let rate_limited = !self.charge(payload.len(), now);
+                if rate_limited {
+                    self.reject(Rejection::RateLimited, None, None);
+                }
                 let mut frames = BytesMut::with_capacity(frame.len());
                 frames.extend_from_slice(frame);
                 self.assembly = Some(Assembly {
@@ -129,21 +134,42 @@ impl Session {
             }
             wire::OP_CONTINUATION => self.on_continuation(h.fin, &payload, frame, now),
             wire::OP_PING => {
-                // Pings count against the bucket like any frame: a ping flood is a flood.
+                // Control frames count against the buckets like any frame: a ping or pong
+                // flood is a flood.
                 if self.charge(payload.len(), now) {
                     wire::encode(&mut self.client.out, wire::OP_PONG, true, &payload, None);
                 } else {
-                    self.reject(Rejection::RateLimited, None);
+                    self.reject(Rejection::RateLimited, None, None);
                 }
             }
-            wire::OP_CLOSE => self.on_client_close(&payload),
-            _ => {} // pong
+            wire::OP_CLOSE => {
+                // Charged too; the close is honoured either way (the connection ends).
+                let _ = self.charge(payload.len(), now);
+                self.on_client_close(&payload);
+            }
+            _ => {
+                // Pong (solicited or not; framing refuses every other opcode).
+                if !self.charge(payload.len(), now) {
+                    self.reject(Rejection::RateLimited, None, None);
+                }
+            }
         }
         UNMASKED.with(|u| u.set(payload));
     }
 
     fn on_continuation(&mut self, fin: bool, payload: &[u8], frame: &[u8], now: Instant) {
-        let limited = !self.charge(0, now);
+        if self.assembly.is_none() {
+            return self.protocol_close(Denied::Protocol);
+        }
+        // Charged per frame, empty ones included: endless empty continuations are a flood
+        // like any other (refused, counted, closed 4029).
+        let limited = !self.charge(payload.len(), now);
+        if limited {
+            self.reject(Rejection::RateLimited, None, None);
+            if self.closing.is_some() {
+                return;
+            }
+        }
         let Some(asm) = self.assembly.as_mut() else {
             return self.protocol_close(Denied::Protocol);
         };
@@ -255,9 +281,22 @@ impl Session {
     }
 
     /// Count a rejected frame; close once `violations_before_close` are reached in the window.
-    pub(super) fn reject(&mut self, rejection: Rejection, id: Option<&str>) {
+    /// Logged as `message_refused` (WARN), at most [`super::REFUSED_LOG_PER_SECOND`] lines per
+    /// second per connection; the lines left out are counted in the next one (`suppressed`).
+    /// `kind` is the frame's message type when it had one.
+    pub(super) fn reject(&mut self, rejection: Rejection, id: Option<&str>, kind: Option<&str>) {
         self.metrics.rejected(rejection);
-        tracing::debug!(event = "frame_rejected", conn_id = self.id(), route = %self.p.route.path, code = rejection.code());
+        if let Some(suppressed) = self.refused_log.admit(Instant::now()) {
+            session_event!(
+                warn,
+                self,
+                "message_refused",
+                rejection.code(),
+                code = rejection.code(),
+                message_type = kind.unwrap_or(""),
+                suppressed = suppressed,
+            );
+        }
         let frame = validate::error_frame(rejection, id, &self.p.route.type_field);
         self.send_text(&frame);
         let limit = self.p.config.limits.violations_before_close as usize;
@@ -280,8 +319,15 @@ impl Session {
 
     /// `auth.refresh`: same subject required; on success re-arm the timers and answer
     /// `auth.refreshed`; on failure `forbidden` and the old expiry stands.
-    pub(super) fn refresh(&mut self, token: &str, id: Option<&str>) {
+    ///
+    /// Each refresh is a signature verification: past the connection's refresh allowance
+    /// (`limits.refresh_burst`, then one per `refresh_interval_seconds`) it is refused
+    /// `rate_limited` without verifying anything, and counted as a violation.
+    pub(super) fn refresh(&mut self, token: &str, id: Option<&str>, now: Instant) {
         self.metrics.control();
+        if self.refreshes.as_mut().is_some_and(|b| b.try_take(1, now).is_err()) {
+            return self.reject(Rejection::RateLimited, id, Some(validate::AUTH_REFRESH));
+        }
         let keys = Arc::clone(&self.p.gateway.policy().keys);
         let result = jwt::verify(token, &keys, &self.p.config.auth, SystemTime::now());
         let outcome = match result {
@@ -310,12 +356,12 @@ impl Session {
                 if let Some(id) = id {
                     payload["ref"] = serde_json::Value::String(id.to_string());
                 }
-                let frame = serde_json::json!({self.p.route.type_field.as_str(): "auth.refreshed", "payload": payload});
-                self.send_text(&frame.to_string());
+                let frame = validate::gateway_frame(&self.p.route.type_field, "auth.refreshed", &payload);
+                self.send_text(&frame);
             }
             Err(why) => {
                 session_event!(warn, self, "auth_refresh", why, result = "failed");
-                self.reject(Rejection::Forbidden, id);
+                self.reject(Rejection::Forbidden, id, Some(validate::AUTH_REFRESH));
             }
         }
     }

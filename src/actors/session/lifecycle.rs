@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix::Addr;
 
-use super::{Session, WsSession, DRAIN_UPSTREAM_GRACE};
+use super::{refresh_bucket, Session, WsSession, DRAIN_UPSTREAM_GRACE};
 use crate::actors::index::LiveSession;
 use crate::auth::revocation::unix_now;
 use crate::error::Denied;
@@ -54,7 +54,10 @@ impl Session {
 
     /// The earliest pending deadline.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        [self.expires_at, self.warn_at, self.heartbeat_at, self.stop_at, self.drain_by].into_iter().flatten().min()
+        [self.expires_at, self.warn_at, self.heartbeat_at, self.stop_at, self.drain_by, self.frame_deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Handle every deadline that has passed. Deadlines are checked on each pump pass (a
@@ -86,6 +89,9 @@ impl Session {
         if self.drain_by.is_some_and(|t| t <= now) {
             self.finish_drain();
         }
+        if self.frame_deadline.is_some_and(|t| t <= now) {
+            self.frame_overdue(now);
+        }
         false
     }
 
@@ -105,15 +111,42 @@ impl Session {
     pub(super) fn send_expiring(&mut self) {
         let leeway = self.p.config.auth.leeway;
         let left = self.p.claims.time_left(leeway, SystemTime::now());
-        let frame = serde_json::json!({
-            self.p.route.type_field.as_str(): "auth.expiring",
-            "payload": {"exp": self.p.claims.exp, "in_ms": left.as_millis() as u64},
-        });
-        self.send_text(&frame.to_string());
+        let payload = serde_json::json!({"exp": self.p.claims.exp, "in_ms": left.as_millis() as u64});
+        let frame = crate::policy::validate::gateway_frame(&self.p.route.type_field, "auth.expiring", &payload);
+        self.send_text(&frame);
+    }
+
+    /// The client's incomplete frame passed `timeouts.frame_seconds`: close 1008. Not while
+    /// the gateway itself stopped reading the client (the upstream's queue is full): then the
+    /// frame gets a fresh deadline.
+    pub(super) fn frame_overdue(&mut self, now: Instant) {
+        if self.closing.is_some() || self.drain_by.is_some() {
+            self.frame_deadline = None;
+            return;
+        }
+        if self.upstream.queued() >= self.p.config.limits.outbound_buffer_bytes {
+            self.frame_deadline = Some(now + self.frame_limit);
+            return;
+        }
+        self.frame_deadline = None;
+        session_event!(warn, self, "frame_timeout_close", Denied::FrameTimeout.reason());
+        self.close(Denied::FrameTimeout);
+    }
+
+    /// After a client read: an incomplete frame left in the buffer gets a deadline from the
+    /// moment its first byte arrived (this read, when a whole frame was consumed before it
+    /// or none was pending); no incomplete frame, no deadline.
+    pub(super) fn track_partial_frame(&mut self, consumed_whole_frames: bool, now: Instant) {
+        if self.frame_limit.is_zero() || !self.client.has_partial() {
+            self.frame_deadline = None;
+        } else if consumed_whole_frames || self.frame_deadline.is_none() {
+            self.frame_deadline = Some(now + self.frame_limit);
+        }
     }
 
     pub(super) fn start_heartbeat(&mut self) {
         let t = &self.p.config.timeouts;
+        self.frame_limit = Duration::from_secs(t.frame_seconds);
         self.ping_every = Duration::from_secs(t.ping_interval_seconds);
         self.idle_limit = Duration::from_secs(t.idle_seconds);
         self.heartbeat_at = self.heartbeat_tick().map(|tick| Instant::now() + tick);
@@ -189,6 +222,7 @@ impl Session {
             duration_ms = lifetime.as_millis() as u64,
             messages_in = self.messages_in,
             messages_out = self.messages_out,
+            refusals_not_logged = self.refused_log.suppressed(),
         );
     }
 
@@ -245,6 +279,9 @@ impl Session {
         if (old.bytes_per_second, old.max_message_bytes) != (new.bytes_per_second, new.max_message_bytes) {
             let burst = new.bytes_per_second.max(new.max_message_bytes as u64);
             self.bytes = optional_bucket(burst, new.bytes_per_second, now);
+        }
+        if (old.refresh_burst, old.refresh_interval_seconds) != (new.refresh_burst, new.refresh_interval_seconds) {
+            self.refreshes = refresh_bucket(new, now);
         }
         self.client_framing.set_max_message(new.max_message_bytes);
         self.upstream_framing.set_max_message(new.max_message_bytes);

@@ -28,6 +28,9 @@ impl Session {
             _ => (0, 0),
         };
         self.client.restore(lent, consumed, want);
+        if matches!(read, Read::Data) {
+            self.track_partial_frame(consumed > 0, now);
+        }
         match read {
             Read::Data => true,
             Read::Pending => false,
@@ -107,8 +110,12 @@ impl Session {
                 continue;
             }
             if self.closing.is_some() && client_flushed && upstream_flushed {
-                let client_done = self.client.poll_linger(cx).is_ready();
-                let upstream_done = self.upstream.poll_linger(cx).is_ready();
+                // Bytes a closing client still sends are charged: past the byte bucket the
+                // socket is dropped instead of read further.
+                let bytes = &mut self.bytes;
+                let mut charge = |n: usize| bytes.as_mut().is_none_or(|b| b.try_take(n as u64, now).is_ok());
+                let client_done = self.client.poll_linger(cx, &mut charge).is_ready();
+                let upstream_done = self.upstream.poll_linger(cx, &mut |_| true).is_ready();
                 if client_done && upstream_done {
                     return Poll::Ready(());
                 }
