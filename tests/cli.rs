@@ -11,28 +11,28 @@ use common::*;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
+/// `wsgate check-config --config path` with the test secret in the environment.
+fn check_config(path: &std::path::Path) -> std::process::Output {
+    Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(path)
+        .env("WSGATE_TEST_SECRET", SECRET)
+        .output()
+        .expect("run")
+}
+
 #[test]
 fn a_bad_value_fails_with_the_key_path_and_a_nonzero_exit() {
     let good = Setup::new("ws://127.0.0.1:9/").toml();
     let bad = good.replace("[limits]\n", "[limits]\nmessages_per_second = \"fast\"\n");
     let (_dir, path) = write_config(&bad);
-    let out = Command::new(bin())
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .env("WSGATE_TEST_SECRET", SECRET)
-        .output()
-        .expect("run");
+    let out = check_config(&path);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("limits.messages_per_second: invalid type: string \"fast\", expected u32"), "{err}");
     // Unknown keys and a missing secret are errors too; a good file passes.
     let (_d2, unknown) = write_config(&good.replace("[timeouts]\n", "[timeouts]\nidle_secs = 1\n"));
-    let out = Command::new(bin())
-        .args(["check-config", "--config"])
-        .arg(&unknown)
-        .env("WSGATE_TEST_SECRET", SECRET)
-        .output()
-        .expect("run");
+    let out = check_config(&unknown);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("timeouts.idle_secs"));
     let (_d3, ok) = write_config(&good);
     let out = Command::new(bin()).args(["check-config", "--config"]).arg(&ok).output().expect("run");
@@ -40,12 +40,7 @@ fn a_bad_value_fails_with_the_key_path_and_a_nonzero_exit() {
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("WSGATE_TEST_SECRET"),
         "missing secret env is named"
     );
-    let out = Command::new(bin())
-        .args(["check-config", "--config"])
-        .arg(&ok)
-        .env("WSGATE_TEST_SECRET", SECRET)
-        .output()
-        .expect("run");
+    let out = check_config(&ok);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -163,12 +158,7 @@ fn check_config_refuses_cookie_tokens_on_a_route_that_allows_a_missing_origin() 
     let toml =
         Setup::new("ws://127.0.0.1:9/").route("token_sources = [\"cookie\"]\nallow_missing_origin = true").toml();
     let (_dir, path) = write_config(&toml);
-    let out = Command::new(bin())
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .env("WSGATE_TEST_SECRET", SECRET)
-        .output()
-        .expect("run");
+    let out = check_config(&path);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
