@@ -100,10 +100,17 @@ def fmt(v, unit):
     if unit == "percentunit":
         return f"{v * 100:.1f}%"
     if unit == "s":
+        if v < 0.001:
+            return f"{v * 1e6:.0f} µs"
         return f"{v * 1000:.2f} ms" if v < 1 else f"{v:.2f} s"
+    def short(x):
+        for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if abs(x) >= div:
+                return f"{x / div:.3g}{suffix}"
+        return f"{x:.3g}"
     if unit in ("reqps", "ops"):
-        return f"{v:,.3g}/s"
-    return f"{v:,.3g}"
+        return f"{short(v)}/s"
+    return short(v)
 
 def threshold_color(p, v):
     steps = p.get("fieldConfig", {}).get("defaults", {}).get("thresholds", {}).get("steps")
@@ -125,16 +132,18 @@ def draw(prom, dash, panels, out, since, peak):
     step = max(1, int(since / 120))
     rows = [p for p in dash["panels"] if p.get("type") == "row"]
     height = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in dash["panels"])
-    fig = plt.figure(figsize=(24, height * 0.42 + 1), facecolor="#111217")
-    unit_h = (1.0 - 0.6 / (height * 0.42 + 1)) / height
+    total_in = height * 0.42 + 0.8
+    fig = plt.figure(figsize=(24, total_in), facecolor="#111217")
+    top = 1.0 - 0.8 / total_in          # below the caption
+    unit_h = top / height
     fig.text(0.005, 0.997, "wsgate dashboard: a render of its own Prometheus queries over a dashboard-check.sh run "
              "(mixed good and hostile traffic), drawn with matplotlib; not a Grafana screenshot. Zero-only series are left out.",
              color="#8e8e8e", fontsize=10, va="top")
     for r in rows:
-        fig.text(0.005, 1 - (r["gridPos"]["y"] + 0.8) * unit_h, r["title"], color="#ccccdc", fontsize=13, weight="bold")
+        fig.text(0.005, top - (r["gridPos"]["y"] + 0.8) * unit_h, r["title"], color="#ccccdc", fontsize=13, weight="bold")
     for p in panels:
         g = p["gridPos"]
-        ax = fig.add_axes([g["x"] / 24 + 0.004, 1 - (g["y"] + g["h"]) * unit_h + 0.012,
+        ax = fig.add_axes([g["x"] / 24 + 0.004, top - (g["y"] + g["h"]) * unit_h + 0.012,
                            g["w"] / 24 - 0.012, g["h"] * unit_h - 0.03], facecolor="#181b1f")
         ax.set_title(p["title"], color="#ccccdc", fontsize=9, loc="left")
         ax.tick_params(colors="#8e8e8e", labelsize=7)
