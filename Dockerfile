@@ -5,8 +5,8 @@
 #
 # Runtime contract:
 #   /usr/local/bin/wsgate              the gateway (ENTRYPOINT); default CMD serves /etc/wsgate/wsgate.toml
-#   /usr/local/bin/wsgate-healthcheck  GET /healthz on the admin listener, exit 0 on a 200 (HEALTHCHECK);
-#                                      address from argv[1], else $WSGATE_HEALTHCHECK_ADDR, else 127.0.0.1:9090
+#   wsgate healthcheck                 GET /healthz on the admin listener (--admin, default 127.0.0.1:9090),
+#                                      exit 0 on a 200: the HEALTHCHECK, with no shell and no curl
 #   /etc/wsgate                        config (mount a ConfigMap or a directory here, read-only is fine)
 #   /var/lib/wsgate                    state_dir (revocations.jsonl), owned by 10001, a VOLUME
 #   uid/gid 10001, no shell needed, runs with a read-only root filesystem and all capabilities dropped.
@@ -17,49 +17,15 @@
 #
 # Base images are build arguments, so an offline or mirrored build can point them at local images
 # (scripts/container.sh builds both from Debian packages and runs this file end to end):
-#   BUILDER_IMAGE: any Debian 12 (glibc 2.36) image with cargo/rustc >= 1.89 on PATH, gcc, libc6-dev
-#                  (with libc.a), make; the cargo registry cache lives in /usr/local/cargo.
+#   BUILDER_IMAGE: any Debian 12 (glibc 2.36) image with cargo/rustc >= 1.89 on PATH, gcc, libc6-dev,
+#                  make; the cargo registry cache lives in /usr/local/cargo.
 #   RUNTIME_IMAGE: any image with glibc >= 2.36 and libgcc_s (distroless cc has both, and no shell).
 ARG BUILDER_IMAGE=docker.io/library/rust:1-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM ${BUILDER_IMAGE} AS build
 ENV CARGO_HOME=/usr/local/cargo CARGO_TERM_COLOR=never CARGO_INCREMENTAL=0
-# The healthcheck helper: a few lines of std-only Rust, linked statically (no DNS: the address
-# is parsed, never resolved), so it runs in any base image. It comes first so that a source
-# change does not rebuild it.
-RUN set -eu; mkdir -p /out/usr/local/bin /out/etc/wsgate /out/var/lib/wsgate; \
-    printf '%s\n' \
-      'use std::io::{Read, Write};' \
-      'use std::net::{SocketAddr, TcpStream};' \
-      'use std::time::Duration;' \
-      'fn check(addr: &str) -> Result<(), String> {' \
-      '    let addr: SocketAddr = addr.parse().map_err(|e| format!("address {addr}: {e}"))?;' \
-      '    let t = Duration::from_secs(3);' \
-      '    let mut s = TcpStream::connect_timeout(&addr, t).map_err(|e| format!("connect {addr}: {e}"))?;' \
-      '    s.set_read_timeout(Some(t)).and_then(|_| s.set_write_timeout(Some(t))).map_err(|e| e.to_string())?;' \
-      '    let req = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");' \
-      '    s.write_all(req.as_bytes()).map_err(|e| format!("write: {e}"))?;' \
-      '    let mut head = Vec::new();' \
-      '    let mut buf = [0u8; 256];' \
-      '    while head.len() < 12 {' \
-      '        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;' \
-      '        if n == 0 { break; }' \
-      '        head.extend_from_slice(&buf[..n]);' \
-      '    }' \
-      '    let line = String::from_utf8_lossy(&head[..head.len().min(64)]).lines().next().unwrap_or("").to_string();' \
-      '    if head.starts_with(b"HTTP/1.") && head.get(9..12) == Some(b"200".as_slice()) { Ok(()) } else { Err(format!("/healthz answered {line:?}")) }' \
-      '}' \
-      'fn main() {' \
-      '    let addr = std::env::args().nth(1).or_else(|| std::env::var("WSGATE_HEALTHCHECK_ADDR").ok()).unwrap_or_else(|| "127.0.0.1:9090".to_string());' \
-      '    match check(&addr) {' \
-      '        Ok(()) => println!("healthy"),' \
-      '        Err(e) => { eprintln!("unhealthy: {e}"); std::process::exit(1); }' \
-      '    }' \
-      '}' > /tmp/wsgate-healthcheck.rs; \
-    rustc --edition 2021 -C opt-level=s -C panic=abort -C strip=symbols -C target-feature=+crt-static \
-      -o /out/usr/local/bin/wsgate-healthcheck /tmp/wsgate-healthcheck.rs; \
-    rm /tmp/wsgate-healthcheck.rs
+RUN mkdir -p /out/usr/local/bin /out/etc/wsgate /out/var/lib/wsgate
 WORKDIR /src
 COPY . .
 # Cache mounts keep the crates.io downloads and the target dir between builds on one machine;
@@ -86,6 +52,6 @@ EXPOSE 8443 9090
 # a longer --time than that, as Kubernetes gets terminationGracePeriodSeconds.
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
-  CMD ["/usr/local/bin/wsgate-healthcheck"]
+  CMD ["/usr/local/bin/wsgate", "healthcheck", "--admin", "127.0.0.1:9090"]
 ENTRYPOINT ["/usr/local/bin/wsgate"]
 CMD ["serve", "--config", "/etc/wsgate/wsgate.toml"]

@@ -310,7 +310,7 @@ ports=$(cfg '{{range $p, $v := .Config.ExposedPorts}}{{$p}} {{end}}')
 vols=$(cfg '{{range $p, $v := .Config.Volumes}}{{$p}} {{end}}')
 [[ "$vols" == *"/var/lib/wsgate"* ]] && pass "VOLUME $vols" || fail "volumes: $vols"
 hc=$(cfg '{{json .Config.Healthcheck}}')
-[[ "$hc" == *'"CMD","/usr/local/bin/wsgate-healthcheck"'* ]] && pass "HEALTHCHECK exec form, no shell: $hc" || fail "healthcheck: $hc"
+[[ "$hc" == *'"CMD","/usr/local/bin/wsgate","healthcheck"'* ]] && pass "HEALTHCHECK exec form, no shell: $hc" || fail "healthcheck: $hc"
 if "${PODMAN[@]}" run --rm "${ULIMITS[@]}" --network none --no-healthcheck --entrypoint /bin/sh "$IMAGE" -c true >/dev/null 2>&1; then
   fail "the image has a working /bin/sh"
 else
@@ -392,14 +392,14 @@ if hc_out=$(timeout 30 "${PODMAN[@]}" healthcheck run "$CTR" 2>&1); then
 else
   fail "podman healthcheck run: $hc_out"
 fi
-hc_bin() { timeout 20 "${PODMAN[@]}" run --rm "${ULIMITS[@]}" --network host --no-healthcheck --entrypoint /usr/local/bin/wsgate-healthcheck "$IMAGE" "$@" 2>&1 | quiet; }
+hc_bin() { timeout 20 "${PODMAN[@]}" run --rm "${ULIMITS[@]}" --network host --no-healthcheck "$IMAGE" healthcheck --admin "$@" 2>&1 | quiet; }
 closed=$(free_port)
 if out=$(hc_bin "127.0.0.1:$closed"; exit "${PIPESTATUS[0]}"); then
-  fail "wsgate-healthcheck against a closed port exited 0: $out"
+  fail "wsgate healthcheck against a closed port exited 0: $out"
 else
-  pass "wsgate-healthcheck against a closed port fails: $out"
+  pass "wsgate healthcheck against a closed port fails: $out"
 fi
-out=$(hc_bin "127.0.0.1:$ADMIN_PORT") && [ "$out" = healthy ] && pass "wsgate-healthcheck 127.0.0.1:$ADMIN_PORT: $out" || fail "wsgate-healthcheck: $out"
+out=$(hc_bin "127.0.0.1:$ADMIN_PORT") && [ "$out" = healthy ] && pass "wsgate healthcheck --admin 127.0.0.1:$ADMIN_PORT: $out" || fail "wsgate healthcheck: $out"
 status=$(podman inspect --format '{{.State.Health.Status}}' "$CTR" 2>/dev/null || podman inspect --format '{{.State.Healthcheck.Status}}' "$CTR" 2>/dev/null)
 [ "$status" = healthy ] && pass "health status: $status" || fail "health status: ${status:-none}"
 top=$(podman top "$CTR" user huser group args 2>&1)
