@@ -322,18 +322,42 @@ ver_out=$("${PODMAN[@]}" run --rm "${ULIMITS[@]}" --network none --no-healthchec
 # --- 8. run it --------------------------------------------------------------------------------
 phase "run the container"
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+VENV=$WORK/venv
+if ! { timeout 120 python3 -m venv "$VENV" && timeout 300 "$VENV/bin/pip" install -q --disable-pip-version-check 'websockets>=14,<18'; } >"$WORK/pip.log" 2>&1; then
+  tail -5 "$WORK/pip.log"; die "python venv with websockets"
+fi
 ECHO_BIN=
 for b in "$REPO"/target/debug/wsgate-echo "$REPO"/target/release/wsgate-echo; do [ -x "$b" ] && ECHO_BIN=$b && break; done
-if [ -z "$ECHO_BIN" ]; then
-  # Own target dir: the working tree's may be in use by other builds.
-  CARGO_TARGET_DIR=${ECHO_TARGET_DIR:-/tmp/ct-target} timeout 1200 cargo build -q --bin wsgate-echo
-  ECHO_BIN=${ECHO_TARGET_DIR:-/tmp/ct-target}/debug/wsgate-echo
+if [ -n "$ECHO_BIN" ]; then
+  "$ECHO_BIN" --listen 127.0.0.1:0 >"$WORK/echo.out" 2>&1 &
+else
+  # No built echo backend (CI runs this after its build dirs are gone): the same behaviour in
+  # Python -- /whoami greets with the request's headers, then every message is echoed.
+  cat >"$WORK/echo.py" <<'PY'
+import asyncio, json
+from websockets.asyncio.server import serve
+
+async def handle(ws):
+    if ws.request.path.startswith("/whoami"):
+        seen = {k.lower(): v for k, v in ws.request.headers.raw_items()}
+        seen["path"] = ws.request.path
+        await ws.send(json.dumps(seen))
+    async for m in ws:
+        await ws.send(m)
+
+async def main():
+    async with serve(handle, "127.0.0.1", 0) as server:
+        print("echo listening ws://127.0.0.1:%d" % server.sockets[0].getsockname()[1], flush=True)
+        await server.serve_forever()
+
+asyncio.run(main())
+PY
+  "$VENV/bin/python" -u "$WORK/echo.py" >"$WORK/echo.out" 2>&1 &
 fi
-"$ECHO_BIN" --listen 127.0.0.1:0 >"$WORK/echo.out" 2>&1 &
 ECHO_PID=$!
 for _ in $(seq 1 100); do grep -q 'echo listening' "$WORK/echo.out" && break; sleep 0.1; done
 ECHO_ADDR=$(sed -n 's|^echo listening ws://||p' "$WORK/echo.out")
-[ -n "$ECHO_ADDR" ] || die "wsgate-echo did not start: $(cat "$WORK/echo.out")"
+[ -n "$ECHO_ADDR" ] || die "the echo backend did not start: $(cat "$WORK/echo.out")"
 GW_PORT=$(free_port); ADMIN_PORT=$(free_port)
 mkdir -p "$WORK/conf"
 cat >"$WORK/conf/wsgate.toml" <<TOML
@@ -420,10 +444,6 @@ else
   fail "state_dir: ${state_src:-no volume} $(ls -ln "$state_src" 2>&1)"
 fi
 
-VENV=$WORK/venv
-if ! { timeout 120 python3 -m venv "$VENV" && timeout 300 "$VENV/bin/pip" install -q --disable-pip-version-check 'websockets>=14,<18'; } >"$WORK/pip.log" 2>&1; then
-  tail -5 "$WORK/pip.log"; die "python venv with websockets"
-fi
 cat >"$WORK/client.py" <<'PY'
 """A real WebSocket client through the containerised gateway: token refusal, identity headers
 upstream, echo of an allowed message, refusal of one the token's scopes do not allow."""
