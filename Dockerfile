@@ -5,13 +5,13 @@
 #
 # Runtime contract:
 #   /usr/local/bin/wsgate              the gateway (ENTRYPOINT); default CMD serves /etc/wsgate/wsgate.toml
-#   wsgate healthcheck                 GET /healthz on the admin listener (--admin, default 127.0.0.1:9090),
-#                                      exit 0 on a 200: the HEALTHCHECK, with no shell and no curl
+#   wsgate healthcheck --config F      GET /healthz on the admin listener F names (admin.listen; 0.0.0.0
+#                                      is checked on loopback), exit 0 on a 200: the HEALTHCHECK, no shell, no curl
 #   /etc/wsgate                        config (mount a ConfigMap or a directory here, read-only is fine)
 #   /var/lib/wsgate                    state_dir (revocations.jsonl), owned by 10001, a VOLUME
 #   uid/gid 10001, no shell needed, runs with a read-only root filesystem and all capabilities dropped.
-# The admin listener must listen on 127.0.0.1:9090 or 0.0.0.0:9090 inside the container for the
-# HEALTHCHECK as written (the Kubernetes probes need 0.0.0.0:9090, deploy/kubernetes/configmap.yaml).
+# The HEALTHCHECK reads the admin address from the mounted config (the Kubernetes probes need it
+# on 0.0.0.0, deploy/kubernetes/configmap.yaml).
 # `podman build` keeps HEALTHCHECK only with --format docker (the OCI format has no such field).
 # RUN --mount=type=cache needs BuildKit (the default builder since Docker 23) or buildah/podman.
 #
@@ -52,6 +52,6 @@ EXPOSE 8443 9090
 # a longer --time than that, as Kubernetes gets terminationGracePeriodSeconds.
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
-  CMD ["/usr/local/bin/wsgate", "healthcheck", "--admin", "127.0.0.1:9090"]
+  CMD ["/usr/local/bin/wsgate", "healthcheck", "--config", "/etc/wsgate/wsgate.toml"]
 ENTRYPOINT ["/usr/local/bin/wsgate"]
 CMD ["serve", "--config", "/etc/wsgate/wsgate.toml"]

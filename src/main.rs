@@ -102,8 +102,12 @@ enum Command {
     /// needs no shell and no curl).
     Healthcheck {
         /// The admin listener (an address, not resolved).
-        #[arg(long, default_value = "127.0.0.1:9090")]
+        #[arg(long, default_value = "127.0.0.1:9090", conflicts_with = "config")]
         admin: SocketAddr,
+        /// Take the admin listener from this config file's `admin.listen` instead (an
+        /// unspecified address such as 0.0.0.0 is checked on loopback).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Give up after this long (s, m, h or d).
         #[arg(long, default_value = "3s", value_parser = parse_ttl)]
         timeout: Duration,
@@ -190,7 +194,12 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut cmd, "wsgate", &mut std::io::stdout());
             Ok(())
         }
-        Command::Healthcheck { admin, timeout } => healthcheck(admin, timeout),
+        Command::Healthcheck { admin, config, timeout } => match config {
+            Some(path) => Config::load(&path)
+                .with_context(|| format!("config {}", path.display()))
+                .and_then(|c| healthcheck(loopback_if_unspecified(c.admin_listen), timeout)),
+            None => healthcheck(admin, timeout),
+        },
         Command::ConfigSchema => {
             let schema = serde_json::to_string_pretty(&wsgate::config::json_schema()).unwrap_or_default();
             print_out(&format!("{schema}\n"))
@@ -202,6 +211,17 @@ fn main() -> ExitCode {
             eprintln!("wsgate: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `0.0.0.0:p` / `[::]:p` listen on every address: check them on loopback.
+fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
     }
 }
 

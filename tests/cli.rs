@@ -298,6 +298,26 @@ async fn healthcheck_exits_zero_only_when_healthz_answers() {
     // The public listener is no admin listener: its answer to /healthz is not a 200.
     let out = Command::new(bin()).args(["healthcheck", "--admin", &gw.public.to_string()]).output().expect("run");
     assert!(!out.status.success());
+    // From the config: the admin address the gateway was started with.
+    let out = Command::new(bin())
+        .args(["healthcheck", "--config"])
+        .arg(gw.config_path())
+        .env("WSGATE_TEST_SECRET", SECRET)
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "the test config listens on port 0, which is not where the gateway is");
+    let toml = std::fs::read_to_string(gw.config_path()).expect("config").replacen(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        &format!("[admin]\nlisten = \"0.0.0.0:{}\"", gw.admin.port()),
+        1,
+    );
+    let (_dir, path) = write_config(&toml);
+    let out = Command::new(bin()).args(["healthcheck", "--config"]).arg(&path).output().expect("run");
+    assert!(
+        out.status.success(),
+        "0.0.0.0:<admin port> is checked on loopback: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr");
     let out = Command::new(bin()).args(["healthcheck", "--admin", &dead.to_string()]).output().expect("run");
     assert!(!out.status.success());
