@@ -103,7 +103,7 @@ impl Gateway {
         self.policy_generation.load(Ordering::Acquire)
     }
 
-    /// Early admission of a connection from `ip` (DESIGN.md §1 checks 1–2), refused outright
+    /// Early admission of a connection from `ip` (the admission stage of docs/protocol.md), refused outright
     /// while draining.
     ///
     /// # Errors

@@ -1,4 +1,4 @@
-//! Configuration: the TOML file of DESIGN.md §5, parsed into raw serde structs and then
+//! Configuration: the TOML file of docs/configuration.md, parsed into raw serde structs and then
 //! validated into [`Config`].
 //!
 //! Owns: key names, defaults (`DEFAULT_*`), the meaning of `0` for each limit, and every check
@@ -355,7 +355,7 @@ impl Default for Timeouts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Envelope {
-    /// `{"type": ..., "payload": {...}}`, validated per DESIGN.md §3.
+    /// `{"type": ..., "payload": {...}}`, validated per docs/protocol.md.
     #[default]
     Json,
     /// Opaque text/binary frames: no JSON steps, every other check still applies.

@@ -1,4 +1,4 @@
-//! Drain (DESIGN.md §6): once started, new handshakes get 503 and `/readyz` 503; every open
+//! Drain (docs/operations.md): once started, new handshakes get 503 and `/readyz` 503; every open
 //! session is told to drain at a moment spread evenly over the first 80 % of `drain_seconds`,
 //! so clients do not reconnect elsewhere in one stampede. A draining session stops reading its
 //! client, closes the upstream after what it already accepted, relays the upstream's last

@@ -59,7 +59,7 @@ fn bind_reason(e: &std::io::Error) -> String {
 /// status/close code and a short fixed text, never internal details.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denied {
-    // --- handshake (DESIGN.md §1, in check order) ---
+    // --- handshake (docs/protocol.md, in check order) ---
     /// The global connection cap is reached.
     Overloaded,
     /// The gateway is draining: no new connections; open ones close with 1001.
@@ -104,7 +104,7 @@ pub enum Denied {
     UpstreamFailed,
     /// The upstream did not accept the WebSocket within the connect timeout.
     UpstreamTimeout,
-    // --- in the session (DESIGN.md §3) ---
+    // --- in the session (docs/protocol.md) ---
     /// A message over `max_message_bytes`.
     MessageTooBig,
     /// Invalid UTF-8 in a text message.
@@ -204,7 +204,7 @@ impl Denied {
         }
     }
 
-    /// The WebSocket close code (RFC 6455 §7.4 plus the 4xxx codes of DESIGN.md §3) sent when
+    /// The WebSocket close code (RFC 6455 §7.4 plus the 4xxx codes of docs/protocol.md) sent when
     /// the refusal ends an open session.
     pub fn close_code(&self) -> u16 {
         match self {

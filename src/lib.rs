@@ -1,6 +1,6 @@
 //! wsgate: an actor-based WebSocket security gateway.
 //!
-//! Component map (DESIGN.md §8):
+//! Component map (docs/architecture.md):
 //! - [`config`]: the TOML config, parsed and validated into [`config::Config`].
 //! - [`error`]: [`Error`] and [`error::Denied`] (refusals with status, close code, reason).
 //! - [`auth`]: JWT verification against configured keys, claims, dev-token minting.

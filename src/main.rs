@@ -1,4 +1,4 @@
-//! The `wsgate` command: `demo`, `serve`, `check-config`, `token` (DESIGN.md §5), and the
+//! The `wsgate` command: `demo`, `serve`, `check-config`, `token` (docs/configuration.md), and the
 //! conveniences around them: `init` (a minimal config), `completions` (shell completions) and
 //! `config-schema` (the config's JSON Schema for editors).
 

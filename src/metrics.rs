@@ -15,7 +15,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::error::Denied;
 use crate::policy::validate::Rejection;
 
-/// Metric names (DESIGN.md §7).
+/// Metric names (docs/observability.md).
 pub mod names {
     /// Gauge: live client connections, by route.
     pub const CONNECTIONS_ACTIVE: &str = "wsgate_connections_active";

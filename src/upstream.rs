@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use crate::config::Route;
 use crate::error::Denied;
 
-/// Identity headers added to the upstream request (DESIGN.md §4).
+/// Identity headers added to the upstream request (docs/protocol.md).
 pub const SUBJECT_HEADER: &str = "x-wsgate-subject";
 /// Space-separated scopes of the client's token.
 pub const SCOPES_HEADER: &str = "x-wsgate-scopes";

@@ -1,4 +1,4 @@
-//! The admin listener: health, readiness, and Prometheus metrics with every DESIGN.md §7 name,
+//! The admin listener: health, readiness, and Prometheus metrics with every docs/observability.md name,
 //! help text, and no IP, subject or token in any label.
 
 mod common;

@@ -1,4 +1,4 @@
-//! The handshake policy of DESIGN.md §1, row by row, through the real binary: each refusal
+//! The handshake policy of docs/protocol.md, row by row, through the real binary: each refusal
 //! with its status (and headers), and the happy path with identity headers and subprotocols.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Inside a connection (DESIGN.md §3): every error code with the connection staying up, every
+//! Inside a connection (docs/protocol.md): every error code with the connection staying up, every
 //! close code the gateway sends, expiry warning and close, in-band refresh, slow consumers,
 //! upstream failures, opaque routes and the heartbeat — through the real binary.
 

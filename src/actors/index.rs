@@ -1,4 +1,4 @@
-//! The index of live sessions (DESIGN.md §8): what the admin API lists, revokes, kicks and
+//! The index of live sessions (docs/architecture.md): what the admin API lists, revokes, kicks and
 //! drains. Sessions insert themselves when they start and remove themselves when they stop;
 //! the map is a `DashMap` so connects and disconnects on different workers do not contend on
 //! one lock, and nothing on the per-frame path touches it (a session publishes its message

@@ -2,7 +2,7 @@
 //! subject and in total, per-IP handshake buckets) and the [`Registry`] actor that maintains
 //! it.
 //!
-//! The counts sit behind the [`AdmissionStore`] trait so a shared store (Redis, DESIGN.md §9)
+//! The counts sit behind the [`AdmissionStore`] trait so a shared store (Redis, docs/fleet.md)
 //! can replace the in-memory one without the handshake path noticing. The handshake path calls
 //! [`Admission`] directly under a short lock instead of sending the registry a message: the
 //! registry runs on another thread, and three mailbox round trips per connection (admit,
@@ -177,7 +177,7 @@ impl Admission {
         self.limits.store(Arc::new(limits));
     }
 
-    /// Early admission of a handshake from `ip` (DESIGN.md §1 checks 1–2): global cap, then a
+    /// Early admission of a handshake from `ip` (the admission stage of docs/protocol.md): global cap, then a
     /// token from the IP's handshake bucket.
     ///
     /// # Errors

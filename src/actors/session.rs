@@ -1,4 +1,4 @@
-//! `WsSession`: the connection actor, one per client (DESIGN.md §3), and the [`Session`] it
+//! `WsSession`: the connection actor, one per client (docs/protocol.md), and the [`Session`] it
 //! owns.
 //!
 //! A session holds, for the life of the connection: both sockets (a [`Side`] each), the

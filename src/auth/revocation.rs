@@ -1,4 +1,4 @@
-//! Revoked tokens (DESIGN.md §6): by `jti` until the token's `exp`, or by subject for every
+//! Revoked tokens (docs/operations.md): by `jti` until the token's `exp`, or by subject for every
 //! token issued (`iat`) at or before the revocation. Checked at the handshake and at
 //! `auth.refresh`; live connections are closed by the caller (the admin API), not here.
 //!

@@ -1,4 +1,4 @@
-//! The admin listener (DESIGN.md §6): `GET /metrics` (Prometheus text), `GET /healthz`,
+//! The admin listener (docs/operations.md): `GET /metrics` (Prometheus text), `GET /healthz`,
 //! `GET /readyz` (503 while draining), and behind the admin bearer token: `GET
 //! /admin/connections`, `POST /admin/revoke`, `DELETE /admin/connections/{id}`, `POST
 //! /admin/reload`, `POST /admin/drain`. Bound to its own address, loopback by default.

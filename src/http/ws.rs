@@ -1,4 +1,4 @@
-//! The public WebSocket entry: the handshake policy of DESIGN.md §1, in its order (cheapest
+//! The public WebSocket entry: the handshake policy of docs/protocol.md, in its order (cheapest
 //! first), then the switch to a [`WsSession`] that owns both sockets.
 //!
 //! The public listener is actix-http's HTTP/1.1 service with an upgrade hook: a request with
@@ -498,7 +498,7 @@ struct Accepted {
     accept_key: [u8; 28],
 }
 
-/// Checks 1–9 of DESIGN.md §1, in order.
+/// The handshake stages of docs/protocol.md, in their order.
 async fn negotiate(
     entry: &Entry,
     policy: &Policy,

@@ -1,4 +1,4 @@
-//! Where a client's token is found (DESIGN.md §2), tried in the route's order.
+//! Where a client's token is found (docs/protocol.md), tried in the route's order.
 //!
 //! - `header`: `Authorization: Bearer <jwt>`;
 //! - `subprotocol`: an offered `Sec-WebSocket-Protocol` entry `bearer.<jwt>` (browsers cannot

@@ -1,4 +1,4 @@
-//! The per-message checks of DESIGN.md §3 that follow the size check and the token bucket:
+//! The per-message checks of docs/protocol.md that follow the size check and the token bucket:
 //! UTF-8/JSON parse → envelope shape → message type known on the route → scope → JSON Schema.
 //!
 //! Pure: takes the route, the client's scopes and the frame text; returns what to do with the
@@ -126,7 +126,7 @@ pub fn kind_for_log(kind: &str) -> &str {
 /// `payload` and `id` (unless the route's `extra_fields = "forward"`) is `invalid_envelope`.
 ///
 /// # Errors
-/// [`Refused`] with the first failing check, in DESIGN.md §3 order.
+/// [`Refused`] with the first failing check, in docs/protocol.md order.
 pub fn check_text(route: &Route, scopes: &[String], text: &str) -> Result<Verdict, Refused> {
     let mut de = serde_json::Deserializer::from_str(text);
     let parsed = EnvelopeSeed { route }.deserialize(&mut de).and_then(|p| de.end().map(|()| p));

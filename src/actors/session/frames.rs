@@ -1,5 +1,5 @@
 //! The frame side of a [`Session`]: each complete frame from either socket, judged in
-//! DESIGN.md §3 order and queued for the other side as received, the error frames and
+//! docs/protocol.md order and queued for the other side as received, the error frames and
 //! violation count of a refused one, and the in-band `auth.refresh`. Lifecycle and timers
 //! are in `lifecycle.rs`, reading and the pump in `pump.rs`, state and closing in the parent.
 
@@ -32,7 +32,7 @@ impl Session {
         msg_ok && bytes_ok
     }
 
-    /// A complete client data message: UTF-8 → rate → JSON checks → forward (DESIGN.md §3
+    /// A complete client data message: UTF-8 → rate → JSON checks → forward (docs/protocol.md
     /// order). `payload` is unmasked; `frames` are the bytes as received, forwarded on success.
     /// `fragmented` is `Some(rate_limited)` for an assembled message: its fragments were
     /// charged as they arrived, and one over the limit was answered `rate_limited` then.
