@@ -25,6 +25,7 @@ use super::keys::KeySet;
 use super::{AuthError, Claims};
 use crate::config::AuthConfig;
 use crate::policy::token_source::MAX_TOKEN_BYTES;
+use crate::policy::validate::{Strict, DUPLICATE_NAME};
 
 pub use super::MAX_NUMERIC_DATE;
 
@@ -83,75 +84,15 @@ pub fn verify(token: &str, keys: &KeySet, settings: &AuthConfig, now: SystemTime
     claims_from(&strict_object(claims_b64)?, settings, now)
 }
 
-/// A base64url part decoded and parsed as a JSON object with no duplicate member names.
+/// A base64url part decoded and parsed as a JSON object with no duplicate member names, at
+/// any depth, compared unescaped (the message checks' strict parse).
 fn strict_object(part: &str) -> Result<Map<String, Value>, AuthError> {
     let bytes = B64.decode(part).map_err(|_| AuthError::Invalid("malformed"))?;
-    match serde_json::from_slice::<UniqueMembers>(&bytes) {
-        Ok(UniqueMembers(Value::Object(map))) => Ok(map),
+    match serde_json::from_slice::<Strict>(&bytes) {
+        Ok(Strict(Value::Object(map))) => Ok(map),
         Ok(_) => Err(AuthError::Invalid("malformed")),
-        Err(e) if e.to_string().starts_with(DUPLICATE_MEMBER) => Err(AuthError::Invalid("duplicate_member")),
+        Err(e) if e.to_string().starts_with(DUPLICATE_NAME) => Err(AuthError::Invalid("duplicate_member")),
         Err(_) => Err(AuthError::Invalid("malformed")),
-    }
-}
-
-const DUPLICATE_MEMBER: &str = "duplicate member name";
-
-/// A JSON value whose objects, at every depth, name each member once. serde_json hands the
-/// visitor unescaped names, so escaped spellings of one name collide too.
-struct UniqueMembers(Value);
-
-impl<'de> serde::Deserialize<'de> for UniqueMembers {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(UniqueVisitor).map(UniqueMembers)
-    }
-}
-
-struct UniqueVisitor;
-
-impl<'de> serde::de::Visitor<'de> for UniqueVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
-        serde_json::Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom("number out of range"))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_string()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut out = Vec::new();
-        while let Some(UniqueMembers(v)) = seq.next_element()? {
-            out.push(v);
-        }
-        Ok(Value::Array(out))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
-        while let Some(name) = map.next_key::<String>()? {
-            if out.contains_key(&name) {
-                return Err(serde::de::Error::custom(DUPLICATE_MEMBER));
-            }
-            let UniqueMembers(v) = map.next_value()?;
-            out.insert(name, v);
-        }
-        Ok(Value::Object(out))
     }
 }
 

@@ -189,7 +189,8 @@ pub fn check_text(route: &Route, scopes: &[String], text: &str) -> Result<Verdic
 pub const MAX_NESTING: usize = 128;
 
 /// The strict rules broken by a message (the serde error's text is never shown to a client).
-const DUPLICATE_NAME: &str = "duplicate member name";
+/// The error a strict parse reports for a member name seen twice in one object.
+pub(crate) const DUPLICATE_NAME: &str = "duplicate member name";
 const NOT_FINITE: &str = "number outside double range";
 
 /// Objects with more members than this check their names for duplicates in a hash set
@@ -329,8 +330,9 @@ fn finite<E: de::Error>(v: f64) -> Result<f64, E> {
 }
 
 /// Any JSON value built into a [`Value`] under the rules of [`Scan`] (serde_json's own
-/// `Value` keeps the last of two equal member names; this refuses the second).
-struct Strict(Value);
+/// `Value` keeps the last of two equal member names; this refuses the second). Also the
+/// reading of JWT headers and claims (`auth::jwt`).
+pub(crate) struct Strict(pub(crate) Value);
 
 impl<'de> Deserialize<'de> for Strict {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
