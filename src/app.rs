@@ -1,135 +1,38 @@
-//! Wiring: build the shared [`Gateway`] state, bind the public and admin listeners, and run
-//! them until a drain (SIGTERM, SIGINT, `POST /admin/drain`) has emptied the gateway. SIGHUP
-//! reloads the config (`reload`), a timed check reloads a changed certificate.
+//! Wiring: build the shared state and the stores, hand each part only the handles it uses,
+//! bind the public and admin listeners, and run them until a drain (SIGTERM, SIGINT, `POST
+//! /admin/drain`) has emptied the gateway. SIGHUP reloads the config (`control::reload`), a
+//! timed check reloads a changed certificate.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr};
+use actix::Actor;
 use actix_http::error::DispatchError;
 use actix_http::HttpService;
 use actix_service::{fn_service, ServiceFactoryExt};
 use actix_web::{web, App, HttpServer};
-use arc_swap::ArcSwap;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 
-use crate::actors::index::Sessions;
-use crate::actors::messages::Refusal;
-use crate::actors::registry::{Admission, Registry};
-use crate::auth::jwks::JwksDemand;
 use crate::auth::keys::KeySet;
-use crate::auth::revocation::Revocations;
 use crate::config::Config;
+use crate::control::admin::{self, AdminState};
+use crate::control::registry::Registry;
+use crate::control::reload::Reloader;
 use crate::error::{Error, Result};
 use crate::http::accept::{self, Watched};
-use crate::http::admin::{self, AdminState};
-use crate::http::ws::{self, Entry};
+use crate::http::ws::{self, Entry, EntryHandles};
+use crate::session::index::Sessions;
+use crate::session::SessionHandles;
+use crate::state::{control_channel, Control, JwksDemand, Policy, PolicyCell};
+use crate::store::admission::Admission;
+use crate::store::revocation::Revocations;
 use crate::tls::ReloadableCert;
 
 /// How often the metrics recorder's histograms are maintained.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
-
-/// The config and keys in force; replaced as a whole by a reload.
-pub struct Policy {
-    /// The validated config.
-    pub config: Arc<Config>,
-    /// Verification keys (`[[auth.keys]]`, the JWKS file and the JWKS URL's keys).
-    pub keys: Arc<KeySet>,
-}
-
-/// `Retry-After` of the 503 answered while draining: the process is going away, so a client
-/// should come back soon, through the load balancer, to another node.
-pub const DRAIN_RETRY_AFTER: Duration = Duration::from_secs(5);
-
-/// What the process's listeners, sessions and admin API share.
-pub struct Gateway {
-    policy: ArcSwap<Policy>,
-    /// Bumped after each new policy is stored; sessions compare it after each client read.
-    policy_generation: AtomicU64,
-    /// Connection caps and handshake rates (called directly by the handshake path).
-    pub admission: Arc<Admission>,
-    /// The actor maintaining the admission state.
-    pub registry: Addr<Registry>,
-    /// Live sessions (admin list, revoke, kick, drain).
-    pub sessions: Sessions,
-    /// Revoked tokens and subjects.
-    pub revocations: Arc<Revocations>,
-    /// The config file a reload reads (`None`: a built-in config, as in `wsgate demo`).
-    pub source: Option<PathBuf>,
-    /// `wsgate demo` only: the public listener serves the demo's browser page at `/`.
-    pub demo_page: bool,
-    /// The public listener's certificate, when it serves TLS.
-    pub cert: Option<Arc<ReloadableCert>>,
-    /// Asks the JWKS URL fetcher for a fetch (when `auth.jwks_url` is set).
-    pub jwks: Option<Arc<JwksDemand>>,
-    /// Serialises reloads (SIGHUP and `POST /admin/reload` at once).
-    pub(crate) reload_lock: Mutex<()>,
-    draining: AtomicBool,
-    control: mpsc::UnboundedSender<Control>,
-}
-
-/// Requests to the process's main loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    /// Start draining (idempotent).
-    Drain,
-    /// Stop the listeners now (the drain finished, or a second signal arrived).
-    Stop,
-}
-
-// === impl Gateway ===
-
-impl Gateway {
-    /// The config and keys in force now.
-    pub fn policy(&self) -> Arc<Policy> {
-        self.policy.load_full()
-    }
-
-    /// Put a reloaded config and keys in force: for new handshakes at once, for open sessions
-    /// from their next client read (they compare [`Gateway::policy_generation`]).
-    pub(crate) fn set_policy(&self, policy: Policy) {
-        self.policy.store(Arc::new(policy));
-        self.policy_generation.fetch_add(1, Ordering::Release);
-    }
-
-    /// Changes whenever a reload puts a new policy in force: a session that sees another value
-    /// takes the new rules before it judges the bytes it just read.
-    pub fn policy_generation(&self) -> u64 {
-        self.policy_generation.load(Ordering::Acquire)
-    }
-
-    /// Early admission of a connection from `ip` (the admission stage of docs/protocol.md), refused outright
-    /// while draining.
-    ///
-    /// # Errors
-    /// [`Refusal`] with `Draining`, `Overloaded` or `HandshakeRate`.
-    pub fn admit(&self, ip: std::net::IpAddr) -> std::result::Result<(), Refusal> {
-        if self.is_draining() {
-            return Err(Refusal { denied: crate::error::Denied::Draining, retry_after: Some(DRAIN_RETRY_AFTER) });
-        }
-        self.admission.admit(ip)
-    }
-
-    /// True once a drain started: new handshakes get 503, `/readyz` 503.
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-    }
-
-    /// Start draining (SIGTERM and `POST /admin/drain`); false when already draining.
-    pub fn start_drain(&self) -> bool {
-        let first = !self.draining.swap(true, Ordering::AcqRel);
-        if first {
-            crate::metrics::draining(true);
-            let _ = self.control.send(Control::Drain);
-        }
-        first
-    }
-}
 
 /// The addresses actually bound (port 0 resolved).
 #[derive(Debug, Clone, Copy)]
@@ -213,26 +116,28 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
         None => None,
     };
     let admission = Admission::new(config.limits.clone());
-    let registry = Registry::new(Arc::clone(&admission), Arc::clone(&revocations)).start();
-    let (control, mut control_rx) = mpsc::unbounded_channel();
-    let gateway = Arc::new(Gateway {
-        policy: ArcSwap::from_pointee(Policy { config: Arc::clone(&config), keys: Arc::new(keys) }),
-        policy_generation: AtomicU64::new(0),
+    Registry::new(Arc::clone(&admission), Arc::clone(&revocations)).start();
+    let (drain, stop, mut control_rx) = control_channel();
+    let policy = PolicyCell::new(Policy { config: Arc::clone(&config), keys: Arc::new(keys) });
+    let sessions = Arc::new(Sessions::new());
+    let session = SessionHandles {
+        policy: Arc::clone(&policy),
+        revocations: Arc::clone(&revocations),
+        sessions: Arc::clone(&sessions),
+        drain: Arc::clone(&drain),
+    };
+    let jwks = config.auth.jwks_url.is_some().then(JwksDemand::new);
+    let entry_handles = EntryHandles { session, admission: Arc::clone(&admission), jwks: jwks.clone(), demo_page };
+    let reloader = Arc::new(Reloader {
+        policy: Arc::clone(&policy),
         admission,
-        registry,
-        sessions: Sessions::new(),
-        revocations,
-        source,
-        demo_page,
+        sessions: Arc::clone(&sessions),
         cert: cert.clone(),
-        jwks: config.auth.jwks_url.is_some().then(JwksDemand::new),
-        reload_lock: Mutex::new(()),
-        draining: AtomicBool::new(false),
-        control,
+        source,
     });
 
-    if let Some(demand) = &gateway.jwks {
-        crate::auth::jwks::spawn(Arc::clone(&gateway), Arc::clone(demand)).await;
+    if let Some(demand) = jwks {
+        crate::control::jwks::spawn(Arc::clone(&policy), demand).await;
     }
 
     if config.tls.is_none() && !public_addr.ip().is_loopback() {
@@ -247,7 +152,7 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
         Some(cert) => Some(accept::tls_acceptor(crate::tls::server_config(Arc::clone(cert))?)),
         None => None,
     };
-    let gw = Arc::clone(&gateway);
+    let trusted = policy.trusted_proxies();
     let proxy_protocol = config.proxy_protocol;
     // Per connection: the PROXY header (when enabled) and TLS (`http::accept`), then
     // actix-http's HTTP/1.1 service with an upgrade hook: `Upgrade: websocket` requests reach
@@ -259,7 +164,7 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
         .disable_signals()
         .shutdown_timeout(1)
         .listen("wsgate-public", public_listener, move || {
-            let entry = Entry::new(Arc::clone(&gw));
+            let entry = Entry::new(entry_handles.clone());
             // (A macro, not a value: the builder's type is fixed by the connection type.)
             macro_rules! h1 {
                 () => {
@@ -275,15 +180,16 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
                         .h1(ws::plain_service(Rc::clone(&entry)))
                 };
             }
-            let gw = Arc::clone(&gw);
+            let trusted = trusted.clone();
             match &tls {
                 Some(acceptor) => {
                     let acceptor = acceptor.clone();
                     let accept = fn_service(move |mut io: TcpStream| {
-                        let (gw, acceptor) = (Arc::clone(&gw), acceptor.clone());
+                        let (trusted, acceptor) = (trusted.clone(), acceptor.clone());
                         accept::set_nodelay(&io);
                         async move {
-                            let peer = accept::client_peer(&gw, &mut io, proxy_protocol, handshake_timeout).await?;
+                            let peer =
+                                accept::client_peer(&trusted, &mut io, proxy_protocol, handshake_timeout).await?;
                             let tls = accept::tls_handshake(&acceptor, io, handshake_timeout).await?;
                             Ok::<_, DispatchError>((Watched::new(tls, peer), Some(peer)))
                         }
@@ -292,10 +198,11 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
                 }
                 None => {
                     let accept = fn_service(move |mut io: TcpStream| {
-                        let gw = Arc::clone(&gw);
+                        let trusted = trusted.clone();
                         accept::set_nodelay(&io);
                         async move {
-                            let peer = accept::client_peer(&gw, &mut io, proxy_protocol, handshake_timeout).await?;
+                            let peer =
+                                accept::client_peer(&trusted, &mut io, proxy_protocol, handshake_timeout).await?;
                             Ok::<_, DispatchError>((Watched::new(io, peer), Some(peer)))
                         }
                     });
@@ -305,7 +212,14 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
         })?
         .run();
 
-    let admin_state = web::Data::new(AdminState { metrics: handle, gateway: Arc::clone(&gateway), token: admin_token });
+    let admin_state = web::Data::new(AdminState {
+        metrics: handle,
+        sessions: Arc::clone(&sessions),
+        revocations,
+        reloader: Arc::clone(&reloader),
+        drain: Arc::clone(&drain),
+        token: admin_token,
+    });
     let admin = HttpServer::new(move || App::new().app_data(admin_state.clone()).configure(admin::configure))
         .workers(1)
         .disable_signals()
@@ -314,9 +228,9 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
         .run();
     let (public_handle, admin_handle) = (public.handle(), admin.handle());
 
-    crate::signals::spawn(Arc::clone(&gateway));
+    crate::control::signals::spawn(reloader, drain, stop.clone());
     if let Some(cert) = cert {
-        crate::reload::spawn_cert_watch(cert, config.tls.as_ref().map_or(0, |t| t.reload_check_seconds));
+        crate::control::reload::spawn_cert_watch(cert, config.tls.as_ref().map_or(0, |t| t.reload_check_seconds));
     }
 
     announce(Bound { public: public_addr, admin: admin_addr, tls: config.tls.is_some() });
@@ -331,23 +245,18 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
             }
             ctl = control_rx.recv() => match ctl {
                 Some(Control::Drain) => {
-                    let spread = Duration::from_secs(gateway.policy().config.timeouts.drain_seconds);
-                    actix_web::rt::spawn(crate::drain::run(Arc::clone(&gateway), spread));
+                    let spread = Duration::from_secs(policy.load().config.timeouts.drain_seconds);
+                    actix_web::rt::spawn(crate::control::drain::run(Arc::clone(&sessions), stop.clone(), spread));
                 }
                 Some(Control::Stop) | None => break,
             },
         }
     }
-    tracing::info!(live = gateway.sessions.len(), "wsgate stopping");
+    tracing::info!(live = sessions.len(), "wsgate stopping");
     // The servers process the stop commands while they are polled: await both together.
     let stop = futures_util::future::join(public_handle.stop(false), admin_handle.stop(false));
     let (_, (a, b)) = futures_util::future::join(stop, servers).await;
     a?;
     b?;
     Ok(())
-}
-
-/// Ask the main loop to stop the listeners (end of a drain, or a second signal).
-pub(crate) fn request_stop(gw: &Gateway) {
-    let _ = gw.control.send(Control::Stop);
 }

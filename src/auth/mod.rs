@@ -3,12 +3,15 @@
 //! - [`keys`]: the configured verification keys ([`keys::KeySet`]), each bound to one algorithm.
 //! - [`jwt`]: `verify(token, &KeySet, &Settings, now)` and `mint` for `wsgate token`/`demo`.
 
-pub mod jwks;
 pub mod jwt;
 pub mod keys;
-pub mod revocation;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
 
 /// The latest NumericDate accepted (9999-12-31T23:59:59Z). Later values, like `1e20` or
 /// 2^64, cannot be turned into a deadline and are refused as invalid, never saturated.

@@ -18,10 +18,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::app::Gateway;
 use crate::error::Denied;
 use crate::metrics::NO_ROUTE;
 use crate::policy::proxy_protocol::{inspect, Inspected, MAX_HEADER_BYTES};
+use crate::state::TrustedProxies;
 
 /// Pause between looks at a PROXY header that arrived in pieces (it normally arrives whole,
 /// in the connection's first segment).
@@ -42,7 +42,7 @@ pub fn set_nodelay(io: &TcpStream) {
 /// # Errors
 /// The header is malformed, incomplete after `limit`, or the connection failed.
 pub async fn client_peer(
-    gw: &Gateway,
+    trusted: &TrustedProxies,
     io: &mut TcpStream,
     proxy_protocol: bool,
     limit: Duration,
@@ -74,8 +74,7 @@ pub async fn client_peer(
             Inspected::Header { len, source } => {
                 let mut header = vec![0u8; len];
                 io.read_exact(&mut header).await?;
-                let trusted = gw.policy().config.trusted_proxies.iter().any(|net| net.contains(&tcp_peer.ip()));
-                if !trusted {
+                if !trusted.contains(tcp_peer.ip()) {
                     tracing::warn!(event = "proxy_header_ignored", peer = %tcp_peer, "PROXY header from a peer outside server.trusted_proxies ignored");
                     return Ok(tcp_peer);
                 }

@@ -1,6 +1,6 @@
-//! HTTP surfaces: [`ws`] the public WebSocket entry (handshake policy, then the session), and
-//! [`admin`] the separate admin listener (metrics, health). Admin is never on the public port.
+//! The public listener: [`accept`] (PROXY protocol, TLS, parser refusals counted) and [`ws`]
+//! (the handshake policy, then the session). The admin listener is `control::admin`, never on
+//! the public port.
 
 pub mod accept;
-pub mod admin;
 pub mod ws;

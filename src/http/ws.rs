@@ -22,28 +22,55 @@ use base64::Engine;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
-use crate::actors::messages::Refusal;
-use crate::actors::registry::Lease;
-use crate::actors::relay::{Io, Side};
-use crate::actors::session::{SessionParams, WsSession};
-use crate::app::{Gateway, Policy};
-use crate::auth::revocation::unix_now;
-use crate::auth::{jwt, AuthError};
+use crate::auth::{jwt, unix_now, AuthError};
 use crate::error::Denied;
 use crate::http::accept::{Watch, Watched};
 use crate::log_text::log_text;
 use crate::metrics::{self as m, NO_ROUTE};
 use crate::policy::origin::OriginVerdict;
 use crate::policy::token_source::{extract_token, select_subprotocol, TokenCarriers, TokenProblem};
+use crate::session::relay::{Io, Side};
+use crate::session::{SessionHandles, SessionParams, WsSession};
+use crate::state::{JwksDemand, Policy};
+use crate::store::admission::{Admission, Lease, Refusal};
 use crate::upstream::{self, Identity};
+
+/// `Retry-After` of the 503 answered while draining: the process is going away, so a client
+/// should come back soon, through the load balancer, to another node.
+pub const DRAIN_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// What the handshake path uses of the process's shared state.
+#[derive(Clone)]
+pub struct EntryHandles {
+    /// What each session it starts follows (the policy in force, revocations, the index,
+    /// the drain signal); the handshake reads the same.
+    pub session: SessionHandles,
+    /// Connection caps and handshake rates.
+    pub admission: Arc<Admission>,
+    /// Asks the JWKS URL fetcher for a fetch (when `auth.jwks_url` is set).
+    pub jwks: Option<Arc<JwksDemand>>,
+    /// `wsgate demo` only: the demo's browser page is served at `/`.
+    pub demo_page: bool,
+}
+
+impl EntryHandles {
+    /// Early admission of a connection from `ip` (the admission stage of docs/protocol.md),
+    /// refused outright while draining.
+    fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
+        if self.session.drain.is_draining() {
+            return Err(Refusal { denied: Denied::Draining, retry_after: Some(DRAIN_RETRY_AFTER) });
+        }
+        self.admission.admit(ip)
+    }
+}
 
 /// Longest time spent writing a refusal to a client that does not read it.
 const REFUSAL_WRITE_LIMIT: Duration = Duration::from_secs(5);
 
 /// What the public listener's services share on one worker thread.
 pub struct Entry {
-    /// Config, keys, registry.
-    pub gateway: Arc<Gateway>,
+    /// The shared state the handshake reads.
+    pub handles: EntryHandles,
     /// The worker's upstream WebSocket client for `ws://` (awc's client is `!Send`).
     pub upstream: awc::Client,
     /// Clients for `wss://` upstreams, one per TLS client config (routes of one config share
@@ -75,8 +102,8 @@ const SECURE_CLIENTS_KEPT: usize = 16;
 
 impl Entry {
     /// The entry of one worker.
-    pub fn new(gateway: Arc<Gateway>) -> Rc<Self> {
-        Rc::new(Self { gateway, upstream: upstream_client(None), secure: RefCell::new(Vec::new()) })
+    pub fn new(handles: EntryHandles) -> Rc<Self> {
+        Rc::new(Self { handles, upstream: upstream_client(None), secure: RefCell::new(Vec::new()) })
     }
 
     /// The client that dials `route`'s upstream.
@@ -405,11 +432,11 @@ pub async fn plain(entry: Rc<Entry>, req: Request) -> Result<Response<String>, a
     if let Some(watch) = req.conn_data::<Rc<Watch>>() {
         watch.served();
     }
-    let gw = &entry.gateway;
+    let gw = &entry.handles;
     if gw.demo_page && req.method() == Method::GET && req.path() == "/" {
         return Ok(demo_page());
     }
-    let policy = gw.policy();
+    let policy = gw.session.policy.load();
     let Some(ip) = client_ip(&req, &policy.config.trusted_proxies) else {
         return Ok(refusal_response(Denied::Internal, None, None));
     };
@@ -460,8 +487,8 @@ pub async fn upgrade<T: Io>(
 ) -> Result<(), actix_http::Error> {
     let parts = framed.into_parts();
     let (mut io, read_ahead) = (parts.io.into_inner(), parts.read_buf);
-    let gw = &entry.gateway;
-    let policy = gw.policy();
+    let gw = &entry.handles;
+    let policy = gw.session.policy.load();
     let Some(ip) = client_ip(&req, &policy.config.trusted_proxies) else {
         let _ = write_refusal(&mut io, &Refused::new(Denied::Internal, "")).await;
         return Ok(());
@@ -506,7 +533,7 @@ async fn negotiate(
     attempt: &mut Attempt<'_>,
     route: Option<&Arc<crate::config::Route>>,
 ) -> Result<Accepted, Refused> {
-    let gw = &entry.gateway;
+    let gw = &entry.handles;
     let headers = req.headers();
     let ip = attempt.ip;
     // 1–2: draining, global cap, per-IP handshake rate.
@@ -558,7 +585,7 @@ async fn negotiate(
     if let (Err(AuthError::Invalid("unknown_kid")), Some(jwks)) = (&verified, &gw.jwks) {
         // Perhaps the IdP rotated its keys: one bounded, rate-limited look at its JWKS.
         if jwks.refetch_for_unknown_kid(auth.jwks_timeout).await {
-            verified = jwt::verify(token, &gw.policy().keys, auth, SystemTime::now());
+            verified = jwt::verify(token, &gw.session.policy.load().keys, auth, SystemTime::now());
         }
     }
     let claims = match verified {
@@ -569,7 +596,7 @@ async fn negotiate(
     };
     attempt.subject = Some(claims.sub.clone());
     attempt.jti.clone_from(&claims.jti);
-    if gw.revocations.revokes(&claims, unix_now()) {
+    if gw.session.revocations.revokes(&claims, unix_now()) {
         return Err(Refused::new(Denied::Revoked, ""));
     }
     // 7: connect scope.
@@ -603,7 +630,7 @@ async fn negotiate(
 
 /// Queue the 101 and start the session on this worker.
 fn start_session(
-    gw: &Arc<Gateway>,
+    gw: &EntryHandles,
     policy: &Policy,
     attempt: &Attempt<'_>,
     a: Accepted,
@@ -628,7 +655,7 @@ fn start_session(
         lease: a.lease,
         route: a.route,
         config: Arc::clone(&policy.config),
-        gateway: Arc::clone(gw),
+        handles: gw.session.clone(),
         claims: a.claims,
         client_ip: attempt.ip,
         origin: attempt.origin_raw.map(|_| origin),

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use actix::Addr;
 
+use super::index::LiveSession;
 use super::{refresh_bucket, Session, WsSession, DRAIN_UPSTREAM_GRACE};
-use crate::actors::index::LiveSession;
-use crate::auth::revocation::unix_now;
+use crate::auth::unix_now;
 use crate::error::Denied;
 use crate::metrics as m;
 use crate::policy::ratelimit::optional_bucket;
@@ -178,7 +178,7 @@ impl Session {
     pub(super) fn begin(&mut self, addr: Addr<WsSession>) {
         self.metrics.opened();
         self.stats.set_token(&self.p.claims);
-        self.p.gateway.sessions.insert(
+        self.p.handles.sessions.insert(
             self.id(),
             LiveSession {
                 addr,
@@ -189,7 +189,7 @@ impl Session {
                 stats: Arc::clone(&self.stats),
             },
         );
-        if self.p.gateway.is_draining() {
+        if self.p.handles.drain.is_draining() {
             // The handshake passed its draining check just before the drain began.
             self.start_drain();
         }
@@ -205,7 +205,7 @@ impl Session {
 
     /// The session ended: out of the index, counted, logged.
     pub(super) fn end(&mut self) {
-        self.p.gateway.sessions.remove(self.id());
+        self.p.handles.sessions.remove(self.id());
         let reason = self.closing.unwrap_or(m::DISCONNECT_CLIENT);
         let lifetime = self.opened.elapsed();
         self.metrics.closed(reason, lifetime);
@@ -245,10 +245,10 @@ impl Session {
     /// covering this session's token (closed 4003, as the revoke request itself does). Two atomic
     /// loads when nothing changed.
     pub(super) fn catch_up(&mut self) {
-        if self.p.gateway.policy_generation() != self.policy_generation {
+        if self.p.handles.policy.generation() != self.policy_generation {
             self.take_policy();
         }
-        let revocations = &self.p.gateway.revocations;
+        let revocations = &self.p.handles.revocations;
         let generation = revocations.generation();
         if generation != self.revocation_generation {
             self.revocation_generation = generation;
@@ -263,8 +263,8 @@ impl Session {
     /// when their rates changed) and timeouts. A route the reload removed keeps its old rules;
     /// the connection is never dropped.
     pub(super) fn take_policy(&mut self) {
-        self.policy_generation = self.p.gateway.policy_generation();
-        let config = Arc::clone(&self.p.gateway.policy().config);
+        self.policy_generation = self.p.handles.policy.generation();
+        let config = Arc::clone(&self.p.handles.policy.load().config);
         if Arc::ptr_eq(&config, &self.p.config) {
             return;
         }

@@ -10,13 +10,30 @@
 //! `state_dir`, the admin token, TLS on or off) keep their value until a restart; a reload that
 //! changes them says so in the log.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::actors::messages::ConfigReloaded;
-use crate::app::{Gateway, Policy};
 use crate::config::Config;
+use crate::session::index::Sessions;
+use crate::session::messages::ConfigReloaded;
+use crate::state::{Policy, PolicyCell};
+use crate::store::admission::Admission;
 use crate::tls::ReloadableCert;
+
+/// What a reload reads and changes.
+pub struct Reloader {
+    /// The policy in force, replaced by a reload.
+    pub policy: Arc<PolicyCell>,
+    /// Takes the new limits.
+    pub admission: Arc<Admission>,
+    /// The open sessions, told about the new rules.
+    pub sessions: Arc<Sessions>,
+    /// The public listener's certificate, when it serves TLS.
+    pub cert: Option<Arc<ReloadableCert>>,
+    /// The config file a reload reads (`None`: a built-in config, as in `wsgate demo`).
+    pub source: Option<PathBuf>,
+}
 
 /// What a successful reload changed.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -58,39 +75,41 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     changed
 }
 
-/// Reload the config file (`trigger` names what asked, for the log).
-///
-/// # Errors
-/// Why the new config was refused; the old one stays in force.
-pub fn reload(gw: &Gateway, trigger: &'static str) -> Result<Reloaded, String> {
-    let _one_at_a_time = gw.reload_lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let result = load_and_apply(gw);
-    crate::metrics::config_reload(result.is_ok());
-    match &result {
-        Ok(r) => tracing::info!(
-            event = "config_reloaded",
-            trigger,
-            routes = r.routes,
-            keys = r.keys,
-            sessions = r.sessions,
-            restart_needed = ?r.restart_needed,
-            "config reloaded"
-        ),
-        Err(e) => {
-            tracing::error!(event = "config_reload_failed", trigger, error = %e, "config reload refused; the previous config stays in force")
+impl Reloader {
+    /// Reload the config file (`trigger` names what asked, for the log).
+    ///
+    /// # Errors
+    /// Why the new config was refused; the old one stays in force.
+    pub fn reload(&self, trigger: &'static str) -> Result<Reloaded, String> {
+        let _one_at_a_time = self.policy.lock_writers();
+        let result = load_and_apply(self);
+        crate::metrics::config_reload(result.is_ok());
+        match &result {
+            Ok(r) => tracing::info!(
+                event = "config_reloaded",
+                trigger,
+                routes = r.routes,
+                keys = r.keys,
+                sessions = r.sessions,
+                restart_needed = ?r.restart_needed,
+                "config reloaded"
+            ),
+            Err(e) => {
+                tracing::error!(event = "config_reload_failed", trigger, error = %e, "config reload refused; the previous config stays in force")
+            }
         }
+        result
     }
-    result
 }
 
-fn load_and_apply(gw: &Gateway) -> Result<Reloaded, String> {
+fn load_and_apply(gw: &Reloader) -> Result<Reloaded, String> {
     let Some(path) = &gw.source else {
         return Err("this gateway runs on a built-in config (wsgate demo): nothing to reload".into());
     };
     let config = Config::load(path).map_err(|e| format!("config {}: {e}", path.display()))?;
     let keys =
         crate::auth::keys::load_configured(&config.auth).map_err(|e| format!("config {}: {e}", path.display()))?;
-    let old = gw.policy();
+    let old = gw.policy.load();
     let restart_needed = restart_only(&old.config, &config);
     match (&gw.cert, &config.tls) {
         (Some(cert), Some(files)) => cert.reload(files).map_err(|e| e.to_string())?,
@@ -108,7 +127,7 @@ fn load_and_apply(gw: &Gateway) -> Result<Reloaded, String> {
     let config = Arc::new(config);
     let reloaded =
         Reloaded { routes: config.routes.len(), keys: keys.len(), sessions: gw.sessions.len(), restart_needed };
-    gw.set_policy(Policy { config: Arc::clone(&config), keys: Arc::new(keys) });
+    gw.policy.store(Policy { config: Arc::clone(&config), keys: Arc::new(keys) });
     gw.sessions.each(|s| s.do_send(ConfigReloaded));
     Ok(reloaded)
 }

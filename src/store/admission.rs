@@ -15,20 +15,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use actix::{Actor, AsyncContext, Context};
-
-use super::messages::{ConnId, Refusal};
-use crate::auth::revocation::{unix_now, Revocations};
 use crate::config::Limits;
 use crate::error::Denied;
 use crate::policy::client_ip::limit_key;
 use crate::policy::ratelimit::{optional_bucket, TokenBucket};
 
-/// How often idle handshake buckets are forgotten.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// Monotonic connection id, unique per process.
+pub type ConnId = u64;
 
-/// How often expired revocations are dropped (and the log rewritten when mostly expired).
-const COMPACT_INTERVAL: Duration = Duration::from_secs(60);
+/// An admission refusal, with the wait a client should observe (`Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    /// Why.
+    pub denied: Denied,
+    /// Suggested wait before retrying.
+    pub retry_after: Option<Duration>,
+}
 
 /// Wait suggested to a client refused at a connection cap (it must wait for a close).
 const CAP_RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -229,32 +231,10 @@ impl Admission {
     pub fn total(&self) -> u64 {
         self.store().total()
     }
-}
 
-/// The registry actor: keeps the admission state tidy (forgets idle handshake buckets) and
-/// compacts the revocation log as entries expire.
-pub struct Registry {
-    admission: Arc<Admission>,
-    revocations: Arc<Revocations>,
-}
-
-impl Registry {
-    /// A registry maintaining `admission` and `revocations`.
-    pub fn new(admission: Arc<Admission>, revocations: Arc<Revocations>) -> Self {
-        Self { admission, revocations }
-    }
-}
-
-impl Actor for Registry {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(SWEEP_INTERVAL, |this, _| this.admission.store().sweep(Instant::now()));
-        ctx.run_interval(COMPACT_INTERVAL, |this, _| {
-            if let Err(e) = this.revocations.compact(unix_now()) {
-                tracing::error!(error = %e, "revocation log compaction failed; the old log stays in use");
-            }
-        });
+    /// Forget handshake buckets that carry no information any more (full ones).
+    pub fn sweep(&self) {
+        self.store().sweep(Instant::now());
     }
 }
 

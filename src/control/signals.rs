@@ -5,12 +5,13 @@ use std::sync::Arc;
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::app::Gateway;
+use super::reload::Reloader;
+use crate::state::{DrainSignal, StopHandle};
 
 /// Listen for the signals on the current (actix) runtime. The handlers are installed before
 /// this returns (so before the gateway announces itself): a SIGHUP sent right after the
 /// listening line must reload, not hit the default action and end the process.
-pub fn spawn(gw: Arc<Gateway>) {
+pub fn spawn(reloader: Arc<Reloader>, drain: Arc<DrainSignal>, stop: StopHandle) {
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) =
         (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()))
     else {
@@ -23,15 +24,15 @@ pub fn spawn(gw: Arc<Gateway>) {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
                 _ = hup.recv() => {
-                    let _ = crate::reload::reload(&gw, "SIGHUP");
+                    let _ = reloader.reload("SIGHUP");
                     continue;
                 }
             };
-            if gw.start_drain() {
+            if drain.start() {
                 tracing::info!(signal = name, "draining; a second signal stops at once");
             } else {
                 tracing::warn!(signal = name, "second signal while draining: stopping now");
-                crate::app::request_stop(&gw);
+                stop.stop();
             }
         }
     });

@@ -15,9 +15,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::app::Gateway;
-use crate::auth::revocation::{unix_now, Revocation, DEFAULT_KEEP_SECONDS};
+use super::reload::Reloader;
+use crate::auth::unix_now;
 use crate::error::Denied;
+use crate::session::index::Sessions;
+use crate::state::DrainSignal;
+use crate::store::revocation::{Revocation, Revocations, DEFAULT_KEEP_SECONDS};
 
 /// Rows per page of `GET /admin/connections` unless `limit` says otherwise.
 const DEFAULT_PAGE: usize = 100;
@@ -28,8 +31,14 @@ const MAX_PAGE: usize = 1000;
 pub struct AdminState {
     /// Renders the process's metrics.
     pub metrics: &'static PrometheusHandle,
-    /// The gateway the admin API acts on.
-    pub gateway: Arc<Gateway>,
+    /// The live sessions (list, kick, revoke).
+    pub sessions: Arc<Sessions>,
+    /// Revoked tokens and subjects.
+    pub revocations: Arc<Revocations>,
+    /// Config reload.
+    pub reloader: Arc<Reloader>,
+    /// Draining.
+    pub drain: Arc<DrainSignal>,
     /// The bearer token of `/admin/*`; `None` disables them.
     pub token: Option<String>,
 }
@@ -87,7 +96,7 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
-    if state.gateway.is_draining() {
+    if state.drain.is_draining() {
         return HttpResponse::ServiceUnavailable().content_type("text/plain").body("draining\n");
     }
     HttpResponse::Ok().content_type("text/plain").body("ready\n")
@@ -115,7 +124,7 @@ async fn list_connections(
     if limit == 0 || limit > MAX_PAGE {
         return json_error(StatusCode::BAD_REQUEST, format!("limit must be between 1 and {MAX_PAGE}"));
     }
-    let (rows, next) = state.gateway.sessions.page(page.after.unwrap_or(0), limit, unix_now());
+    let (rows, next) = state.sessions.page(page.after.unwrap_or(0), limit, unix_now());
     HttpResponse::Ok().json(serde_json::json!({"connections": rows, "next": next}))
 }
 
@@ -126,7 +135,7 @@ async fn kick(req: HttpRequest, state: web::Data<AdminState>, id: web::Path<Stri
     let Ok(id) = id.parse::<u64>() else {
         return json_error(StatusCode::BAD_REQUEST, "connection id must be an integer");
     };
-    if !state.gateway.sessions.close(id, Denied::Kicked) {
+    if !state.sessions.close(id, Denied::Kicked) {
         return json_error(StatusCode::NOT_FOUND, format!("no live connection {id}"));
     }
     tracing::info!(event = "operator_kick_requested", conn_id = id, "connection kick requested");
@@ -153,17 +162,16 @@ async fn revoke(req: HttpRequest, state: web::Data<AdminState>, body: web::Bytes
         Ok(b) => b,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("body is not a revocation: {e}")),
     };
-    let gw = &state.gateway;
     let now = unix_now();
     let default_until = now + DEFAULT_KEEP_SECONDS;
     let entry = match (body.jti, body.sub) {
         (Some(jti), None) if !jti.is_empty() => {
-            let live_exp = gw.sessions.latest_exp(|_, t| t.jti.as_deref() == Some(jti.as_str()));
+            let live_exp = state.sessions.latest_exp(|_, t| t.jti.as_deref() == Some(jti.as_str()));
             let until = body.exp.or(live_exp).unwrap_or(default_until);
             Revocation::Token { jti, until }
         }
         (None, Some(sub)) if !sub.is_empty() => {
-            let live_exp = gw.sessions.latest_exp(|s, _| s == sub);
+            let live_exp = state.sessions.latest_exp(|s, _| s == sub);
             let until = body.exp.unwrap_or_else(|| live_exp.unwrap_or(0).max(default_until));
             Revocation::Subject { sub, before: now, until }
         }
@@ -172,9 +180,9 @@ async fn revoke(req: HttpRequest, state: web::Data<AdminState>, body: web::Bytes
     if entry.until() < now {
         return json_error(StatusCode::BAD_REQUEST, "exp is in the past: nothing to revoke");
     }
-    let persisted = gw.revocations.add(entry.clone());
+    let persisted = state.revocations.add(entry.clone());
     crate::metrics::revocation();
-    let closed = gw.sessions.close_matching(Denied::Revoked, |sub, t| entry.covers(sub, t.jti.as_deref(), t.iat));
+    let closed = state.sessions.close_matching(Denied::Revoked, |sub, t| entry.covers(sub, t.jti.as_deref(), t.iat));
     match &entry {
         Revocation::Token { jti, until } => {
             tracing::warn!(event = "revocation_added", jti = %jti, until, closed, "token revoked");
@@ -199,9 +207,9 @@ async fn reload(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse 
     if let Some(refusal) = refuse_unauthorized(&req, &state) {
         return refusal;
     }
-    let gw = Arc::clone(&state.gateway);
+    let reloader = Arc::clone(&state.reloader);
     // File reads and key parsing: off the admin worker's event loop.
-    match web::block(move || crate::reload::reload(&gw, "admin")).await {
+    match web::block(move || reloader.reload("admin")).await {
         Ok(Ok(r)) => HttpResponse::Ok().json(serde_json::json!({"result": "ok", "reloaded": r})),
         Ok(Err(e)) => json_error(StatusCode::UNPROCESSABLE_ENTITY, e),
         Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("reload did not run: {e}")),
@@ -212,10 +220,10 @@ async fn drain(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
     if let Some(refusal) = refuse_unauthorized(&req, &state) {
         return refusal;
     }
-    let started = state.gateway.start_drain();
+    let started = state.drain.start();
     HttpResponse::Accepted().json(serde_json::json!({
         "draining": true,
         "already": !started,
-        "connections": state.gateway.sessions.len(),
+        "connections": state.sessions.len(),
     }))
 }

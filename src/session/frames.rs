@@ -11,7 +11,7 @@ use bytes::BytesMut;
 
 use super::{Assembly, Session, FORWARD_TIME_SAMPLE, FRAGMENT_ASSEMBLY_LIMIT, VIOLATION_WINDOW};
 use crate::auth::jwt;
-use crate::auth::revocation::unix_now;
+use crate::auth::unix_now;
 use crate::config::Envelope;
 use crate::error::Denied;
 use crate::metrics as m;
@@ -328,11 +328,11 @@ impl Session {
         if self.refreshes.as_mut().is_some_and(|b| b.try_take(1, now).is_err()) {
             return self.reject(Rejection::RateLimited, id, Some(validate::AUTH_REFRESH));
         }
-        let keys = Arc::clone(&self.p.gateway.policy().keys);
+        let keys = Arc::clone(&self.p.handles.policy.load().keys);
         let result = jwt::verify(token, &keys, &self.p.config.auth, SystemTime::now());
         let outcome = match result {
             Ok(claims) if claims.sub != self.p.claims.sub => Err("subject_mismatch"),
-            Ok(claims) if self.p.gateway.revocations.revokes(&claims, unix_now()) => Err("revoked"),
+            Ok(claims) if self.p.handles.revocations.revokes(&claims, unix_now()) => Err("revoked"),
             Ok(claims) => Ok(claims),
             Err(crate::auth::AuthError::Expired) => Err("expired"),
             Err(_) => Err("invalid"),

@@ -5,8 +5,8 @@
 use std::task::Poll;
 use std::time::Instant;
 
+use super::relay::Read;
 use super::{Session, PASSES_PER_WAKE};
-use crate::actors::relay::Read;
 use crate::error::Denied;
 
 impl Session {

@@ -13,11 +13,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::Claims;
+use crate::auth::{unix_now, Claims};
 
 /// File name of the revocation log inside `state_dir`.
 pub const FILE_NAME: &str = "revocations.jsonl";
@@ -138,11 +137,6 @@ pub struct Revocations {
 struct Log {
     path: PathBuf,
     file: File,
-}
-
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 // === impl Revocations ===

@@ -12,10 +12,11 @@ use actix::Addr;
 use dashmap::DashMap;
 use serde::Serialize;
 
-use super::messages::{CloseSession, ConnId};
-use super::session::WsSession;
+use super::messages::CloseSession;
+use super::WsSession;
 use crate::auth::Claims;
 use crate::error::Denied;
+use crate::store::admission::ConnId;
 
 /// The token facts of a live session that revocation matches on (they change on refresh).
 #[derive(Debug, Clone, Default)]

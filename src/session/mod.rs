@@ -29,17 +29,18 @@ use std::time::{Duration, Instant};
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler};
 use bytes::BytesMut;
 
-use super::index::LiveStats;
-use super::messages::{CloseSession, ConfigReloaded};
-use super::registry::Lease;
-use super::relay::Side;
-use crate::app::Gateway;
+use self::index::{LiveStats, Sessions};
+use self::messages::{CloseSession, ConfigReloaded};
+use self::relay::Side;
 use crate::auth::Claims;
 use crate::config::{Config, Route};
 use crate::error::Denied;
 use crate::metrics::{self as m, SessionMetrics};
 use crate::policy::framing::{Framing, Sender};
 use crate::policy::ratelimit::{optional_bucket, LogBudget, TokenBucket};
+use crate::state::{DrainSignal, PolicyCell};
+use crate::store::admission::Lease;
+use crate::store::revocation::Revocations;
 use crate::wire::{self, MaskKeys, Utf8Stream};
 
 /// One structured security event of a session, with every field the README's "Logs" section
@@ -62,10 +63,27 @@ macro_rules! session_event {
     };
 }
 
+pub mod index;
+pub mod messages;
+pub mod relay;
+
 // After the macro: the lifecycle logs security events too.
 mod frames;
 mod lifecycle;
 mod pump;
+
+/// What a session uses of the process's shared state, and nothing more.
+#[derive(Clone)]
+pub struct SessionHandles {
+    /// The policy in force: a reload's rules, the keys `auth.refresh` verifies with.
+    pub policy: Arc<PolicyCell>,
+    /// Revoked tokens (checked at `auth.refresh` and whenever revocations change).
+    pub revocations: Arc<Revocations>,
+    /// The index of live sessions (admin list, revoke, kick, drain).
+    pub sessions: Arc<Sessions>,
+    /// Whether the gateway is draining.
+    pub drain: Arc<DrainSignal>,
+}
 
 /// Window over which rejected frames are counted towards `violations_before_close`.
 const VIOLATION_WINDOW: Duration = Duration::from_secs(60);
@@ -100,8 +118,8 @@ pub struct SessionParams {
     pub route: Arc<Route>,
     /// Config in force (limits, timeouts, auth settings); replaced by a reload.
     pub config: Arc<Config>,
-    /// The gateway: keys for `auth.refresh`, revocations, the session index.
-    pub gateway: Arc<Gateway>,
+    /// The shared state the session follows.
+    pub handles: SessionHandles,
     /// The verified token's claims.
     pub claims: Claims,
     /// Client IP.
