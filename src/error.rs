@@ -1,9 +1,11 @@
-//! Error types: one enum per domain plus [`Denied`], the refusals a client causes.
+//! Error types, by phase: [`Error`] for the process (config, keys, binding, TLS material),
+//! [`HandshakeRefusal`] for a request refused before any 101 (an HTTP status), [`SessionClose`]
+//! for an open connection the gateway ends (a close code).
 //!
-//! `Denied` carries, for every refusal, the three things the gateway needs to answer it: an HTTP
-//! status (before the upgrade), a close code (after it) and a short static reason label used in
-//! logs and metrics. The mapping is exhaustive on purpose: adding a variant forces a decision
-//! for each of the three.
+//! Each refusal carries what the gateway needs to answer it and nothing meaningless: a
+//! handshake refusal an HTTP status, a session close a close code, both a short static reason
+//! label (logs and metrics) and a fixed client text. The mappings are exhaustive on purpose:
+//! adding a variant forces a decision for each.
 
 use actix_http::StatusCode;
 
@@ -53,16 +55,16 @@ fn bind_reason(e: &std::io::Error) -> String {
     }
 }
 
-/// A refusal the client caused, at the handshake or during the session.
+/// A handshake the gateway refuses before any 101, answered with an HTTP status.
 ///
 /// `reason()` is the bounded label used in logs and metrics; the client only ever sees the
-/// status/close code and a short fixed text, never internal details.
+/// status and a short fixed text, never internal details.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denied {
-    // --- handshake (docs/protocol.md, in check order) ---
+pub enum HandshakeRefusal {
+    // (docs/protocol.md, in check order)
     /// The global connection cap is reached.
     Overloaded,
-    /// The gateway is draining: no new connections; open ones close with 1001.
+    /// The gateway is draining: no new connections.
     Draining,
     /// Too many handshakes from this IP in a short time.
     HandshakeRate,
@@ -104,7 +106,123 @@ pub enum Denied {
     UpstreamFailed,
     /// The upstream did not accept the WebSocket within the connect timeout.
     UpstreamTimeout,
-    // --- in the session (docs/protocol.md) ---
+    /// The gateway hit an internal error.
+    Internal,
+}
+
+// === impl HandshakeRefusal ===
+
+impl HandshakeRefusal {
+    /// Every refusal (metric labels are registered from this list).
+    pub const ALL: [Self; 22] = [
+        Self::Overloaded,
+        Self::Draining,
+        Self::HandshakeRate,
+        Self::BadRequest,
+        Self::HeaderTooLarge,
+        Self::RequestTimeout,
+        Self::BadUpgrade,
+        Self::UnsupportedVersion,
+        Self::NoRoute,
+        Self::Origin,
+        Self::Subprotocol,
+        Self::MissingToken,
+        Self::MultipleTokens,
+        Self::InvalidToken,
+        Self::ExpiredToken,
+        Self::ConnectScope,
+        Self::Revoked,
+        Self::IpConnections,
+        Self::SubjectConnections,
+        Self::UpstreamFailed,
+        Self::UpstreamTimeout,
+        Self::Internal,
+    ];
+
+    /// The bounded label used in logs and in the `result` metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Overloaded => "overloaded",
+            Self::Draining => "draining",
+            Self::HandshakeRate => "handshake_rate",
+            Self::BadRequest => "bad_request",
+            Self::HeaderTooLarge => "header_too_large",
+            Self::RequestTimeout => "request_timeout",
+            Self::BadUpgrade => "bad_upgrade",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::NoRoute => "no_route",
+            Self::Origin => "origin",
+            Self::Subprotocol => "subprotocol",
+            Self::MissingToken => "missing_token",
+            Self::MultipleTokens => "multiple_tokens",
+            Self::InvalidToken => "invalid_token",
+            Self::ExpiredToken => "expired_token",
+            Self::ConnectScope => "connect_scope",
+            Self::Revoked => "revoked",
+            Self::IpConnections => "ip_connections",
+            Self::SubjectConnections => "subject_connections",
+            Self::UpstreamFailed => "upstream_failed",
+            Self::UpstreamTimeout => "upstream_timeout",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status answered.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Overloaded | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::HandshakeRate | Self::IpConnections | Self::SubjectConnections => StatusCode::TOO_MANY_REQUESTS,
+            Self::BadUpgrade | Self::BadRequest | Self::Subprotocol | Self::MultipleTokens => StatusCode::BAD_REQUEST,
+            Self::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::Origin | Self::ConnectScope => StatusCode::FORBIDDEN,
+            Self::MissingToken | Self::InvalidToken | Self::ExpiredToken | Self::Revoked => StatusCode::UNAUTHORIZED,
+            Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A short fixed text for the client (the HTTP body). Never contains details.
+    pub fn client_text(&self) -> &'static str {
+        match self {
+            Self::Overloaded => "gateway is at capacity",
+            Self::Draining => "gateway is shutting down",
+            Self::HandshakeRate => "too many handshakes",
+            Self::BadUpgrade => "not a valid websocket upgrade",
+            Self::BadRequest => "bad request",
+            Self::HeaderTooLarge => "request header too large",
+            Self::RequestTimeout => "request timeout",
+            Self::Subprotocol => "no acceptable subprotocol offered",
+            Self::MultipleTokens => "more than one token in the request",
+            Self::UnsupportedVersion => "websocket version 13 required",
+            Self::NoRoute => "no such route",
+            Self::Origin => "origin not allowed",
+            Self::MissingToken => "missing token",
+            // A revoked token is refused exactly like any invalid one.
+            Self::InvalidToken | Self::Revoked => "invalid token",
+            Self::ExpiredToken => "token expired",
+            Self::ConnectScope => "insufficient scope",
+            Self::IpConnections | Self::SubjectConnections => "too many connections",
+            Self::UpstreamFailed => "upstream unavailable",
+            Self::UpstreamTimeout => "upstream timeout",
+            Self::Internal => "internal error",
+        }
+    }
+}
+
+impl std::fmt::Display for HandshakeRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+/// Why the gateway ends an open connection, sent to the client as a close code (RFC 6455
+/// §7.4 plus the 4xxx codes of docs/protocol.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionClose {
     /// A message over `max_message_bytes`.
     MessageTooBig,
     /// Invalid UTF-8 in a text message.
@@ -126,40 +244,40 @@ pub enum Denied {
     FrameTimeout,
     /// The upstream failed or closed abnormally mid-session.
     UpstreamLost,
+    /// The token in force was revoked (`POST /admin/revoke`).
+    Revoked,
     /// An operator closed the connection (`DELETE /admin/connections/{id}`).
     Kicked,
+    /// The gateway is draining.
+    Draining,
     /// The gateway hit an internal error.
     Internal,
 }
 
-// === impl Denied ===
+// === impl SessionClose ===
 
-impl Denied {
-    /// The bounded label used in logs and in the `reason`/`result` metric labels.
+impl SessionClose {
+    /// Every close the gateway makes (metric labels are registered from this list).
+    pub const ALL: [Self; 14] = [
+        Self::Revoked,
+        Self::Kicked,
+        Self::Draining,
+        Self::MessageTooBig,
+        Self::InvalidUtf8,
+        Self::Protocol,
+        Self::PolicyViolations,
+        Self::RateViolations,
+        Self::TokenExpired,
+        Self::SlowConsumer,
+        Self::Idle,
+        Self::FrameTimeout,
+        Self::UpstreamLost,
+        Self::Internal,
+    ];
+
+    /// The bounded label used in logs and in the disconnect `reason` metric label.
     pub fn reason(&self) -> &'static str {
         match self {
-            Self::Overloaded => "overloaded",
-            Self::Draining => "draining",
-            Self::Revoked => "revoked",
-            Self::Kicked => "kicked",
-            Self::HandshakeRate => "handshake_rate",
-            Self::BadRequest => "bad_request",
-            Self::HeaderTooLarge => "header_too_large",
-            Self::RequestTimeout => "request_timeout",
-            Self::BadUpgrade => "bad_upgrade",
-            Self::UnsupportedVersion => "unsupported_version",
-            Self::NoRoute => "no_route",
-            Self::Origin => "origin",
-            Self::Subprotocol => "subprotocol",
-            Self::MissingToken => "missing_token",
-            Self::MultipleTokens => "multiple_tokens",
-            Self::InvalidToken => "invalid_token",
-            Self::ExpiredToken => "expired_token",
-            Self::ConnectScope => "connect_scope",
-            Self::IpConnections => "ip_connections",
-            Self::SubjectConnections => "subject_connections",
-            Self::UpstreamFailed => "upstream_failed",
-            Self::UpstreamTimeout => "upstream_timeout",
             Self::MessageTooBig => "message_too_big",
             Self::InvalidUtf8 => "invalid_utf8",
             Self::Protocol => "protocol_error",
@@ -170,114 +288,54 @@ impl Denied {
             Self::Idle => "idle",
             Self::FrameTimeout => "frame_timeout",
             Self::UpstreamLost => "upstream_lost",
+            Self::Revoked => "revoked",
+            Self::Kicked => "kicked",
+            Self::Draining => "draining",
             Self::Internal => "internal",
         }
     }
 
-    /// The HTTP status answered when the refusal happens before the upgrade.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            Self::Overloaded | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Revoked => StatusCode::UNAUTHORIZED,
-            Self::Kicked => StatusCode::FORBIDDEN,
-            Self::HandshakeRate | Self::IpConnections | Self::SubjectConnections => StatusCode::TOO_MANY_REQUESTS,
-            Self::BadUpgrade
-            | Self::BadRequest
-            | Self::Subprotocol
-            | Self::MultipleTokens
-            | Self::Protocol
-            | Self::InvalidUtf8
-            | Self::MessageTooBig => StatusCode::BAD_REQUEST,
-            Self::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::UnsupportedVersion => StatusCode::UPGRADE_REQUIRED,
-            Self::NoRoute => StatusCode::NOT_FOUND,
-            Self::Origin | Self::ConnectScope | Self::PolicyViolations => StatusCode::FORBIDDEN,
-            Self::MissingToken | Self::InvalidToken | Self::ExpiredToken | Self::TokenExpired => {
-                StatusCode::UNAUTHORIZED
-            }
-            Self::UpstreamFailed | Self::UpstreamLost => StatusCode::BAD_GATEWAY,
-            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Self::RateViolations => StatusCode::TOO_MANY_REQUESTS,
-            Self::FrameTimeout => StatusCode::REQUEST_TIMEOUT,
-            Self::SlowConsumer | Self::Idle | Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// The WebSocket close code (RFC 6455 §7.4 plus the 4xxx codes of docs/protocol.md) sent when
-    /// the refusal ends an open session.
+    /// The WebSocket close code sent to the client.
     pub fn close_code(&self) -> u16 {
         match self {
-            Self::Overloaded | Self::Draining => 1001,
-            Self::Revoked | Self::Kicked => 4003,
             Self::MessageTooBig => 1009,
             Self::InvalidUtf8 => 1007,
-            Self::Protocol
-            | Self::BadUpgrade
-            | Self::BadRequest
-            | Self::HeaderTooLarge
-            | Self::RequestTimeout
-            | Self::UnsupportedVersion
-            | Self::Subprotocol
-            | Self::NoRoute => 1002,
+            Self::Protocol => 1002,
             // A frame trickled in past its deadline is a policy decision (RFC 6455 §7.4.1:
             // 1008), not malformed framing (1002): the bytes themselves were valid.
-            Self::PolicyViolations
-            | Self::FrameTimeout
-            | Self::Origin
-            | Self::ConnectScope
-            | Self::HandshakeRate
-            | Self::IpConnections
-            | Self::SubjectConnections => 1008,
+            Self::PolicyViolations | Self::FrameTimeout => 1008,
             Self::RateViolations => 4029,
-            Self::MissingToken | Self::MultipleTokens | Self::InvalidToken => 4003,
-            Self::ExpiredToken | Self::TokenExpired => 4001,
+            Self::TokenExpired => 4001,
             Self::SlowConsumer => 4008,
-            Self::Idle => 1001,
-            Self::UpstreamFailed | Self::UpstreamTimeout | Self::UpstreamLost => 1014,
+            Self::Idle | Self::Draining => 1001,
+            Self::UpstreamLost => 1014,
+            Self::Revoked | Self::Kicked => 4003,
             Self::Internal => 1011,
         }
     }
 
-    /// A short fixed text for the client (HTTP body or close reason). Never contains details.
+    /// A short fixed text for the client (the close reason). Never contains details.
     pub fn client_text(&self) -> &'static str {
         match self {
-            Self::Overloaded => "gateway is at capacity",
-            Self::Draining => "gateway is shutting down",
-            // A revoked token is refused exactly like any invalid one.
-            Self::Revoked => "invalid token",
-            Self::Kicked => "closed by operator",
-            Self::HandshakeRate => "too many handshakes",
-            Self::BadUpgrade => "not a valid websocket upgrade",
-            Self::BadRequest => "bad request",
-            Self::HeaderTooLarge => "request header too large",
-            Self::RequestTimeout => "request timeout",
-            Self::Subprotocol => "no acceptable subprotocol offered",
-            Self::MultipleTokens => "more than one token in the request",
-            Self::UnsupportedVersion => "websocket version 13 required",
-            Self::NoRoute => "no such route",
-            Self::Origin => "origin not allowed",
-            Self::MissingToken => "missing token",
-            Self::InvalidToken => "invalid token",
-            Self::ExpiredToken | Self::TokenExpired => "token expired",
-            Self::ConnectScope => "insufficient scope",
-            Self::IpConnections | Self::SubjectConnections => "too many connections",
-            Self::UpstreamFailed | Self::UpstreamLost => "upstream unavailable",
-            Self::UpstreamTimeout => "upstream timeout",
             Self::MessageTooBig => "message too big",
             Self::InvalidUtf8 => "invalid utf-8",
             Self::Protocol => "protocol error",
             Self::PolicyViolations => "too many rejected messages",
             Self::RateViolations => "rate limit exceeded",
+            Self::TokenExpired => "token expired",
             Self::SlowConsumer => "slow consumer",
             Self::Idle => "idle timeout",
             Self::FrameTimeout => "frame not completed in time",
+            Self::UpstreamLost => "upstream unavailable",
+            Self::Revoked => "invalid token",
+            Self::Kicked => "closed by operator",
+            Self::Draining => "gateway is shutting down",
             Self::Internal => "internal error",
         }
     }
 }
 
-impl std::fmt::Display for Denied {
+impl std::fmt::Display for SessionClose {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.reason())
     }

@@ -2,7 +2,8 @@
 //!
 //! Component map (docs/architecture.md):
 //! - [`config`]: the TOML config, parsed and validated into [`config::Config`].
-//! - [`error`]: [`Error`] and [`error::Denied`] (refusals with status, close code, reason).
+//! - [`error`]: [`Error`] (the process), [`error::HandshakeRefusal`] (an HTTP status before any
+//!   101) and [`error::SessionClose`] (a close code after it).
 //! - [`auth`]: JWT verification against configured keys, claims, dev-token minting.
 //! - [`policy`]: pure decisions: origin, token sources, token bucket, framing rules, message checks.
 //! - [`state`]: the shared state, as narrow handles: the policy in force, the drain signal,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::error::Denied;
+use crate::error::{HandshakeRefusal, SessionClose};
 use crate::policy::validate::Rejection;
 
 /// Metric names (docs/observability.md).
@@ -101,21 +101,12 @@ const ALL_REJECTIONS: [Rejection; 7] = [
     Rejection::BinaryNotAllowed,
 ];
 
-const SESSION_CLOSES: [Denied; 14] = [
-    Denied::Revoked,
-    Denied::Kicked,
-    Denied::Draining,
-    Denied::MessageTooBig,
-    Denied::InvalidUtf8,
-    Denied::Protocol,
-    Denied::PolicyViolations,
-    Denied::RateViolations,
-    Denied::TokenExpired,
-    Denied::SlowConsumer,
-    Denied::Idle,
-    Denied::FrameTimeout,
-    Denied::UpstreamLost,
-    Denied::Internal,
+/// Refusals made before a route is known: counted under route `none` only.
+const NOT_ROUTED: [HandshakeRefusal; 4] = [
+    HandshakeRefusal::NoRoute,
+    HandshakeRefusal::BadRequest,
+    HandshakeRefusal::HeaderTooLarge,
+    HandshakeRefusal::RequestTimeout,
 ];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -150,7 +141,7 @@ pub fn install() -> Result<&'static PrometheusHandle, String> {
         counter!(names::JWKS_FETCHES_TOTAL, "result" => result).increment(0);
     }
     gauge!(names::DRAINING).set(0.0);
-    for d in [Denied::NoRoute, Denied::BadRequest, Denied::HeaderTooLarge, Denied::RequestTimeout] {
+    for d in NOT_ROUTED {
         counter!(names::HANDSHAKES_TOTAL, "route" => NO_ROUTE, "result" => d.reason()).increment(0);
     }
     Ok(HANDLE.get_or_init(|| handle))
@@ -206,25 +197,7 @@ pub fn register_route(route: &str) {
     // Registered without a value change: a reload calls this for routes already live.
     gauge!(names::CONNECTIONS_ACTIVE, "route" => r.clone()).increment(0.0);
     counter!(names::HANDSHAKES_TOTAL, "route" => r.clone(), "result" => "accepted").increment(0);
-    for d in [
-        Denied::Overloaded,
-        Denied::Draining,
-        Denied::Revoked,
-        Denied::HandshakeRate,
-        Denied::BadUpgrade,
-        Denied::UnsupportedVersion,
-        Denied::Origin,
-        Denied::Subprotocol,
-        Denied::MissingToken,
-        Denied::MultipleTokens,
-        Denied::InvalidToken,
-        Denied::ExpiredToken,
-        Denied::ConnectScope,
-        Denied::IpConnections,
-        Denied::SubjectConnections,
-        Denied::UpstreamFailed,
-        Denied::UpstreamTimeout,
-    ] {
+    for d in HandshakeRefusal::ALL.iter().filter(|d| !NOT_ROUTED.contains(d) && **d != HandshakeRefusal::Internal) {
         counter!(names::HANDSHAKES_TOTAL, "route" => r.clone(), "result" => d.reason()).increment(0);
     }
     for dir in ["in", "out"] {
@@ -236,7 +209,7 @@ pub fn register_route(route: &str) {
         counter!(names::MESSAGES_TOTAL, "route" => r.clone(), "direction" => "in", "verdict" => rej.code())
             .increment(0);
     }
-    for reason in SESSION_CLOSES.iter().map(Denied::reason).chain([DISCONNECT_CLIENT, DISCONNECT_UPSTREAM]) {
+    for reason in SessionClose::ALL.iter().map(SessionClose::reason).chain([DISCONNECT_CLIENT, DISCONNECT_UPSTREAM]) {
         counter!(names::DISCONNECTS_TOTAL, "route" => r.clone(), "reason" => reason).increment(0);
     }
 }

@@ -14,7 +14,7 @@ use awc::BoxedSocket;
 use bytes::BytesMut;
 
 use crate::config::Route;
-use crate::error::Denied;
+use crate::error::HandshakeRefusal;
 
 /// Identity headers added to the upstream request (docs/protocol.md).
 pub const SUBJECT_HEADER: &str = "x-wsgate-subject";
@@ -47,7 +47,7 @@ pub struct Dialed {
 /// `X-Wsgate-*` headers never reach the upstream.
 ///
 /// # Errors
-/// [`Denied::UpstreamTimeout`] past `timeout`; [`Denied::UpstreamFailed`] when the upstream is
+/// [`HandshakeRefusal::UpstreamTimeout`] past `timeout`; [`HandshakeRefusal::UpstreamFailed`] when the upstream is
 /// unreachable or answers anything but `101` (the client then gets 502, never a 101 of ours).
 pub async fn dial(
     client: &awc::Client,
@@ -55,7 +55,7 @@ pub async fn dial(
     identity: &Identity<'_>,
     protocol: Option<&str>,
     timeout: Duration,
-) -> Result<Dialed, (Denied, String)> {
+) -> Result<Dialed, (HandshakeRefusal, String)> {
     let mut req = client.ws(route.upstream.as_str());
     if let Some(p) = protocol {
         req = req.protocols([p]);
@@ -67,8 +67,9 @@ pub async fn dial(
             (SCOPES_HEADER, scopes.as_bytes()),
             (CLIENT_IP_HEADER, identity.client_ip.to_string().as_bytes()),
         ] {
-            let value = HeaderValue::from_bytes(value)
-                .map_err(|_| (Denied::UpstreamFailed, format!("identity header {name} has an invalid value")))?;
+            let value = HeaderValue::from_bytes(value).map_err(|_| {
+                (HandshakeRefusal::UpstreamFailed, format!("identity header {name} has an invalid value"))
+            })?;
             req = req.set_header(HeaderName::from_static(name), value);
         }
     }
@@ -76,13 +77,14 @@ pub async fn dial(
     let result = tokio::time::timeout(timeout, req.connect()).await;
     crate::metrics::upstream_connect(started.elapsed());
     match result {
-        Err(_) => Err((Denied::UpstreamTimeout, "upstream did not accept in time".into())),
+        Err(_) => Err((HandshakeRefusal::UpstreamTimeout, "upstream did not accept in time".into())),
         Ok(Err(WsClientError::SendRequest(SendRequestError::Timeout))) => {
-            Err((Denied::UpstreamTimeout, "upstream did not accept in time".into()))
+            Err((HandshakeRefusal::UpstreamTimeout, "upstream did not accept in time".into()))
         }
-        Ok(Err(e)) => Err((Denied::UpstreamFailed, upstream_error_detail(&e))),
+        Ok(Err(e)) => Err((HandshakeRefusal::UpstreamFailed, upstream_error_detail(&e))),
         Ok(Ok((resp, framed))) => {
-            check_answer(resp.headers(), protocol).map_err(|why| (Denied::UpstreamFailed, why.to_string()))?;
+            check_answer(resp.headers(), protocol)
+                .map_err(|why| (HandshakeRefusal::UpstreamFailed, why.to_string()))?;
             let parts = framed.into_parts();
             Ok(Dialed { io: parts.io, read_ahead: parts.read_buf })
         }

@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 
 use super::reload::Reloader;
 use crate::auth::unix_now;
-use crate::error::Denied;
+use crate::error::SessionClose;
 use crate::session::index::Sessions;
 use crate::state::DrainSignal;
 use crate::store::revocation::{Revocation, Revocations, DEFAULT_KEEP_SECONDS};
@@ -135,7 +135,7 @@ async fn kick(req: HttpRequest, state: web::Data<AdminState>, id: web::Path<Stri
     let Ok(id) = id.parse::<u64>() else {
         return json_error(StatusCode::BAD_REQUEST, "connection id must be an integer");
     };
-    if !state.sessions.close(id, Denied::Kicked) {
+    if !state.sessions.close(id, SessionClose::Kicked) {
         return json_error(StatusCode::NOT_FOUND, format!("no live connection {id}"));
     }
     tracing::info!(event = "operator_kick_requested", conn_id = id, "connection kick requested");
@@ -182,7 +182,8 @@ async fn revoke(req: HttpRequest, state: web::Data<AdminState>, body: web::Bytes
     }
     let persisted = state.revocations.add(entry.clone());
     crate::metrics::revocation();
-    let closed = state.sessions.close_matching(Denied::Revoked, |sub, t| entry.covers(sub, t.jti.as_deref(), t.iat));
+    let closed =
+        state.sessions.close_matching(SessionClose::Revoked, |sub, t| entry.covers(sub, t.jti.as_deref(), t.iat));
     match &entry {
         Revocation::Token { jti, until } => {
             tracing::warn!(event = "revocation_added", jti = %jti, until, closed, "token revoked");

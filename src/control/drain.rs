@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::error::Denied;
+use crate::error::SessionClose;
 use crate::session::index::Sessions;
 use crate::state::StopHandle;
 
@@ -33,7 +33,7 @@ pub async fn run(sessions: Arc<Sessions>, stop: StopHandle, drain: Duration) {
     let mut told = HashSet::with_capacity(ids.len());
     for (i, id) in ids.into_iter().enumerate() {
         tokio::time::sleep_until((started + spread.mul_f64(i as f64 / n)).into()).await;
-        sessions.close(id, Denied::Draining);
+        sessions.close(id, SessionClose::Draining);
         told.insert(id);
     }
     let deadline = started + drain + OVERRUN;
@@ -41,7 +41,7 @@ pub async fn run(sessions: Arc<Sessions>, stop: StopHandle, drain: Duration) {
         // A handshake that passed the draining check just before the drain began.
         for id in sessions.ids() {
             if told.insert(id) {
-                sessions.close(id, Denied::Draining);
+                sessions.close(id, SessionClose::Draining);
             }
         }
         tokio::time::sleep(POLL).await;

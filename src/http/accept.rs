@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::error::Denied;
+use crate::error::HandshakeRefusal;
 use crate::metrics::NO_ROUTE;
 use crate::policy::proxy_protocol::{inspect, Inspected, MAX_HEADER_BYTES};
 use crate::state::TrustedProxies;
@@ -154,9 +154,9 @@ impl Watch {
         self.served.set(true);
         let status = head.get(9..12).and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.parse::<u16>().ok());
         let denied = match status {
-            Some(431) => Denied::HeaderTooLarge,
-            Some(408) => Denied::RequestTimeout,
-            _ => Denied::BadRequest,
+            Some(431) => HandshakeRefusal::HeaderTooLarge,
+            Some(408) => HandshakeRefusal::RequestTimeout,
+            _ => HandshakeRefusal::BadRequest,
         };
         crate::metrics::handshake(NO_ROUTE, denied.reason(), self.started.elapsed());
         tracing::warn!(

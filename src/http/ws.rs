@@ -23,7 +23,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::{jwt, unix_now, AuthError};
-use crate::error::Denied;
+use crate::error::HandshakeRefusal;
 use crate::http::accept::{Watch, Watched};
 use crate::log_text::log_text;
 use crate::metrics::{self as m, NO_ROUTE};
@@ -58,7 +58,7 @@ impl EntryHandles {
     /// refused outright while draining.
     fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
         if self.session.drain.is_draining() {
-            return Err(Refusal { denied: Denied::Draining, retry_after: Some(DRAIN_RETRY_AFTER) });
+            return Err(Refusal { denied: HandshakeRefusal::Draining, retry_after: Some(DRAIN_RETRY_AFTER) });
         }
         self.admission.admit(ip)
     }
@@ -128,14 +128,14 @@ impl Entry {
 /// that tells the client more than the fixed text when that helps it (which subprotocols
 /// the route accepts, which header is repeated). Bodies never carry a client's input.
 struct Refused {
-    denied: Denied,
+    denied: HandshakeRefusal,
     detail: String,
     retry_after: Option<Duration>,
     body: Option<String>,
 }
 
 impl Refused {
-    fn new(denied: Denied, detail: impl Into<String>) -> Self {
+    fn new(denied: HandshakeRefusal, detail: impl Into<String>) -> Self {
         Self { denied, detail: detail.into(), retry_after: None, body: None }
     }
 
@@ -216,20 +216,22 @@ impl<'a> Attempt<'a> {
 }
 
 /// The headers a refusal carries besides content type, length and `Connection: close`.
-fn refusal_headers(denied: Denied, retry_after: Option<Duration>) -> Vec<(&'static str, String)> {
+fn refusal_headers(denied: HandshakeRefusal, retry_after: Option<Duration>) -> Vec<(&'static str, String)> {
     let mut headers = Vec::new();
     let auth = match denied {
-        Denied::UnsupportedVersion => {
+        HandshakeRefusal::UnsupportedVersion => {
             headers.push(("sec-websocket-version", "13".to_string()));
             None
         }
-        Denied::MissingToken => Some("Bearer realm=\"wsgate\""),
+        HandshakeRefusal::MissingToken => Some("Bearer realm=\"wsgate\""),
         // A revoked token is refused exactly like any invalid one.
-        Denied::InvalidToken | Denied::Revoked => Some("Bearer realm=\"wsgate\", error=\"invalid_token\""),
-        Denied::ExpiredToken => {
+        HandshakeRefusal::InvalidToken | HandshakeRefusal::Revoked => {
+            Some("Bearer realm=\"wsgate\", error=\"invalid_token\"")
+        }
+        HandshakeRefusal::ExpiredToken => {
             Some("Bearer realm=\"wsgate\", error=\"invalid_token\", error_description=\"token expired\"")
         }
-        Denied::ConnectScope => Some("Bearer realm=\"wsgate\", error=\"insufficient_scope\""),
+        HandshakeRefusal::ConnectScope => Some("Bearer realm=\"wsgate\", error=\"insufficient_scope\""),
         _ => None,
     };
     if let Some(value) = auth {
@@ -244,7 +246,7 @@ fn refusal_headers(denied: Denied, retry_after: Option<Duration>) -> Vec<(&'stat
 
 /// A refusal as an HTTP/1.1 response on the wire. A refused client gets no keep-alive: its
 /// next attempt pays the admission checks again and a refused connection holds nothing here.
-fn refusal_bytes(denied: Denied, retry_after: Option<Duration>, body: Option<&str>) -> Vec<u8> {
+fn refusal_bytes(denied: HandshakeRefusal, retry_after: Option<Duration>, body: Option<&str>) -> Vec<u8> {
     let status = denied.status();
     let body = format!("{}\n", body.unwrap_or(denied.client_text()));
     let mut out = format!(
@@ -262,7 +264,7 @@ fn refusal_bytes(denied: Denied, retry_after: Option<Duration>, body: Option<&st
 }
 
 /// A refusal as an actix-http response (for requests that are not upgrades).
-fn refusal_response(denied: Denied, retry_after: Option<Duration>, body: Option<&str>) -> Response<String> {
+fn refusal_response(denied: HandshakeRefusal, retry_after: Option<Duration>, body: Option<&str>) -> Response<String> {
     let mut resp = Response::with_body(denied.status(), format!("{}\n", body.unwrap_or(denied.client_text())));
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -341,9 +343,9 @@ fn repeated_header(headers: &HeaderMap) -> Option<&'static str> {
 
 /// The body of a refused upgrade: the repeated header or the missing `Host` when that was
 /// the cause (so a client author sees what to fix), else the fixed text.
-fn upgrade_refusal(denied: Denied, headers: &HeaderMap) -> Refused {
+fn upgrade_refusal(denied: HandshakeRefusal, headers: &HeaderMap) -> Refused {
     let refused = Refused::new(denied, "");
-    if denied != Denied::BadUpgrade {
+    if denied != HandshakeRefusal::BadUpgrade {
         return refused;
     }
     if let Some(name) = repeated_header(headers) {
@@ -359,40 +361,40 @@ fn upgrade_refusal(denied: Denied, headers: &HeaderMap) -> Refused {
 
 /// RFC 6455 §4.2.1 checks, done here because actix accepts HTTP/1.0 upgrades, a wrong
 /// `Upgrade` token, duplicate keys and upgrade requests with a body.
-pub fn check_upgrade(method: &Method, version: Version, headers: &HeaderMap) -> Result<(), Denied> {
+pub fn check_upgrade(method: &Method, version: Version, headers: &HeaderMap) -> Result<(), HandshakeRefusal> {
     if method != Method::GET || version != Version::HTTP_11 {
-        return Err(Denied::BadUpgrade);
+        return Err(HandshakeRefusal::BadUpgrade);
     }
     if repeated_header(headers).is_some() || !headers.contains_key(header::HOST) {
-        return Err(Denied::BadUpgrade);
+        return Err(HandshakeRefusal::BadUpgrade);
     }
     if has_token(headers, header::CONNECTION, "close") {
-        return Err(Denied::BadUpgrade);
+        return Err(HandshakeRefusal::BadUpgrade);
     }
     if headers.get_all(header::UPGRADE).count() != 1 || !has_token(headers, header::UPGRADE, "websocket") {
-        return Err(Denied::BadUpgrade);
+        return Err(HandshakeRefusal::BadUpgrade);
     }
     if !has_token(headers, header::CONNECTION, "upgrade") {
-        return Err(Denied::BadUpgrade);
+        return Err(HandshakeRefusal::BadUpgrade);
     }
     let mut keys = headers.get_all(header::SEC_WEBSOCKET_KEY);
     let (Some(key), None) = (keys.next(), keys.next()) else {
-        return Err(Denied::BadUpgrade);
+        return Err(HandshakeRefusal::BadUpgrade);
     };
     let decoded = base64::engine::general_purpose::STANDARD.decode(key.as_bytes());
     if decoded.map(|k| k.len()) != Ok(16) {
-        return Err(Denied::BadUpgrade);
+        return Err(HandshakeRefusal::BadUpgrade);
     }
     let mut versions = headers.get_all(header::SEC_WEBSOCKET_VERSION);
     match (versions.next(), versions.next()) {
         (Some(v), None) if v.as_bytes() == b"13" => {}
-        (None, _) => return Err(Denied::BadUpgrade),
-        _ => return Err(Denied::UnsupportedVersion),
+        (None, _) => return Err(HandshakeRefusal::BadUpgrade),
+        _ => return Err(HandshakeRefusal::UnsupportedVersion),
     }
     let has_body = headers.contains_key(header::TRANSFER_ENCODING)
         || headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
     if has_body {
-        return Err(Denied::BadUpgrade);
+        return Err(HandshakeRefusal::BadUpgrade);
     }
     Ok(())
 }
@@ -438,14 +440,14 @@ pub async fn plain(entry: Rc<Entry>, req: Request) -> Result<Response<String>, a
     }
     let policy = gw.session.policy.load();
     let Some(ip) = client_ip(&req, &policy.config.trusted_proxies) else {
-        return Ok(refusal_response(Denied::Internal, None, None));
+        return Ok(refusal_response(HandshakeRefusal::Internal, None, None));
     };
     let route = policy.config.route(req.path());
     let attempt = Attempt::new(&req, ip, route.map(|r| r.path.as_str()));
     let refused = match gw.admit(ip) {
         Ok(()) => match check_upgrade(req.method(), req.version(), req.headers()) {
             Err(denied) => upgrade_refusal(denied, req.headers()),
-            Ok(()) => Refused::new(Denied::BadUpgrade, "upgrade header not usable"),
+            Ok(()) => Refused::new(HandshakeRefusal::BadUpgrade, "upgrade header not usable"),
         },
         Err(r) => r.into(),
     };
@@ -490,7 +492,7 @@ pub async fn upgrade<T: Io>(
     let gw = &entry.handles;
     let policy = gw.session.policy.load();
     let Some(ip) = client_ip(&req, &policy.config.trusted_proxies) else {
-        let _ = write_refusal(&mut io, &Refused::new(Denied::Internal, "")).await;
+        let _ = write_refusal(&mut io, &Refused::new(HandshakeRefusal::Internal, "")).await;
         return Ok(());
     };
     let route = policy.config.route(req.path()).cloned();
@@ -543,26 +545,26 @@ async fn negotiate(
     // 4: the route.
     let Some(route) = route else {
         attempt.route_path = None;
-        return Err(Refused::new(Denied::NoRoute, ""));
+        return Err(Refused::new(HandshakeRefusal::NoRoute, ""));
     };
     // 5: origin. An Origin that is present but not readable is no allowed origin (never a
     // missing one); cookies are browser credentials, so a request carrying one must say
     // where it comes from, whatever the route's token sources.
     if attempt.origin.is_none() && attempt.origin_raw.is_some() {
-        return Err(Refused::new(Denied::Origin, "origin not visible ascii"));
+        return Err(Refused::new(HandshakeRefusal::Origin, "origin not visible ascii"));
     }
     if attempt.origin.is_none() && headers.contains_key(header::COOKIE) {
-        return Err(Refused::new(Denied::Origin, "cookie without origin"));
+        return Err(Refused::new(HandshakeRefusal::Origin, "cookie without origin"));
     }
     if route.origins.check(attempt.origin) == OriginVerdict::Refused {
-        return Err(Refused::new(Denied::Origin, ""));
+        return Err(Refused::new(HandshakeRefusal::Origin, ""));
     }
     // 5b: a subprotocol offer the gateway can answer (a 101 without Sec-WebSocket-Protocol
     // after a non-empty offer is failed by browsers).
     let protocols = header_values(headers, header::SEC_WEBSOCKET_PROTOCOL);
     let selected = select_subprotocol(&protocols, &route.subprotocols).map(str::to_string);
     if selected.is_none() && headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL) {
-        return Err(Refused::new(Denied::Subprotocol, "").with_body(subprotocol_refusal(&route.subprotocols)));
+        return Err(Refused::new(HandshakeRefusal::Subprotocol, "").with_body(subprotocol_refusal(&route.subprotocols)));
     }
     // 6: token.
     let auth = &policy.config.auth;
@@ -576,10 +578,10 @@ async fn negotiate(
     };
     let (token, source) = match extract_token(&route.token_sources, &carriers, &auth.cookie_name, &auth.query_param) {
         Ok(Some(found)) => found,
-        Ok(None) => return Err(Refused::new(Denied::MissingToken, "no token in the route's token sources")),
-        Err(TokenProblem::Multiple) => return Err(Refused::new(Denied::MultipleTokens, "")),
-        Err(TokenProblem::Oversized) => return Err(Refused::new(Denied::InvalidToken, "oversized")),
-        Err(TokenProblem::Empty) => return Err(Refused::new(Denied::InvalidToken, "empty")),
+        Ok(None) => return Err(Refused::new(HandshakeRefusal::MissingToken, "no token in the route's token sources")),
+        Err(TokenProblem::Multiple) => return Err(Refused::new(HandshakeRefusal::MultipleTokens, "")),
+        Err(TokenProblem::Oversized) => return Err(Refused::new(HandshakeRefusal::InvalidToken, "oversized")),
+        Err(TokenProblem::Empty) => return Err(Refused::new(HandshakeRefusal::InvalidToken, "empty")),
     };
     let mut verified = jwt::verify(token, &policy.keys, auth, SystemTime::now());
     if let (Err(AuthError::Invalid("unknown_kid")), Some(jwks)) = (&verified, &gw.jwks) {
@@ -590,19 +592,19 @@ async fn negotiate(
     }
     let claims = match verified {
         Ok(c) => c,
-        Err(AuthError::Expired) => return Err(Refused::new(Denied::ExpiredToken, source.name())),
-        Err(AuthError::Invalid(why)) => return Err(Refused::new(Denied::InvalidToken, why)),
-        Err(_) => return Err(Refused::new(Denied::InvalidToken, "verification failed")),
+        Err(AuthError::Expired) => return Err(Refused::new(HandshakeRefusal::ExpiredToken, source.name())),
+        Err(AuthError::Invalid(why)) => return Err(Refused::new(HandshakeRefusal::InvalidToken, why)),
+        Err(_) => return Err(Refused::new(HandshakeRefusal::InvalidToken, "verification failed")),
     };
     attempt.subject = Some(claims.sub.clone());
     attempt.jti.clone_from(&claims.jti);
     if gw.session.revocations.revokes(&claims, unix_now()) {
-        return Err(Refused::new(Denied::Revoked, ""));
+        return Err(Refused::new(HandshakeRefusal::Revoked, ""));
     }
     // 7: connect scope.
     if let Some(scope) = &route.connect_scope {
         if !claims.has_scope(scope) {
-            return Err(Refused::new(Denied::ConnectScope, ""));
+            return Err(Refused::new(HandshakeRefusal::ConnectScope, ""));
         }
     }
     // 8: per-IP / per-subject / global caps.
@@ -613,7 +615,11 @@ async fn negotiate(
     let dialed = upstream::dial(&entry.client_for(route), route, &identity, selected.as_deref(), timeout)
         .await
         .map_err(|(denied, detail)| {
-            m::upstream_error(if denied == Denied::UpstreamTimeout { "connect_timeout" } else { "connect_failed" });
+            m::upstream_error(if denied == HandshakeRefusal::UpstreamTimeout {
+                "connect_timeout"
+            } else {
+                "connect_failed"
+            });
             Refused::new(denied, detail)
         })?;
     let key = headers.get(header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes()).unwrap_or_default();
@@ -696,20 +702,20 @@ mod tests {
     #[test]
     fn what_actix_lets_through_is_refused() {
         let h = headers(&OK);
-        assert_eq!(check_upgrade(&Method::GET, Version::HTTP_10, &h), Err(Denied::BadUpgrade));
-        assert_eq!(check_upgrade(&Method::POST, Version::HTTP_11, &h), Err(Denied::BadUpgrade));
+        assert_eq!(check_upgrade(&Method::GET, Version::HTTP_10, &h), Err(HandshakeRefusal::BadUpgrade));
+        assert_eq!(check_upgrade(&Method::POST, Version::HTTP_11, &h), Err(HandshakeRefusal::BadUpgrade));
         let mut bad = OK.to_vec();
         bad[0] = ("upgrade", "notwebsocket");
-        assert_eq!(check_upgrade(&Method::GET, Version::HTTP_11, &headers(&bad)), Err(Denied::BadUpgrade));
+        assert_eq!(check_upgrade(&Method::GET, Version::HTTP_11, &headers(&bad)), Err(HandshakeRefusal::BadUpgrade));
         let mut dup = OK.to_vec();
         dup.push(("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="));
-        assert_eq!(check_upgrade(&Method::GET, Version::HTTP_11, &headers(&dup)), Err(Denied::BadUpgrade));
+        assert_eq!(check_upgrade(&Method::GET, Version::HTTP_11, &headers(&dup)), Err(HandshakeRefusal::BadUpgrade));
         let mut body = OK.to_vec();
         body.push(("content-length", "5"));
-        assert_eq!(check_upgrade(&Method::GET, Version::HTTP_11, &headers(&body)), Err(Denied::BadUpgrade));
+        assert_eq!(check_upgrade(&Method::GET, Version::HTTP_11, &headers(&body)), Err(HandshakeRefusal::BadUpgrade));
         let mut short = OK.to_vec();
         short[2] = ("sec-websocket-key", "c2hvcnQ=");
-        assert_eq!(check_upgrade(&Method::GET, Version::HTTP_11, &headers(&short)), Err(Denied::BadUpgrade));
+        assert_eq!(check_upgrade(&Method::GET, Version::HTTP_11, &headers(&short)), Err(HandshakeRefusal::BadUpgrade));
     }
 
     #[test]
@@ -718,51 +724,68 @@ mod tests {
             let mut h = OK.to_vec();
             h.push((name, "x"));
             h.push((name, "x"));
-            assert_eq!(check_upgrade(&Method::GET, Version::HTTP_11, &headers(&h)), Err(Denied::BadUpgrade), "{name}");
-            let body = upgrade_refusal(Denied::BadUpgrade, &headers(&h)).body.expect("a body naming the header");
+            assert_eq!(
+                check_upgrade(&Method::GET, Version::HTTP_11, &headers(&h)),
+                Err(HandshakeRefusal::BadUpgrade),
+                "{name}"
+            );
+            let body =
+                upgrade_refusal(HandshakeRefusal::BadUpgrade, &headers(&h)).body.expect("a body naming the header");
             assert!(body.to_ascii_lowercase().contains(name), "{body}");
         }
         let no_host: Vec<_> = OK.iter().copied().filter(|(k, _)| *k != "host").collect();
-        assert_eq!(check_upgrade(&Method::GET, Version::HTTP_11, &headers(&no_host)), Err(Denied::BadUpgrade));
+        assert_eq!(
+            check_upgrade(&Method::GET, Version::HTTP_11, &headers(&no_host)),
+            Err(HandshakeRefusal::BadUpgrade)
+        );
         for connection in ["close, Upgrade", "Upgrade, close", "upgrade,CLOSE", "keep-alive"] {
             let mut h = OK.to_vec();
             h[1] = ("connection", connection);
             assert_eq!(
                 check_upgrade(&Method::GET, Version::HTTP_11, &headers(&h)),
-                Err(Denied::BadUpgrade),
+                Err(HandshakeRefusal::BadUpgrade),
                 "{connection}"
             );
         }
         let mut two_lines = OK.to_vec();
         two_lines.push(("connection", "close"));
-        assert_eq!(check_upgrade(&Method::GET, Version::HTTP_11, &headers(&two_lines)), Err(Denied::BadUpgrade));
+        assert_eq!(
+            check_upgrade(&Method::GET, Version::HTTP_11, &headers(&two_lines)),
+            Err(HandshakeRefusal::BadUpgrade)
+        );
     }
 
     #[test]
     fn a_revoked_token_is_answered_like_an_invalid_one() {
-        assert_eq!(refusal_bytes(Denied::Revoked, None, None), refusal_bytes(Denied::InvalidToken, None, None));
+        assert_eq!(
+            refusal_bytes(HandshakeRefusal::Revoked, None, None),
+            refusal_bytes(HandshakeRefusal::InvalidToken, None, None)
+        );
     }
 
     #[test]
     fn another_version_gets_426() {
         let mut v = OK.to_vec();
         v[3] = ("sec-websocket-version", "8");
-        assert_eq!(check_upgrade(&Method::GET, Version::HTTP_11, &headers(&v)), Err(Denied::UnsupportedVersion));
-        let resp = refusal_response(Denied::UnsupportedVersion, None, None);
+        assert_eq!(
+            check_upgrade(&Method::GET, Version::HTTP_11, &headers(&v)),
+            Err(HandshakeRefusal::UnsupportedVersion)
+        );
+        let resp = refusal_response(HandshakeRefusal::UnsupportedVersion, None, None);
         assert_eq!(resp.status().as_u16(), 426);
         assert_eq!(resp.headers().get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()), Some(&b"13"[..]));
     }
 
     #[test]
     fn refusals_on_the_wire_are_complete_responses() {
-        let bytes = refusal_bytes(Denied::HandshakeRate, Some(Duration::from_millis(1500)), None);
+        let bytes = refusal_bytes(HandshakeRefusal::HandshakeRate, Some(Duration::from_millis(1500)), None);
         let text = String::from_utf8(bytes).expect("ascii");
         let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
         assert!(head.starts_with("HTTP/1.1 429 Too Many Requests\r\n"), "{head}");
         assert!(head.contains("\r\nretry-after: 2"), "{head}");
         assert!(head.contains("\r\nconnection: close"), "{head}");
         assert!(head.contains(&format!("\r\ncontent-length: {}", body.len())), "{head}");
-        let text = String::from_utf8(refusal_bytes(Denied::InvalidToken, None, None)).expect("ascii");
+        let text = String::from_utf8(refusal_bytes(HandshakeRefusal::InvalidToken, None, None)).expect("ascii");
         assert!(text.contains("www-authenticate: Bearer realm=\"wsgate\", error=\"invalid_token\"\r\n"), "{text}");
     }
 }

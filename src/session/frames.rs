@@ -13,7 +13,7 @@ use super::{Assembly, Session, FORWARD_TIME_SAMPLE, FRAGMENT_ASSEMBLY_LIMIT, VIO
 use crate::auth::jwt;
 use crate::auth::unix_now;
 use crate::config::Envelope;
-use crate::error::Denied;
+use crate::error::SessionClose;
 use crate::metrics as m;
 use crate::policy::framing::FrameViolation;
 use crate::policy::validate::{self, Refused, Rejection, Verdict};
@@ -43,7 +43,7 @@ impl Session {
         let text_str = if text {
             match simdutf8::basic::from_utf8(payload) {
                 Ok(s) => Some(s),
-                Err(_) => return self.close(Denied::InvalidUtf8),
+                Err(_) => return self.close(SessionClose::InvalidUtf8),
             }
         } else {
             None
@@ -159,7 +159,7 @@ impl Session {
 
     fn on_continuation(&mut self, fin: bool, payload: &[u8], frame: &[u8], now: Instant) {
         if self.assembly.is_none() {
-            return self.protocol_close(Denied::Protocol);
+            return self.protocol_close(SessionClose::Protocol);
         }
         // Charged per frame, empty ones included: endless empty continuations are a flood
         // like any other (refused, counted, closed 4029).
@@ -171,10 +171,10 @@ impl Session {
             }
         }
         let Some(asm) = self.assembly.as_mut() else {
-            return self.protocol_close(Denied::Protocol);
+            return self.protocol_close(SessionClose::Protocol);
         };
         if now.duration_since(asm.started) > FRAGMENT_ASSEMBLY_LIMIT {
-            return self.protocol_close(Denied::Protocol);
+            return self.protocol_close(SessionClose::Protocol);
         }
         asm.payload.extend_from_slice(payload);
         asm.frames.extend_from_slice(frame);
@@ -189,8 +189,8 @@ impl Session {
     /// The client's close: echo its code, relay it upstream, stop.
     fn on_client_close(&mut self, payload: &[u8]) {
         match wire::parse_close(payload) {
-            Err(BadClose::Protocol) => self.protocol_close(Denied::Protocol),
-            Err(BadClose::Utf8) => self.protocol_close(Denied::InvalidUtf8),
+            Err(BadClose::Protocol) => self.protocol_close(SessionClose::Protocol),
+            Err(BadClose::Utf8) => self.protocol_close(SessionClose::InvalidUtf8),
             Ok(code) => {
                 self.client.close_seen = true;
                 self.closing = Some(m::DISCONNECT_CLIENT);
@@ -247,7 +247,7 @@ impl Session {
                     }
                 };
                 if !text_ok {
-                    return self.upstream_ended(Denied::UpstreamLost);
+                    return self.upstream_ended(SessionClose::UpstreamLost);
                 }
                 self.client.out.extend_from_slice(frame);
                 self.metrics.out_bytes.increment(payload.len() as u64);
@@ -274,7 +274,7 @@ impl Session {
                     self.close_upstream(0, echo);
                     self.begin_closing();
                 }
-                Err(_) => self.upstream_ended(Denied::UpstreamLost),
+                Err(_) => self.upstream_ended(SessionClose::UpstreamLost),
             },
             _ => {} // pong
         }
@@ -309,9 +309,13 @@ impl Session {
             self.violations.pop_front();
         }
         if self.violations.len() >= limit {
-            let denied =
-                if rejection == Rejection::RateLimited { Denied::RateViolations } else { Denied::PolicyViolations };
-            let event = if denied == Denied::RateViolations { "rate_limit_close" } else { "policy_violation_close" };
+            let denied = if rejection == Rejection::RateLimited {
+                SessionClose::RateViolations
+            } else {
+                SessionClose::PolicyViolations
+            };
+            let event =
+                if denied == SessionClose::RateViolations { "rate_limit_close" } else { "policy_violation_close" };
             session_event!(warn, self, event, denied.reason());
             self.close(denied);
         }
@@ -367,18 +371,18 @@ impl Session {
     }
 }
 
-fn violation_denied(v: FrameViolation) -> Denied {
+fn violation_denied(v: FrameViolation) -> SessionClose {
     match v {
-        FrameViolation::TooBig => Denied::MessageTooBig,
-        FrameViolation::Protocol => Denied::Protocol,
+        FrameViolation::TooBig => SessionClose::MessageTooBig,
+        FrameViolation::Protocol => SessionClose::Protocol,
     }
 }
 
 /// What the client is told when the upstream broke a framing rule: an oversized upstream
 /// message stays 1009, any other upstream fault is the upstream being lost (1014).
-fn upstream_violation_denied(v: FrameViolation) -> Denied {
+fn upstream_violation_denied(v: FrameViolation) -> SessionClose {
     match v {
-        FrameViolation::TooBig => Denied::MessageTooBig,
-        FrameViolation::Protocol => Denied::UpstreamLost,
+        FrameViolation::TooBig => SessionClose::MessageTooBig,
+        FrameViolation::Protocol => SessionClose::UpstreamLost,
     }
 }

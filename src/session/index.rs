@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::messages::CloseSession;
 use super::WsSession;
 use crate::auth::Claims;
-use crate::error::Denied;
+use crate::error::SessionClose;
 use crate::store::admission::ConnId;
 
 /// The token facts of a live session that revocation matches on (they change on refresh).
@@ -157,7 +157,7 @@ impl Sessions {
     }
 
     /// Ask session `id` to close with `denied`; false when no such session is live.
-    pub fn close(&self, id: ConnId, denied: Denied) -> bool {
+    pub fn close(&self, id: ConnId, denied: SessionClose) -> bool {
         match self.map.get(&id) {
             Some(e) => {
                 e.addr.do_send(CloseSession { denied });
@@ -180,7 +180,7 @@ impl Sessions {
 
     /// Close every session whose subject and token facts satisfy `matches`; returns how many
     /// were asked to close.
-    pub fn close_matching(&self, denied: Denied, matches: impl Fn(&str, &TokenFacts) -> bool) -> usize {
+    pub fn close_matching(&self, denied: SessionClose, matches: impl Fn(&str, &TokenFacts) -> bool) -> usize {
         let mut closed = 0;
         for e in self.map.iter() {
             if matches(&e.subject, &e.stats.token()) {

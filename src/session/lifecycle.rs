@@ -12,7 +12,7 @@ use actix::Addr;
 use super::index::LiveSession;
 use super::{refresh_bucket, Session, WsSession, DRAIN_UPSTREAM_GRACE};
 use crate::auth::unix_now;
-use crate::error::Denied;
+use crate::error::SessionClose;
 use crate::metrics as m;
 use crate::policy::ratelimit::optional_bucket;
 use crate::wire;
@@ -25,7 +25,7 @@ impl Session {
         if self.closing.is_some() || self.drain_by.is_some() {
             return;
         }
-        session_event!(info, self, "drain_close", Denied::Draining.reason());
+        session_event!(info, self, "drain_close", SessionClose::Draining.reason());
         self.close_upstream(1001, b"");
         self.drain_by = Some(Instant::now() + DRAIN_UPSTREAM_GRACE);
         self.wake();
@@ -35,8 +35,8 @@ impl Session {
     pub(super) fn finish_drain(&mut self) {
         self.drain_by = None;
         if self.closing.is_none() {
-            self.closing = Some(Denied::Draining.reason());
-            wire::encode_close(&mut self.client.out, 1001, Denied::Draining.client_text(), None);
+            self.closing = Some(SessionClose::Draining.reason());
+            wire::encode_close(&mut self.client.out, 1001, SessionClose::Draining.client_text(), None);
             self.begin_closing();
         }
     }
@@ -74,7 +74,7 @@ impl Session {
             self.warn_at = None;
             if self.closing.is_none() {
                 session_event!(info, self, "token_expired", "token_expired");
-                self.close(Denied::TokenExpired);
+                self.close(SessionClose::TokenExpired);
             }
         }
         if self.warn_at.is_some_and(|t| t <= now) {
@@ -129,8 +129,8 @@ impl Session {
             return;
         }
         self.frame_deadline = None;
-        session_event!(warn, self, "frame_timeout_close", Denied::FrameTimeout.reason());
-        self.close(Denied::FrameTimeout);
+        session_event!(warn, self, "frame_timeout_close", SessionClose::FrameTimeout.reason());
+        self.close(SessionClose::FrameTimeout);
     }
 
     /// After a client read: an incomplete frame left in the buffer gets a deadline from the
@@ -167,7 +167,7 @@ impl Session {
             return;
         }
         if !self.idle_limit.is_zero() && now.duration_since(self.last_seen) > self.idle_limit {
-            return self.close(Denied::Idle);
+            return self.close(SessionClose::Idle);
         }
         if !self.ping_every.is_zero() {
             wire::encode(&mut self.client.out, wire::OP_PING, true, b"", None);
@@ -227,14 +227,14 @@ impl Session {
     }
 
     /// An operator or the drain asks this session to close with `denied`.
-    pub(super) fn close_requested(&mut self, denied: Denied) {
+    pub(super) fn close_requested(&mut self, denied: SessionClose) {
         if self.closing.is_some() {
             return;
         }
         let event = match denied {
-            Denied::Draining => return self.start_drain(),
-            Denied::Revoked => "revocation_kick",
-            Denied::Kicked => "operator_kick",
+            SessionClose::Draining => return self.start_drain(),
+            SessionClose::Revoked => "revocation_kick",
+            SessionClose::Kicked => "operator_kick",
             _ => "session_closed",
         };
         session_event!(info, self, event, denied.reason());
@@ -253,7 +253,7 @@ impl Session {
         if generation != self.revocation_generation {
             self.revocation_generation = generation;
             if revocations.revokes(&self.p.claims, unix_now()) {
-                self.close_requested(Denied::Revoked);
+                self.close_requested(SessionClose::Revoked);
             }
         }
     }

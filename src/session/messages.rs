@@ -1,7 +1,7 @@
 //! The messages a session's actor receives (requests imperative, notifications a noun plus a
 //! past-tense verb).
 
-use crate::error::Denied;
+use crate::error::SessionClose;
 
 /// Request to a session: close the client with `denied`'s code (revocation and kick: 4003,
 /// drain: 1001); the upstream gets 1001.
@@ -9,7 +9,7 @@ use crate::error::Denied;
 #[rtype(result = "()")]
 pub struct CloseSession {
     /// Why (its close code and reason label).
-    pub denied: Denied,
+    pub denied: SessionClose,
 }
 
 /// Notification to a session: a reload put a new config in force. The session takes its

@@ -34,7 +34,7 @@ use self::messages::{CloseSession, ConfigReloaded};
 use self::relay::Side;
 use crate::auth::Claims;
 use crate::config::{Config, Route};
-use crate::error::Denied;
+use crate::error::SessionClose;
 use crate::metrics::{self as m, SessionMetrics};
 use crate::policy::framing::{Framing, Sender};
 use crate::policy::ratelimit::{optional_bucket, LogBudget, TokenBucket};
@@ -281,16 +281,16 @@ impl Session {
     }
 
     /// Close the client with `denied`'s code; the upstream gets 1001.
-    fn close(&mut self, denied: Denied) {
+    fn close(&mut self, denied: SessionClose) {
         if self.closing.is_some() {
             return;
         }
         self.closing = Some(denied.reason());
-        if denied == Denied::SlowConsumer {
+        if denied == SessionClose::SlowConsumer {
             self.client.discard_unstarted();
         }
         wire::encode_close(&mut self.client.out, denied.close_code(), denied.client_text(), None);
-        if denied != Denied::UpstreamLost {
+        if denied != SessionClose::UpstreamLost {
             self.close_upstream(1001, b"");
         }
         self.begin_closing();
@@ -317,20 +317,20 @@ impl Session {
         self.wake();
     }
 
-    fn protocol_close(&mut self, denied: Denied) {
+    fn protocol_close(&mut self, denied: SessionClose) {
         session_event!(info, self, "protocol_close", denied.reason());
         self.close(denied);
     }
 
     /// The upstream side ended or misbehaved: close the client with `denied`.
-    fn upstream_ended(&mut self, denied: Denied) {
+    fn upstream_ended(&mut self, denied: SessionClose) {
         if self.drain_by.is_some() {
             // The drained upstream hung up instead of answering the close: that is its answer.
             return self.finish_drain();
         }
         if self.closing.is_none() {
             session_event!(warn, self, "upstream_ended", denied.reason());
-            m::upstream_error(if denied == Denied::MessageTooBig { "too_big" } else { "lost" });
+            m::upstream_error(if denied == SessionClose::MessageTooBig { "too_big" } else { "lost" });
         }
         self.close(denied);
     }
@@ -338,10 +338,15 @@ impl Session {
     /// The pump panicked: log it as an internal error, count it so (`internal`, not a client
     /// close) and make one non-blocking attempt to deliver a 1011 close frame.
     fn internal_failure(&mut self) {
-        session_event!(error, self, "session_panic", Denied::Internal.reason());
-        self.closing = Some(Denied::Internal.reason());
+        session_event!(error, self, "session_panic", SessionClose::Internal.reason());
+        self.closing = Some(SessionClose::Internal.reason());
         self.client.discard_unstarted();
-        wire::encode_close(&mut self.client.out, Denied::Internal.close_code(), Denied::Internal.client_text(), None);
+        wire::encode_close(
+            &mut self.client.out,
+            SessionClose::Internal.close_code(),
+            SessionClose::Internal.client_text(),
+            None,
+        );
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let _ = self.client.poll_write_out(&mut cx);
     }

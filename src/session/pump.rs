@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::relay::Read;
 use super::{Session, PASSES_PER_WAKE};
-use crate::error::Denied;
+use crate::error::SessionClose;
 
 impl Session {
     /// One read from the client; true when bytes were handled.
@@ -55,7 +55,7 @@ impl Session {
             Read::Pending => false,
             Read::Eof | Read::Failed(_) => {
                 self.upstream.dead = true;
-                self.upstream_ended(Denied::UpstreamLost);
+                self.upstream_ended(SessionClose::UpstreamLost);
                 false
             }
         }
@@ -99,14 +99,14 @@ impl Session {
                 Poll::Ready(Ok(())) => true,
                 Poll::Ready(Err(_)) => {
                     self.upstream.dead = true;
-                    self.upstream_ended(Denied::UpstreamLost);
+                    self.upstream_ended(SessionClose::UpstreamLost);
                     true
                 }
                 Poll::Pending => false,
             };
             if self.closing.is_none() && self.client.queued() > high_water {
                 session_event!(warn, self, "slow_consumer_close", "slow_consumer", queued = self.client.queued());
-                self.close(Denied::SlowConsumer);
+                self.close(SessionClose::SlowConsumer);
                 continue;
             }
             if self.closing.is_some() && client_flushed && upstream_flushed {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::config::Limits;
-use crate::error::Denied;
+use crate::error::HandshakeRefusal;
 use crate::policy::client_ip::limit_key;
 use crate::policy::ratelimit::{optional_bucket, TokenBucket};
 
@@ -27,7 +27,7 @@ pub type ConnId = u64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusal {
     /// Why.
-    pub denied: Denied,
+    pub denied: HandshakeRefusal,
     /// Suggested wait before retrying.
     pub retry_after: Option<Duration>,
 }
@@ -189,11 +189,11 @@ impl Admission {
         let ip = limit_key(ip, limits.ipv6_prefix_length);
         let mut store = self.store();
         if self.at_global_cap(&limits, store.as_ref()) {
-            return Err(Refusal { denied: Denied::Overloaded, retry_after: Some(CAP_RETRY_AFTER) });
+            return Err(Refusal { denied: HandshakeRefusal::Overloaded, retry_after: Some(CAP_RETRY_AFTER) });
         }
         store
             .take_handshake(ip, Instant::now())
-            .map_err(|wait| Refusal { denied: Denied::HandshakeRate, retry_after: Some(wait) })
+            .map_err(|wait| Refusal { denied: HandshakeRefusal::HandshakeRate, retry_after: Some(wait) })
     }
 
     /// Take a live-connection slot for `ip` and `subject` (check 8).
@@ -207,15 +207,15 @@ impl Admission {
         let ip = limit_key(ip, limits.ipv6_prefix_length);
         let mut store = self.store();
         if self.at_global_cap(&limits, store.as_ref()) {
-            return refuse(Denied::Overloaded);
+            return refuse(HandshakeRefusal::Overloaded);
         }
         let per_ip = limits.max_connections_per_ip;
         if per_ip > 0 && store.per_ip(ip) >= per_ip {
-            return refuse(Denied::IpConnections);
+            return refuse(HandshakeRefusal::IpConnections);
         }
         let per_sub = limits.max_connections_per_subject;
         if per_sub > 0 && store.per_subject(subject) >= per_sub {
-            return refuse(Denied::SubjectConnections);
+            return refuse(HandshakeRefusal::SubjectConnections);
         }
         store.add(ip, subject);
         drop(store);
@@ -288,7 +288,7 @@ mod tests {
         let ip: IpAddr = "10.0.0.1".parse().expect("ip");
         let lease = admission.acquire(ip, "alice").expect("first slot");
         let refused = admission.acquire(ip, "bob").err().map(|r| r.denied);
-        assert_eq!(refused, Some(Denied::IpConnections));
+        assert_eq!(refused, Some(HandshakeRefusal::IpConnections));
         assert_eq!(admission.total(), 1);
         drop(lease);
         assert_eq!(admission.total(), 0);
@@ -302,7 +302,7 @@ mod tests {
         let a = admission.acquire(ip("2001:db8:0:1::1"), "alice").expect("first");
         let b = admission.acquire(ip("2001:db8:0:1:ffff::2"), "bob").expect("second");
         let third = admission.acquire(ip("2001:db8:0:1::3"), "carol").err().map(|r| r.denied);
-        assert_eq!(third, Some(Denied::IpConnections), "same /64");
+        assert_eq!(third, Some(HandshakeRefusal::IpConnections), "same /64");
         let other = admission.acquire(ip("2001:db8:0:2::1"), "dave").expect("another /64");
         // Handshake rate (burst 2): a third address of the same /64 is refused.
         assert!(admission.admit(ip("2001:db8:0:1::10")).is_ok());
