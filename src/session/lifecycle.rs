@@ -10,11 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::Addr;
 
 use super::index::LiveSession;
-use super::{refresh_bucket, Session, WsSession, DRAIN_UPSTREAM_GRACE};
+use super::{Session, WsSession, DRAIN_UPSTREAM_GRACE};
 use crate::auth::unix_now;
 use crate::error::SessionClose;
 use crate::metrics as m;
-use crate::policy::ratelimit::optional_bucket;
 use crate::wire;
 
 impl Session {
@@ -271,20 +270,8 @@ impl Session {
         let Some(route) = config.route(&self.p.route.path) else {
             return;
         };
-        let (old, new) = (&self.p.config.limits, &config.limits);
-        let now = Instant::now();
-        if (old.message_burst, old.messages_per_second) != (new.message_burst, new.messages_per_second) {
-            self.messages = optional_bucket(u64::from(new.message_burst), u64::from(new.messages_per_second), now);
-        }
-        if (old.bytes_per_second, old.max_message_bytes) != (new.bytes_per_second, new.max_message_bytes) {
-            let burst = new.bytes_per_second.max(new.max_message_bytes as u64);
-            self.bytes = optional_bucket(burst, new.bytes_per_second, now);
-        }
-        if (old.refresh_burst, old.refresh_interval_seconds) != (new.refresh_burst, new.refresh_interval_seconds) {
-            self.refreshes = refresh_bucket(new, now);
-        }
-        self.client_framing.set_max_message(new.max_message_bytes);
-        self.upstream_framing.set_max_message(new.max_message_bytes);
+        self.inbound.reconfigure(Arc::clone(route), &self.p.config.limits, &config.limits, Instant::now());
+        self.outbound.set_max_message(config.limits.max_message_bytes);
         self.p.route = Arc::clone(route);
         self.p.config = config;
         self.start_heartbeat();

@@ -18,7 +18,6 @@
 //! dialing (upstream.rs).
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -26,22 +25,21 @@ use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler};
-use bytes::BytesMut;
-
+use self::inbound::Inbound;
 use self::index::{LiveStats, Sessions};
 use self::messages::{CloseSession, ConfigReloaded};
+use self::outbound::Outbound;
 use self::relay::Side;
 use crate::auth::Claims;
 use crate::config::{Config, Route};
 use crate::error::SessionClose;
 use crate::metrics::{self as m, SessionMetrics};
-use crate::policy::framing::{Framing, Sender};
-use crate::policy::ratelimit::{optional_bucket, LogBudget, TokenBucket};
+use crate::policy::ratelimit::LogBudget;
 use crate::state::{DrainSignal, PolicyCell};
 use crate::store::admission::Lease;
 use crate::store::revocation::Revocations;
-use crate::wire::{self, MaskKeys, Utf8Stream};
+use crate::wire::{self, MaskKeys};
+use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler};
 
 /// One structured security event of a session, with every field the README's "Logs" section
 /// promises: event, reason, route, client IP, origin, user agent, subject, connection id and
@@ -63,8 +61,10 @@ macro_rules! session_event {
     };
 }
 
+pub mod inbound;
 pub mod index;
 pub mod messages;
+pub mod outbound;
 pub mod relay;
 
 // After the macro: the lifecycle logs security events too.
@@ -85,9 +85,6 @@ pub struct SessionHandles {
     pub drain: Arc<DrainSignal>,
 }
 
-/// Window over which rejected frames are counted towards `violations_before_close`.
-const VIOLATION_WINDOW: Duration = Duration::from_secs(60);
-
 /// Longest wait for the close frames to be written before the session stops anyway. Long
 /// enough for a client that paused reading to still receive its close code.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -95,9 +92,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Longest wait, while draining, for the upstream's answer to our close before the client is
 /// closed anyway.
 const DRAIN_UPSTREAM_GRACE: Duration = Duration::from_secs(2);
-
-/// Longest time one fragmented message may take to arrive completely.
-const FRAGMENT_ASSEMBLY_LIMIT: Duration = Duration::from_secs(30);
 
 /// One client frame in this many has its gateway time recorded in
 /// `wsgate_message_forward_seconds` (per connection, starting with the first).
@@ -130,18 +124,6 @@ pub struct SessionParams {
     pub user_agent: Option<String>,
 }
 
-/// A fragmented client message being assembled.
-struct Assembly {
-    text: bool,
-    /// Unmasked payload so far (what the checks read).
-    payload: Vec<u8>,
-    /// The frames as received (what is forwarded when the message passes).
-    frames: BytesMut,
-    started: Instant,
-    /// A fragment was over the rate limit: the whole message is refused when complete.
-    rate_limited: bool,
-}
-
 /// The state of one connection and every decision about it; owned by its [`WsSession`] actor
 /// and driven by the session's pump task.
 pub struct Session {
@@ -149,17 +131,10 @@ pub struct Session {
     metrics: SessionMetrics,
     client: Side,
     upstream: Side,
-    client_framing: Framing,
-    upstream_framing: Framing,
-    /// The client frame at the front of the client buffer was judged already (it is still
-    /// arriving); the same for the upstream.
-    client_judged: bool,
-    upstream_judged: bool,
-    messages: Option<TokenBucket>,
-    bytes: Option<TokenBucket>,
-    /// `auth.refresh` allowance (each one is a signature verification).
-    refreshes: Option<TokenBucket>,
-    violations: VecDeque<Instant>,
+    /// The client-to-upstream pipeline (framing, assembly, buckets, checks, violations).
+    inbound: Inbound,
+    /// The upstream-to-client pipeline (framing, UTF-8).
+    outbound: Outbound,
     /// Bound on `message_refused` log lines.
     refused_log: LogBudget,
     /// The incomplete client frame at the front of the client buffer must be complete by
@@ -167,9 +142,6 @@ pub struct Session {
     frame_deadline: Option<Instant>,
     /// `timeouts.frame_seconds` (zero: no limit).
     frame_limit: Duration,
-    assembly: Option<Assembly>,
-    /// UTF-8 state of a fragmented upstream text message.
-    upstream_text: Option<Utf8Stream>,
     mask_keys: MaskKeys,
     /// When the token expires (close 4001); `None` once handled.
     expires_at: Option<Instant>,
@@ -218,24 +190,15 @@ impl Session {
     pub fn new(p: SessionParams, client: Side, upstream: Side) -> Self {
         let now = Instant::now();
         let l = &p.config.limits;
-        let byte_burst = l.bytes_per_second.max(l.max_message_bytes as u64);
         Self {
             metrics: SessionMetrics::new(&p.route.path),
             client,
             upstream,
-            client_framing: Framing::new(l.max_message_bytes, Sender::Client),
-            upstream_framing: Framing::new(l.max_message_bytes, Sender::Server),
-            client_judged: false,
-            upstream_judged: false,
-            messages: optional_bucket(u64::from(l.message_burst), u64::from(l.messages_per_second), now),
-            bytes: optional_bucket(byte_burst, l.bytes_per_second, now),
-            refreshes: refresh_bucket(l, now),
-            violations: VecDeque::new(),
+            inbound: Inbound::new(Arc::clone(&p.route), l, now),
+            outbound: Outbound::new(l.max_message_bytes),
             refused_log: LogBudget::new(REFUSED_LOG_PER_SECOND),
             frame_deadline: None,
             frame_limit: Duration::ZERO,
-            assembly: None,
-            upstream_text: None,
             mask_keys: MaskKeys::new(),
             expires_at: None,
             warn_at: None,
@@ -360,12 +323,6 @@ impl Session {
         }
         self.client.dead = true;
     }
-}
-
-/// The `auth.refresh` bucket of `limits` (`None`: unlimited).
-fn refresh_bucket(l: &crate::config::Limits, now: Instant) -> Option<TokenBucket> {
-    let every = Duration::from_secs(l.refresh_interval_seconds);
-    TokenBucket::try_every(u64::from(l.refresh_burst), every, now).ok()
 }
 
 /// The connection actor: owns its [`Session`], receives the control messages (kick, revoke,

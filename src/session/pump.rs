@@ -112,8 +112,8 @@ impl Session {
             if self.closing.is_some() && client_flushed && upstream_flushed {
                 // Bytes a closing client still sends are charged: past the byte bucket the
                 // socket is dropped instead of read further.
-                let bytes = &mut self.bytes;
-                let mut charge = |n: usize| bytes.as_mut().is_none_or(|b| b.try_take(n as u64, now).is_ok());
+                let inbound = &mut self.inbound;
+                let mut charge = |n: usize| inbound.charge_lingering(n, now);
                 let client_done = self.client.poll_linger(cx, &mut charge).is_ready();
                 let upstream_done = self.upstream.poll_linger(cx, &mut |_| true).is_ready();
                 if client_done && upstream_done {

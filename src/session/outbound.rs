@@ -1,0 +1,122 @@
+//! The upstream-to-client pipeline: the upstream's bytes in, one [`Outward`] per complete
+//! frame out. Pure, like `inbound.rs`: framing rules on the header, UTF-8 of text messages
+//! (across fragments), the upstream's pings and close. Upstream frames are forwarded as
+//! received (already what a client expects).
+//!
+//! Owns: the upstream's framing state and the UTF-8 state of a fragmented text message. Does
+//! not own: draining (the session decides what an upstream close means then), writing.
+
+use super::inbound::Step;
+use crate::error::SessionClose;
+use crate::policy::framing::{FrameViolation, Framing, Sender};
+use crate::wire::{self, Header, Utf8Stream};
+
+/// What the session does about one upstream frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outward {
+    /// Forward the frame to the client as received.
+    Forward {
+        /// Its payload length (for the byte count).
+        payload: usize,
+        /// It ends a message.
+        fin: bool,
+    },
+    /// Answer the upstream's ping with a pong carrying the frame's payload, which starts at
+    /// `payload_at`.
+    Pong {
+        /// Offset of the payload in the frame.
+        payload_at: usize,
+    },
+    /// A well-formed close: relay it to the client and echo its code upstream.
+    Close {
+        /// Offset of the payload in the frame.
+        payload_at: usize,
+    },
+    /// Nothing (a pong).
+    None,
+    /// The upstream broke the protocol: close the client with this code.
+    Lost(SessionClose),
+}
+
+/// The upstream direction of one connection.
+#[derive(Debug)]
+pub struct Outbound {
+    framing: Framing,
+    /// The frame at the front of the buffer was judged already (it is still arriving).
+    judged: bool,
+    /// UTF-8 state of a fragmented text message.
+    text: Option<Utf8Stream>,
+}
+
+// === impl Outbound ===
+
+impl Outbound {
+    /// The pipeline of a new connection whose messages may be up to `max_message_bytes`.
+    pub fn new(max_message_bytes: usize) -> Self {
+        Self { framing: Framing::new(max_message_bytes, Sender::Server), judged: false, text: None }
+    }
+
+    /// A reload changed `limits.max_message_bytes`.
+    pub fn set_max_message(&mut self, max_message_bytes: usize) {
+        self.framing.set_max_message(max_message_bytes);
+    }
+
+    /// Judge the frame at the front of `buf`.
+    pub fn next(&mut self, buf: &[u8]) -> Step<Outward> {
+        let Some(h) = wire::parse_header(buf) else { return Step::NeedMore };
+        if !self.judged {
+            if let Err(v) = self.framing.judge(&h) {
+                // An oversized upstream message stays 1009 to the client; any other upstream
+                // fault is the upstream being lost (1014).
+                let close = match v {
+                    FrameViolation::TooBig => SessionClose::MessageTooBig,
+                    FrameViolation::Protocol => SessionClose::UpstreamLost,
+                };
+                return Step::Frame { len: 0, action: Outward::Lost(close) };
+            }
+            self.judged = true;
+        }
+        let len = h.frame_len() as usize;
+        if buf.len() < len {
+            return Step::Partial { want: len };
+        }
+        self.judged = false;
+        Step::Frame { len, action: self.on_frame(&h, &buf[..len]) }
+    }
+
+    fn on_frame(&mut self, h: &Header, frame: &[u8]) -> Outward {
+        let payload = &frame[h.header_len..];
+        match h.opcode {
+            wire::OP_TEXT | wire::OP_BINARY | wire::OP_CONTINUATION => {
+                let text_ok = match (h.opcode, h.fin) {
+                    (wire::OP_TEXT, true) => simdutf8::basic::from_utf8(payload).is_ok(),
+                    (wire::OP_TEXT, false) => {
+                        let mut stream = Utf8Stream::default();
+                        let ok = stream.feed(payload, false);
+                        self.text = Some(stream);
+                        ok
+                    }
+                    (wire::OP_CONTINUATION, fin) => match self.text.as_mut() {
+                        Some(stream) => stream.feed(payload, fin),
+                        None => true,
+                    },
+                    _ => {
+                        self.text = None;
+                        true
+                    }
+                };
+                if text_ok {
+                    Outward::Forward { payload: payload.len(), fin: h.fin }
+                } else {
+                    Outward::Lost(SessionClose::UpstreamLost)
+                }
+            }
+            wire::OP_PING => Outward::Pong { payload_at: h.header_len },
+            wire::OP_CLOSE => match wire::parse_close(payload) {
+                Ok(_) => Outward::Close { payload_at: h.header_len },
+                Err(_) => Outward::Lost(SessionClose::UpstreamLost),
+            },
+            _ => Outward::None,
+        }
+    }
+}
