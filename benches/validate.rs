@@ -4,20 +4,22 @@
 //!   into a `Value` and into `IgnoredAny` (syntax check only, the least any JSON-aware
 //!   gateway pays);
 //! - the JSON Schema check of the payload (a type with a schema) vs the envelope alone;
-//! - the whole decision on a 256-byte client frame as the session makes it: header parse and
-//!   framing rules, unmasking copy, UTF-8, both token buckets, envelope + scope + schema.
+//! - the whole decision on a 256-byte client frame, through the session's own inbound
+//!   pipeline: header parse and framing rules, unmasking copy, both token buckets, UTF-8,
+//!   envelope + scope + schema.
 //!
 //! Also the frame guard per 4 KiB frame and the origin check.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use wsgate::config::{MessageRule, Route};
-use wsgate::policy::framing::{FrameGuard, Framing, Sender};
+use wsgate::config::{Limits, MessageRule, Route};
+use wsgate::policy::framing::FrameGuard;
 use wsgate::policy::origin::OriginPolicy;
-use wsgate::policy::ratelimit::TokenBucket;
 use wsgate::policy::validate::check_text;
+use wsgate::session::inbound::{Action, Inbound, Step};
 use wsgate::wire;
 
 fn route() -> Route {
@@ -71,22 +73,18 @@ fn bench(c: &mut Criterion) {
     wire::encode(&mut frame, wire::OP_TEXT, true, text.as_bytes(), Some(key));
     let mut g = c.benchmark_group("frame_decision");
     g.bench_function("256B", |b| {
-        let mut framing = Framing::new(65_536, Sender::Client);
         let now = Instant::now();
-        let mut messages = TokenBucket::try_new(1 << 40, 1_000_000, now).expect("bucket");
-        let mut bytes = TokenBucket::try_new(1 << 50, 1_000_000_000, now).expect("bucket");
-        let mut unmasked = Vec::with_capacity(512);
+        let limits = Limits {
+            message_burst: u32::MAX,
+            messages_per_second: 1_000_000,
+            bytes_per_second: 1_000_000_000_000,
+            ..Limits::default()
+        };
+        let mut inbound = Inbound::new(Arc::new(r.clone()), &limits, now);
         b.iter(|| {
-            let f = black_box(&frame[..]);
-            let h = wire::parse_header(f).expect("header");
-            framing.judge(&h).expect("rules");
-            unmasked.clear();
-            unmasked.extend_from_slice(&f[h.header_len..]);
-            wire::apply_mask(&mut unmasked, h.mask.expect("masked"));
-            let s = simdutf8::basic::from_utf8(&unmasked).expect("utf-8");
-            let now = Instant::now();
-            let ok = messages.try_take(1, now).is_ok() && bytes.try_take(s.len() as u64, now).is_ok();
-            (ok, check_text(&r, &scopes, s).is_ok())
+            let step = inbound.next(black_box(&frame[..]), &scopes, Instant::now());
+            assert!(matches!(step, Step::Frame { action: Action::Forward { .. }, .. }));
+            step
         })
     });
     g.bench_function("baseline_serde_value_256B", |b| {

@@ -340,3 +340,43 @@ impl std::fmt::Display for SessionClose {
         f.write_str(self.reason())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The close codes of docs/protocol.md, each from the close that sends it.
+    #[test]
+    fn session_closes_send_the_documented_codes() {
+        let table = [
+            (SessionClose::Draining, 1001),
+            (SessionClose::Idle, 1001),
+            (SessionClose::Protocol, 1002),
+            (SessionClose::InvalidUtf8, 1007),
+            (SessionClose::PolicyViolations, 1008),
+            (SessionClose::FrameTimeout, 1008),
+            (SessionClose::MessageTooBig, 1009),
+            (SessionClose::Internal, 1011),
+            (SessionClose::UpstreamLost, 1014),
+            (SessionClose::TokenExpired, 4001),
+            (SessionClose::Revoked, 4003),
+            (SessionClose::Kicked, 4003),
+            (SessionClose::SlowConsumer, 4008),
+            (SessionClose::RateViolations, 4029),
+        ];
+        assert_eq!(table.len(), SessionClose::ALL.len());
+        for (close, code) in table {
+            assert_eq!(close.close_code(), code, "{close}");
+            assert!(SessionClose::ALL.contains(&close));
+        }
+    }
+
+    #[test]
+    fn every_handshake_refusal_is_listed_once_with_a_4xx_or_5xx() {
+        for (i, r) in HandshakeRefusal::ALL.iter().enumerate() {
+            assert!(!HandshakeRefusal::ALL[i + 1..].contains(r), "{r} twice");
+            assert!(r.status().is_client_error() || r.status().is_server_error(), "{r}");
+        }
+        assert_eq!(HandshakeRefusal::Revoked.client_text(), HandshakeRefusal::InvalidToken.client_text());
+    }
+}

@@ -434,3 +434,288 @@ impl Inbound {
         Action::Reject(Box::new(Rejected { rejection: refused.rejection, id: refused.id, kind: refused.kind, close }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BinaryPolicy, MessageRule};
+
+    const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+    fn route() -> Arc<Route> {
+        let schema =
+            serde_json::json!({"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}});
+        let mut r = Route::new("/ws", "ws://127.0.0.1:1/");
+        r.messages.insert("chat.send".into(), MessageRule::new(Some("chat:write"), Some(&schema)).expect("rule"));
+        r.messages.insert("chat.read".into(), MessageRule::new(None, None).expect("rule"));
+        Arc::new(r)
+    }
+
+    fn limits() -> Limits {
+        Limits { message_burst: 100, messages_per_second: 50, violations_before_close: 3, ..Limits::default() }
+    }
+
+    fn scopes() -> Vec<String> {
+        vec!["chat:write".to_string()]
+    }
+
+    /// A masked client frame.
+    fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        wire::encode(&mut out, opcode, fin, payload, Some(KEY));
+        out.to_vec()
+    }
+
+    fn text(s: &str) -> Vec<u8> {
+        frame(wire::OP_TEXT, true, s.as_bytes())
+    }
+
+    /// The action for one complete frame, which must be consumed whole.
+    fn act(p: &mut Inbound, bytes: &[u8], now: Instant) -> Action {
+        match p.next(bytes, &scopes(), now) {
+            Step::Frame { len, action } => {
+                assert!(len == bytes.len() || len == 0, "consumed {len} of {}", bytes.len());
+                action
+            }
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    fn code_of(a: &Action) -> Option<&'static str> {
+        match a {
+            Action::Reject(r) => Some(r.rejection.code()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_valid_message_is_forwarded_and_partial_frames_wait() {
+        let (mut p, now) = (Inbound::new(route(), &limits(), Instant::now()), Instant::now());
+        let f = text(r#"{"type":"chat.send","payload":{"text":"hi"},"id":"c-1"}"#);
+        assert_eq!(p.next(&f[..1], &scopes(), now), Step::NeedMore);
+        assert_eq!(p.next(&f[..f.len() - 1], &scopes(), now), Step::Partial { want: f.len() });
+        assert_eq!(act(&mut p, &f, now), Action::Forward { payload: f.len() - 6 });
+    }
+
+    #[test]
+    fn every_error_code_has_its_refusal() {
+        let now = Instant::now();
+        let mut p = Inbound::new(route(), &Limits { violations_before_close: 0, ..limits() }, now);
+        let cases = [
+            ("not json", "invalid_json"),
+            (r#"{"type":"chat.read","payload":{},"a":1,"a":2}"#, "invalid_envelope"),
+            (r#"{"type":"chat.read","payload":[]}"#, "invalid_envelope"),
+            (r#"{"type":"nope","payload":{}}"#, "unknown_type"),
+            (r#"{"type":"chat.send","payload":{"text":1}}"#, "schema_violation"),
+            (r#"{"type":"chat.send","payload":{"no":"text"}}"#, "schema_violation"),
+        ];
+        for (msg, code) in cases {
+            assert_eq!(code_of(&act(&mut p, &text(msg), now)), Some(code), "{msg}");
+        }
+        // Scope: the token lacks chat:write.
+        let f = text(r#"{"type":"chat.send","payload":{"text":"hi"},"id":7}"#);
+        match p.next(&f, &[], now) {
+            Step::Frame { action: Action::Reject(r), .. } => {
+                assert_eq!((r.rejection.code(), r.id.as_deref()), ("forbidden", Some("7")));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(code_of(&act(&mut p, &frame(wire::OP_BINARY, true, b"\x00\x01"), now)), Some("binary_not_allowed"));
+        // A binary frame where the route forwards them.
+        let mut r = (*route()).clone();
+        r.binary = BinaryPolicy::Forward;
+        let mut p = Inbound::new(Arc::new(r), &limits(), now);
+        assert_eq!(act(&mut p, &frame(wire::OP_BINARY, true, b"\x00\x01"), now), Action::Forward { payload: 2 });
+    }
+
+    #[test]
+    fn the_rate_limit_refuses_then_closes_4029() {
+        let now = Instant::now();
+        let l = Limits { message_burst: 2, messages_per_second: 1, violations_before_close: 2, ..limits() };
+        let mut p = Inbound::new(route(), &l, now);
+        let f = text(r#"{"type":"chat.read","payload":{}}"#);
+        assert!(matches!(act(&mut p, &f, now), Action::Forward { .. }));
+        assert!(matches!(act(&mut p, &f, now), Action::Forward { .. }));
+        match act(&mut p, &f, now) {
+            Action::Reject(r) => assert_eq!((r.rejection, r.close), (Rejection::RateLimited, None)),
+            other => panic!("{other:?}"),
+        }
+        match act(&mut p, &f, now) {
+            Action::Reject(r) => assert_eq!(r.close.map(|c| c.close_code()), Some(4029)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn repeated_refusals_close_1008_and_the_window_forgets() {
+        let now = Instant::now();
+        let mut p = Inbound::new(route(), &limits(), now);
+        let bad = text(r#"{"type":"nope","payload":{}}"#);
+        assert!(matches!(act(&mut p, &bad, now), Action::Reject(ref r) if r.close.is_none()));
+        assert!(matches!(act(&mut p, &bad, now), Action::Reject(ref r) if r.close.is_none()));
+        // 61 s later the first two no longer count.
+        let later = now + VIOLATION_WINDOW + Duration::from_secs(1);
+        assert!(matches!(act(&mut p, &bad, later), Action::Reject(ref r) if r.close.is_none()));
+        assert!(matches!(act(&mut p, &bad, later), Action::Reject(ref r) if r.close.is_none()));
+        match act(&mut p, &bad, later) {
+            Action::Reject(r) => assert_eq!(r.close.map(|c| c.close_code()), Some(1008)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn framing_and_utf8_closes() {
+        let now = Instant::now();
+        let l = Limits { max_message_bytes: 64, ..limits() };
+        // 1009: the declared length alone, before the payload arrives.
+        let mut p = Inbound::new(route(), &l, now);
+        let big = text(&"x".repeat(65));
+        assert_eq!(
+            p.next(&big[..8], &scopes(), now),
+            Step::Frame { len: 0, action: Action::Close(SessionClose::MessageTooBig) }
+        );
+        // 1002: an unmasked client frame; a continuation with nothing to continue.
+        let mut p = Inbound::new(route(), &l, now);
+        let mut unmasked = BytesMut::new();
+        wire::encode(&mut unmasked, wire::OP_TEXT, true, b"{}", None);
+        assert_eq!(act(&mut p, &unmasked, now), Action::Close(SessionClose::Protocol));
+        let mut p = Inbound::new(route(), &l, now);
+        assert_eq!(act(&mut p, &frame(wire::OP_CONTINUATION, true, b"x"), now), Action::Close(SessionClose::Protocol));
+        // 1007: invalid UTF-8 in a text message, whole or assembled.
+        let mut p = Inbound::new(route(), &l, now);
+        assert_eq!(act(&mut p, &frame(wire::OP_TEXT, true, b"\xff"), now), Action::Close(SessionClose::InvalidUtf8));
+        let mut p = Inbound::new(route(), &l, now);
+        assert_eq!(act(&mut p, &frame(wire::OP_TEXT, false, b"\xe2\x82"), now), Action::None);
+        assert_eq!(
+            act(&mut p, &frame(wire::OP_CONTINUATION, true, b"\x28"), now),
+            Action::Close(SessionClose::InvalidUtf8)
+        );
+        // A fragmented message past the limit is cut at the fragment that passes it.
+        let mut p = Inbound::new(route(), &l, now);
+        assert_eq!(act(&mut p, &frame(wire::OP_TEXT, false, &[b'x'; 40]), now), Action::None);
+        assert_eq!(
+            p.next(&frame(wire::OP_CONTINUATION, true, &[b'x'; 40]), &scopes(), now),
+            Step::Frame { len: 0, action: Action::Close(SessionClose::MessageTooBig) }
+        );
+    }
+
+    #[test]
+    fn fragments_are_assembled_checked_and_forwarded_as_received() {
+        let now = Instant::now();
+        let mut p = Inbound::new(route(), &limits(), now);
+        let (a, b) = (
+            frame(wire::OP_TEXT, false, br#"{"type":"chat.read","#),
+            frame(wire::OP_CONTINUATION, true, br#""payload":{}}"#),
+        );
+        // A ping between fragments is answered on its own.
+        assert_eq!(act(&mut p, &a, now), Action::None);
+        assert_eq!(act(&mut p, &frame(wire::OP_PING, true, b"hb"), now), Action::Pong(b"hb".to_vec()));
+        match act(&mut p, &b, now) {
+            Action::ForwardAssembled { frames, payload } => {
+                assert_eq!(&frames[..], &[&a[..], &b[..]].concat()[..]);
+                assert_eq!(payload, 33);
+            }
+            other => panic!("{other:?}"),
+        }
+        // An assembled message that fails a check is refused once it is complete.
+        let (a, b) = (
+            frame(wire::OP_TEXT, false, br#"{"type":"#),
+            frame(wire::OP_CONTINUATION, true, br#""nope","payload":{}}"#),
+        );
+        assert_eq!(act(&mut p, &a, now), Action::None);
+        assert_eq!(code_of(&act(&mut p, &b, now)), Some("unknown_type"));
+        // An assembly older than the limit is a protocol error.
+        let a = frame(wire::OP_TEXT, false, b"{");
+        assert_eq!(act(&mut p, &a, now), Action::None);
+        let late = now + FRAGMENT_ASSEMBLY_LIMIT + Duration::from_secs(1);
+        assert_eq!(act(&mut p, &frame(wire::OP_CONTINUATION, true, b"}"), late), Action::Close(SessionClose::Protocol));
+    }
+
+    #[test]
+    fn a_rate_limited_fragment_refuses_its_message_once() {
+        let now = Instant::now();
+        let l = Limits { message_burst: 1, messages_per_second: 1, violations_before_close: 0, ..limits() };
+        let mut p = Inbound::new(route(), &l, now);
+        assert_eq!(act(&mut p, &frame(wire::OP_TEXT, false, br#"{"type":"chat.read","#), now), Action::None);
+        assert_eq!(code_of(&act(&mut p, &frame(wire::OP_CONTINUATION, false, b""), now)), Some("rate_limited"));
+        let later = now + Duration::from_secs(5);
+        // Complete, but refused already: nothing more is reported, nothing forwarded.
+        assert_eq!(act(&mut p, &frame(wire::OP_CONTINUATION, true, br#""payload":{}}"#), later), Action::None);
+    }
+
+    #[test]
+    fn control_frames_are_charged_and_closes_parsed() {
+        let now = Instant::now();
+        let l = Limits { message_burst: 1, messages_per_second: 1, violations_before_close: 0, ..limits() };
+        let mut p = Inbound::new(route(), &l, now);
+        assert_eq!(act(&mut p, &frame(wire::OP_PONG, true, b""), now), Action::None);
+        assert_eq!(code_of(&act(&mut p, &frame(wire::OP_PING, true, b""), now)), Some("rate_limited"));
+        assert_eq!(code_of(&act(&mut p, &frame(wire::OP_PONG, true, b""), now)), Some("rate_limited"));
+        // A close is honoured over the limit.
+        assert_eq!(
+            act(&mut p, &frame(wire::OP_CLOSE, true, &1000u16.to_be_bytes()), now),
+            Action::ClientClose { code: Some(1000) }
+        );
+        let mut p = Inbound::new(route(), &limits(), now);
+        assert_eq!(act(&mut p, &frame(wire::OP_CLOSE, true, b""), now), Action::ClientClose { code: None });
+        assert_eq!(act(&mut p, &frame(wire::OP_CLOSE, true, b"\x03"), now), Action::Close(SessionClose::Protocol));
+        assert_eq!(
+            act(&mut p, &frame(wire::OP_CLOSE, true, b"\x03\xe8\xff"), now),
+            Action::Close(SessionClose::InvalidUtf8)
+        );
+        assert_eq!(
+            act(&mut p, &frame(wire::OP_CLOSE, true, &1005u16.to_be_bytes()), now),
+            Action::Close(SessionClose::Protocol)
+        );
+    }
+
+    #[test]
+    fn refresh_is_an_action_within_its_allowance() {
+        let now = Instant::now();
+        let l = Limits { refresh_burst: 1, violations_before_close: 0, ..limits() };
+        let mut p = Inbound::new(route(), &l, now);
+        let f = text(r#"{"type":"auth.refresh","payload":{"token":"t.t.t"},"id":"r1"}"#);
+        assert_eq!(act(&mut p, &f, now), Action::Refresh { token: "t.t.t".into(), id: Some("r1".into()) });
+        match act(&mut p, &f, now) {
+            Action::Reject(r) => {
+                assert_eq!(
+                    (r.rejection, r.id.as_deref(), r.kind.as_deref()),
+                    (Rejection::RateLimited, Some("r1"), Some("auth.refresh"))
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // A refusal decided outside (a failed verification) counts like any other.
+        let l = Limits { violations_before_close: 1, ..limits() };
+        let mut p = Inbound::new(route(), &l, now);
+        let refused = Refused { rejection: Rejection::Forbidden, id: None, kind: None };
+        assert!(matches!(p.reject(refused, now), Action::Reject(r) if r.close == Some(SessionClose::PolicyViolations)));
+    }
+
+    #[test]
+    fn the_no_envelope_route_forwards_any_valid_text() {
+        let now = Instant::now();
+        let mut r = (*route()).clone();
+        r.envelope = Envelope::None;
+        let mut p = Inbound::new(Arc::new(r), &limits(), now);
+        assert_eq!(act(&mut p, &text("not json at all"), now), Action::Forward { payload: 15 });
+        assert_eq!(act(&mut p, &frame(wire::OP_TEXT, true, b"\xc3"), now), Action::Close(SessionClose::InvalidUtf8));
+    }
+
+    #[test]
+    fn a_reload_takes_new_rules_and_limits() {
+        let now = Instant::now();
+        let mut p = Inbound::new(route(), &limits(), now);
+        let f = text(r#"{"type":"chat.read","payload":{}}"#);
+        assert!(matches!(act(&mut p, &f, now), Action::Forward { .. }));
+        let mut r = (*route()).clone();
+        r.messages.remove("chat.read");
+        let new = Limits { max_message_bytes: 8, ..limits() };
+        p.reconfigure(Arc::new(r), &limits(), &new, now);
+        assert_eq!(code_of(&act(&mut p, &text(r#"{"a":1}"#), now)), Some("invalid_envelope"));
+        assert_eq!(
+            p.next(&f, &scopes(), now),
+            Step::Frame { len: 0, action: Action::Close(SessionClose::MessageTooBig) }
+        );
+    }
+}

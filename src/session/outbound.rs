@@ -120,3 +120,59 @@ impl Outbound {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+
+    fn frame(opcode: u8, fin: bool, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        wire::encode(&mut out, opcode, fin, payload, mask);
+        out.to_vec()
+    }
+
+    fn act(p: &mut Outbound, bytes: &[u8]) -> Outward {
+        match p.next(bytes) {
+            Step::Frame { action, .. } => action,
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn upstream_frames_forward_and_faults_close_1014_or_1009() {
+        let mut p = Outbound::new(64);
+        assert_eq!(act(&mut p, &frame(wire::OP_TEXT, true, b"hi", None)), Outward::Forward { payload: 2, fin: true });
+        assert_eq!(
+            act(&mut p, &frame(wire::OP_TEXT, false, b"\xe2\x82", None)),
+            Outward::Forward { payload: 2, fin: false }
+        );
+        assert_eq!(
+            act(&mut p, &frame(wire::OP_CONTINUATION, true, b"\xac", None)),
+            Outward::Forward { payload: 1, fin: true }
+        );
+        assert_eq!(act(&mut p, &frame(wire::OP_TEXT, true, b"\xff", None)), Outward::Lost(SessionClose::UpstreamLost));
+        // A masked frame from a server breaks RFC 6455: the upstream is lost.
+        let mut p = Outbound::new(64);
+        assert_eq!(
+            act(&mut p, &frame(wire::OP_TEXT, true, b"x", Some([1, 2, 3, 4]))),
+            Outward::Lost(SessionClose::UpstreamLost)
+        );
+        let mut p = Outbound::new(64);
+        assert_eq!(
+            act(&mut p, &frame(wire::OP_BINARY, true, &[0; 65], None)),
+            Outward::Lost(SessionClose::MessageTooBig)
+        );
+        let mut p = Outbound::new(64);
+        assert_eq!(act(&mut p, &frame(wire::OP_PING, true, b"p", None)), Outward::Pong { payload_at: 2 });
+        assert_eq!(act(&mut p, &frame(wire::OP_PONG, true, b"", None)), Outward::None);
+        assert_eq!(
+            act(&mut p, &frame(wire::OP_CLOSE, true, &1000u16.to_be_bytes(), None)),
+            Outward::Close { payload_at: 2 }
+        );
+        assert_eq!(act(&mut p, &frame(wire::OP_CLOSE, true, b"\x03", None)), Outward::Lost(SessionClose::UpstreamLost));
+        let f = frame(wire::OP_TEXT, true, b"abc", None);
+        assert_eq!(p.next(&f[..2]), Step::Partial { want: 5 });
+    }
+}
