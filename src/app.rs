@@ -27,8 +27,8 @@ use crate::http::ws::{self, Entry, EntryHandles};
 use crate::session::index::Sessions;
 use crate::session::SessionHandles;
 use crate::state::{control_channel, Control, JwksDemand, Policy, PolicyCell};
-use crate::store::admission::Admission;
-use crate::store::revocation::Revocations;
+use crate::store::admission::{Admission, MemoryAdmission};
+use crate::store::revocation::{LocalRevocations, RevocationStore};
 use crate::tls::ReloadableCert;
 
 /// How often the metrics recorder's histograms are maintained.
@@ -46,13 +46,13 @@ pub struct Bound {
 }
 
 /// Open the revocation store: persistent in `state_dir`, else in memory with a warning.
-fn open_revocations(config: &Config) -> Result<Revocations> {
+fn open_revocations(config: &Config) -> Result<LocalRevocations> {
     match &config.state_dir {
-        Some(dir) => Revocations::open(dir)
+        Some(dir) => LocalRevocations::open(dir)
             .map_err(|e| Error::Io(std::io::Error::new(e.kind(), format!("server.state_dir {}: {e}", dir.display())))),
         None => {
             tracing::warn!("server.state_dir is not set: revocations are kept in memory and forgotten on restart");
-            Ok(Revocations::in_memory())
+            Ok(LocalRevocations::in_memory())
         }
     }
 }
@@ -100,7 +100,7 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
     });
 
     let config = Arc::new(config);
-    let revocations = Arc::new(open_revocations(&config)?);
+    let revocations: Arc<dyn RevocationStore> = Arc::new(open_revocations(&config)?);
     let cert = match &config.tls {
         Some(files) => Some(ReloadableCert::load(files)?),
         None => None,
@@ -115,11 +115,12 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
         },
         None => None,
     };
-    let admission = Admission::new(config.limits.clone());
-    Registry::new(Arc::clone(&admission), Arc::clone(&revocations)).start();
+    let (admission, releases) = Admission::new(Arc::new(MemoryAdmission::new(config.limits.clone())));
+    Registry::new(Arc::clone(&admission), releases, Arc::clone(&revocations)).start();
     let (drain, stop, mut control_rx) = control_channel();
     let policy = PolicyCell::new(Policy { config: Arc::clone(&config), keys: Arc::new(keys) });
     let sessions = Arc::new(Sessions::new());
+    crate::control::revoke::follow(revocations.as_ref(), Arc::clone(&sessions));
     let session = SessionHandles {
         policy: Arc::clone(&policy),
         revocations: Arc::clone(&revocations),

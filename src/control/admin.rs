@@ -16,11 +16,11 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::reload::Reloader;
+use super::revoke::{self, RevokeError, Target};
 use crate::auth::unix_now;
-use crate::error::SessionClose;
 use crate::session::index::Sessions;
 use crate::state::DrainSignal;
-use crate::store::revocation::{Revocation, Revocations, DEFAULT_KEEP_SECONDS};
+use crate::store::revocation::RevocationStore;
 
 /// Rows per page of `GET /admin/connections` unless `limit` says otherwise.
 const DEFAULT_PAGE: usize = 100;
@@ -34,7 +34,7 @@ pub struct AdminState {
     /// The live sessions (list, kick, revoke).
     pub sessions: Arc<Sessions>,
     /// Revoked tokens and subjects.
-    pub revocations: Arc<Revocations>,
+    pub revocations: Arc<dyn RevocationStore>,
     /// Config reload.
     pub reloader: Arc<Reloader>,
     /// Draining.
@@ -135,10 +135,9 @@ async fn kick(req: HttpRequest, state: web::Data<AdminState>, id: web::Path<Stri
     let Ok(id) = id.parse::<u64>() else {
         return json_error(StatusCode::BAD_REQUEST, "connection id must be an integer");
     };
-    if !state.sessions.close(id, SessionClose::Kicked) {
+    if !revoke::kick(&state.sessions, id) {
         return json_error(StatusCode::NOT_FOUND, format!("no live connection {id}"));
     }
-    tracing::info!(event = "operator_kick_requested", conn_id = id, "connection kick requested");
     HttpResponse::Ok().json(serde_json::json!({"closed": 1}))
 }
 
@@ -162,43 +161,22 @@ async fn revoke(req: HttpRequest, state: web::Data<AdminState>, body: web::Bytes
         Ok(b) => b,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, format!("body is not a revocation: {e}")),
     };
-    let now = unix_now();
-    let default_until = now + DEFAULT_KEEP_SECONDS;
-    let entry = match (body.jti, body.sub) {
-        (Some(jti), None) if !jti.is_empty() => {
-            let live_exp = state.sessions.latest_exp(|_, t| t.jti.as_deref() == Some(jti.as_str()));
-            let until = body.exp.or(live_exp).unwrap_or(default_until);
-            Revocation::Token { jti, until }
-        }
-        (None, Some(sub)) if !sub.is_empty() => {
-            let live_exp = state.sessions.latest_exp(|s, _| s == sub);
-            let until = body.exp.unwrap_or_else(|| live_exp.unwrap_or(0).max(default_until));
-            Revocation::Subject { sub, before: now, until }
-        }
-        _ => return json_error(StatusCode::BAD_REQUEST, "give exactly one of \"jti\" or \"sub\" (non-empty)"),
+    let target = match (body.jti, body.sub) {
+        (Some(jti), None) => Target::Token(jti),
+        (None, Some(sub)) => Target::Subject(sub),
+        _ => return json_error(StatusCode::BAD_REQUEST, RevokeError::Empty.to_string()),
     };
-    if entry.until() < now {
-        return json_error(StatusCode::BAD_REQUEST, "exp is in the past: nothing to revoke");
-    }
-    let persisted = state.revocations.add(entry.clone());
-    crate::metrics::revocation();
-    let closed =
-        state.sessions.close_matching(SessionClose::Revoked, |sub, t| entry.covers(sub, t.jti.as_deref(), t.iat));
-    match &entry {
-        Revocation::Token { jti, until } => {
-            tracing::warn!(event = "revocation_added", jti = %jti, until, closed, "token revoked");
-        }
-        Revocation::Subject { sub, before, until } => {
-            tracing::warn!(event = "revocation_added", subject = %sub, before, until, closed, "subject revoked");
-        }
-    }
-    match persisted {
-        Ok(()) => HttpResponse::Ok().json(serde_json::json!({"closed": closed})),
+    let revoked = match revoke::revoke(state.revocations.as_ref(), &state.sessions, target, body.exp).await {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    match revoked.persisted {
+        Ok(()) => HttpResponse::Ok().json(serde_json::json!({"closed": revoked.closed})),
         Err(e) => {
             tracing::error!(error = %e, "revocation is in force but could not be persisted");
             HttpResponse::InternalServerError().json(serde_json::json!({
                 "error": format!("revocation in force but not persisted (lost on restart): {e}"),
-                "closed": closed,
+                "closed": revoked.closed,
             }))
         }
     }

@@ -3,7 +3,8 @@
 //! - [`reload`]: config reload and the certificate file check.
 //! - [`drain`]: draining; [`signals`]: SIGTERM/SIGINT (drain) and SIGHUP (reload).
 //! - [`jwks`]: the JWKS URL fetcher.
-//! - [`registry`]: the `Registry` actor (admission and revocation upkeep).
+//! - [`registry`]: the `Registry` actor (admission releases and upkeep, revocation log upkeep).
+//! - [`revoke`]: the revoke and kick use cases, and the follower of the revocation feed.
 //! - [`admin`]: the admin HTTP API (metrics, health, connections, revoke, kick, reload, drain).
 
 pub mod admin;
@@ -11,4 +12,5 @@ pub mod drain;
 pub mod jwks;
 pub mod registry;
 pub mod reload;
+pub mod revoke;
 pub mod signals;

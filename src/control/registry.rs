@@ -1,9 +1,10 @@
-//! The `Registry` actor: the node's admission bookkeeping over time. It forgets idle handshake
-//! buckets and compacts the revocation log as entries expire.
+//! The `Registry` actor: the node's admission bookkeeping over time. It performs the releases
+//! that dropped leases queued (never inside `Drop`), forgets idle handshake buckets and
+//! compacts the revocation log as entries expire.
 //!
-//! Owns: the periodic upkeep of the stores. Does not own: the admission decision itself (the
-//! handshake calls the store directly: three mailbox round trips per connection cost six
-//! cross-thread wake-ups).
+//! Owns: the release queue and the periodic upkeep of the stores. Does not own: the admission
+//! decision itself (the handshake calls the store directly: a mailbox round trip per call costs
+//! two cross-thread wake-ups).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +12,8 @@ use std::time::Duration;
 use actix::{Actor, AsyncContext, Context};
 
 use crate::auth::unix_now;
-use crate::store::admission::Admission;
-use crate::store::revocation::Revocations;
+use crate::store::admission::{Admission, ReleaseQueue};
+use crate::store::revocation::RevocationStore;
 
 /// How often idle handshake buckets are forgotten.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
@@ -23,13 +24,15 @@ const COMPACT_INTERVAL: Duration = Duration::from_secs(60);
 /// The registry actor.
 pub struct Registry {
     admission: Arc<Admission>,
-    revocations: Arc<Revocations>,
+    releases: Option<ReleaseQueue>,
+    revocations: Arc<dyn RevocationStore>,
 }
 
 impl Registry {
-    /// A registry maintaining `admission` and `revocations`.
-    pub fn new(admission: Arc<Admission>, revocations: Arc<Revocations>) -> Self {
-        Self { admission, revocations }
+    /// A registry maintaining `admission` (performing the releases of `releases`) and
+    /// `revocations`.
+    pub fn new(admission: Arc<Admission>, releases: ReleaseQueue, revocations: Arc<dyn RevocationStore>) -> Self {
+        Self { admission, releases: Some(releases), revocations }
     }
 }
 
@@ -37,6 +40,14 @@ impl Actor for Registry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if let Some(mut releases) = self.releases.take() {
+            let admission = Arc::clone(&self.admission);
+            ctx.spawn(actix::fut::wrap_future(async move {
+                while let Some(slot) = releases.recv().await {
+                    admission.release(slot).await;
+                }
+            }));
+        }
         ctx.run_interval(SWEEP_INTERVAL, |this, _| this.admission.sweep());
         ctx.run_interval(COMPACT_INTERVAL, |this, _| {
             if let Err(e) = this.revocations.compact(unix_now()) {

@@ -32,7 +32,7 @@ use crate::policy::token_source::{extract_token, select_subprotocol, TokenCarrie
 use crate::session::relay::{Io, Side};
 use crate::session::{SessionHandles, SessionParams, WsSession};
 use crate::state::{JwksDemand, Policy};
-use crate::store::admission::{Admission, Lease, Refusal};
+use crate::store::admission::{Admission, Admitted, Lease, Refusal};
 use crate::upstream::{self, Identity};
 
 /// `Retry-After` of the 503 answered while draining: the process is going away, so a client
@@ -56,11 +56,11 @@ pub struct EntryHandles {
 impl EntryHandles {
     /// Early admission of a connection from `ip` (the admission stage of docs/protocol.md),
     /// refused outright while draining.
-    fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
+    async fn admit(&self, ip: IpAddr) -> Result<Admitted, Refusal> {
         if self.session.drain.is_draining() {
             return Err(Refusal { denied: HandshakeRefusal::Draining, retry_after: Some(DRAIN_RETRY_AFTER) });
         }
-        self.admission.admit(ip)
+        self.admission.admit(ip).await
     }
 }
 
@@ -444,8 +444,8 @@ pub async fn plain(entry: Rc<Entry>, req: Request) -> Result<Response<String>, a
     };
     let route = policy.config.route(req.path());
     let attempt = Attempt::new(&req, ip, route.map(|r| r.path.as_str()));
-    let refused = match gw.admit(ip) {
-        Ok(()) => match check_upgrade(req.method(), req.version(), req.headers()) {
+    let refused = match gw.admit(ip).await {
+        Ok(_) => match check_upgrade(req.method(), req.version(), req.headers()) {
             Err(denied) => upgrade_refusal(denied, req.headers()),
             Ok(()) => Refused::new(HandshakeRefusal::BadUpgrade, "upgrade header not usable"),
         },
@@ -539,7 +539,7 @@ async fn negotiate(
     let headers = req.headers();
     let ip = attempt.ip;
     // 1–2: draining, global cap, per-IP handshake rate.
-    gw.admit(ip)?;
+    let admitted = gw.admit(ip).await?;
     // 3: a valid RFC 6455 upgrade.
     check_upgrade(req.method(), req.version(), headers).map_err(|d| upgrade_refusal(d, headers))?;
     // 4: the route.
@@ -598,7 +598,7 @@ async fn negotiate(
     };
     attempt.subject = Some(claims.sub.clone());
     attempt.jti.clone_from(&claims.jti);
-    if gw.session.revocations.revokes(&claims, unix_now()) {
+    if gw.session.revocations.check(&claims, unix_now()) {
         return Err(Refused::new(HandshakeRefusal::Revoked, ""));
     }
     // 7: connect scope.
@@ -608,7 +608,7 @@ async fn negotiate(
         }
     }
     // 8: per-IP / per-subject / global caps.
-    let lease = gw.admission.acquire(ip, &claims.sub)?;
+    let lease = gw.admission.try_acquire(admitted, &claims.sub).await?;
     // 9: the upstream.
     let identity = Identity { subject: &claims.sub, scopes: &claims.scopes, client_ip: ip };
     let timeout = Duration::from_secs(policy.config.timeouts.upstream_connect_seconds);

@@ -174,7 +174,7 @@ impl Session {
         let result = jwt::verify(token, &keys, &self.p.config.auth, SystemTime::now());
         let outcome = match result {
             Ok(claims) if claims.sub != self.p.claims.sub => Err("subject_mismatch"),
-            Ok(claims) if self.p.handles.revocations.revokes(&claims, unix_now()) => Err("revoked"),
+            Ok(claims) if self.p.handles.revocations.check(&claims, unix_now()) => Err("revoked"),
             Ok(claims) => Ok(claims),
             Err(crate::auth::AuthError::Expired) => Err("expired"),
             Err(_) => Err("invalid"),

@@ -178,17 +178,22 @@ impl Sessions {
             .max()
     }
 
-    /// Close every session whose subject and token facts satisfy `matches`; returns how many
-    /// were asked to close.
-    pub fn close_matching(&self, denied: SessionClose, matches: impl Fn(&str, &TokenFacts) -> bool) -> usize {
-        let mut closed = 0;
+    /// How many sessions' subject and token facts satisfy `matches`.
+    pub fn count_matching(&self, matches: impl Fn(&str, &TokenFacts) -> bool) -> usize {
+        self.map.iter().filter(|e| matches(&e.subject, &e.stats.token())).count()
+    }
+
+    /// Send `msg` to every session whose subject and token facts satisfy `matches`.
+    pub fn notify_matching<M>(&self, msg: M, matches: impl Fn(&str, &TokenFacts) -> bool)
+    where
+        M: actix::Message<Result = ()> + Clone + Send + 'static,
+        WsSession: actix::Handler<M>,
+    {
         for e in self.map.iter() {
             if matches(&e.subject, &e.stats.token()) {
-                e.addr.do_send(CloseSession { denied });
-                closed += 1;
+                e.addr.do_send(msg.clone());
             }
         }
-        closed
     }
 
     /// The ids of every live session (for draining).

@@ -251,7 +251,7 @@ impl Session {
         let generation = revocations.generation();
         if generation != self.revocation_generation {
             self.revocation_generation = generation;
-            if revocations.revokes(&self.p.claims, unix_now()) {
+            if revocations.check(&self.p.claims, unix_now()) {
                 self.close_requested(SessionClose::Revoked);
             }
         }

@@ -21,3 +21,10 @@ pub struct CloseSession {
 #[derive(Clone, Copy, actix::Message)]
 #[rtype(result = "()")]
 pub struct ConfigReloaded;
+
+/// Notification to a session: a revocation that may cover its token was put in force. The
+/// session checks its token against the revocation store and, when covered, closes with 4003
+/// (the same check it makes after each client read: one close path for revoked sessions).
+#[derive(Clone, Copy, actix::Message)]
+#[rtype(result = "()")]
+pub struct RevocationsChanged;

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use self::inbound::Inbound;
 use self::index::{LiveStats, Sessions};
-use self::messages::{CloseSession, ConfigReloaded};
+use self::messages::{CloseSession, ConfigReloaded, RevocationsChanged};
 use self::outbound::Outbound;
 use self::relay::Side;
 use crate::auth::Claims;
@@ -37,7 +37,7 @@ use crate::metrics::{self as m, SessionMetrics};
 use crate::policy::ratelimit::LogBudget;
 use crate::state::{DrainSignal, PolicyCell};
 use crate::store::admission::Lease;
-use crate::store::revocation::Revocations;
+use crate::store::revocation::RevocationStore;
 use crate::wire::{self, MaskKeys};
 use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler};
 
@@ -78,7 +78,7 @@ pub struct SessionHandles {
     /// The policy in force: a reload's rules, the keys `auth.refresh` verifies with.
     pub policy: Arc<PolicyCell>,
     /// Revoked tokens (checked at `auth.refresh` and whenever revocations change).
-    pub revocations: Arc<Revocations>,
+    pub revocations: Arc<dyn RevocationStore>,
     /// The index of live sessions (admin list, revoke, kick, drain).
     pub sessions: Arc<Sessions>,
     /// Whether the gateway is draining.
@@ -390,6 +390,14 @@ impl Handler<CloseSession> for WsSession {
 
     fn handle(&mut self, msg: CloseSession, _: &mut Self::Context) {
         self.session.borrow_mut().close_requested(msg.denied);
+    }
+}
+
+impl Handler<RevocationsChanged> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, _: RevocationsChanged, _: &mut Self::Context) {
+        self.session.borrow_mut().catch_up();
     }
 }
 

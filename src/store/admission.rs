@@ -1,13 +1,22 @@
-//! Admission and bookkeeping of live connections: the [`Admission`] state (counts per IP, per
-//! subject and in total, per-IP handshake buckets) and the [`Registry`] actor that maintains
-//! it.
+//! Admission (docs/protocol.md, the admission and caps stages): the [`AdmissionStore`] trait
+//! every backend implements, the in-memory store of a single node ([`MemoryAdmission`]), and
+//! [`Admission`], what the handshake path calls, which hands out [`Lease`]s.
 //!
-//! The counts sit behind the [`AdmissionStore`] trait so a shared store (Redis, docs/fleet.md)
-//! can replace the in-memory one without the handshake path noticing. The handshake path calls
-//! [`Admission`] directly under a short lock instead of sending the registry a message: the
-//! registry runs on another thread, and three mailbox round trips per connection (admit,
-//! acquire, release) cost six cross-thread wake-ups, measured at about a third of the
-//! gateway's syscalls per handshake. Each check-and-count is still atomic (one lock).
+//! Two calls per handshake, both atomic in the store:
+//! - [`AdmissionStore::admit`] before the token is looked at (cheap: a flood of bad tokens
+//!   is refused before any signature is verified): the global cap and a token from the IP's
+//!   handshake bucket. It returns the [`Admitted`] proof the second call needs.
+//! - [`AdmissionStore::try_acquire`] once the token is verified: the global, per-IP and
+//!   per-subject caps checked and the slot counted in one step, so no two handshakes can both
+//!   take the last slot (a shared store runs it as one script, with the fleet-wide rate).
+//!
+//! A slot is given back when its [`Lease`] is dropped: `Drop` only queues the release; the
+//! owner of the queue (the `Registry` actor) performs it, so no store call (a network round
+//! trip once the store is shared) ever runs inside `Drop`.
+//!
+//! The handshake path calls the store directly instead of sending the registry a message: the
+//! registry runs on another thread, and a mailbox round trip per call cost two cross-thread
+//! wake-ups, measured at about a third of the gateway's syscalls per handshake.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -15,10 +24,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures_util::future::{self, BoxFuture};
+use tokio::sync::mpsc;
+
 use crate::config::Limits;
 use crate::error::HandshakeRefusal;
 use crate::policy::client_ip::limit_key;
 use crate::policy::ratelimit::{optional_bucket, TokenBucket};
+
+/// Wait suggested to a client refused at a connection cap (it must wait for a close).
+pub const CAP_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Monotonic connection id, unique per process.
 pub type ConnId = u64;
@@ -32,232 +47,256 @@ pub struct Refusal {
     pub retry_after: Option<Duration>,
 }
 
-/// Wait suggested to a client refused at a connection cap (it must wait for a close).
-const CAP_RETRY_AFTER: Duration = Duration::from_secs(5);
-
-/// Admission counts and handshake rates. Queries (`at_*`) are separate from mutations.
-pub trait AdmissionStore {
-    /// Take one handshake token for `ip` at `now`.
-    ///
-    /// # Errors
-    /// The wait until a token is available.
-    fn take_handshake(&mut self, ip: IpAddr, now: Instant) -> Result<(), Duration>;
-    /// Live connections in total.
-    fn total(&self) -> u64;
-    /// Live connections of `ip`.
-    fn per_ip(&self, ip: IpAddr) -> u32;
-    /// Live connections of `subject`.
-    fn per_subject(&self, subject: &str) -> u32;
-    /// Count one more connection.
-    fn add(&mut self, ip: IpAddr, subject: &str);
-    /// Count one connection less; entries reaching zero are removed.
-    fn remove(&mut self, ip: IpAddr, subject: &str);
-    /// Forget state that carries no information any more (full buckets).
-    fn sweep(&mut self, now: Instant);
-    /// A reload changed the limits (new handshake buckets use them).
-    fn set_limits(&mut self, limits: Limits);
+impl Refusal {
+    fn at_cap(denied: HandshakeRefusal) -> Self {
+        Self { denied, retry_after: Some(CAP_RETRY_AFTER) }
+    }
 }
 
-/// The single-node store.
-#[derive(Debug)]
-pub struct InMemoryStore {
-    limits: Limits,
+/// What one live connection counts against: its per-IP key ([`limit_key`], not the full
+/// address) and its subject.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Slot {
+    /// The per-IP key.
+    pub ip: IpAddr,
+    /// The token's subject.
+    pub subject: String,
+}
+
+/// A handshake from this client passed early admission (stage 1–2); the proof
+/// [`AdmissionStore::try_acquire`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    /// The per-IP key the handshake was counted under.
+    pub ip: IpAddr,
+}
+
+/// Connection caps and handshake rates, wherever they are kept.
+pub trait AdmissionStore: Send + Sync {
+    /// Early admission of a handshake from `ip`: the global cap, then a token from the IP's
+    /// handshake bucket.
+    fn admit(&self, ip: IpAddr) -> BoxFuture<'_, Result<Admitted, Refusal>>;
+    /// Check the global, per-IP and per-subject caps and count the slot, atomically.
+    fn try_acquire<'a>(&'a self, admitted: Admitted, subject: &'a str) -> BoxFuture<'a, Result<Slot, Refusal>>;
+    /// Give a slot back (entries reaching zero are removed).
+    fn release(&self, slot: Slot) -> BoxFuture<'_, ()>;
+    /// A reload changed the limits: they apply to the next handshakes; live connections over
+    /// a lowered cap stay up.
+    fn set_limits(&self, limits: Limits);
+    /// Forget state that carries no information any more (full handshake buckets).
+    fn sweep(&self, now: Instant);
+    /// Live connections this node counts.
+    fn local_total(&self) -> u64;
+}
+
+/// The counts of the in-memory store.
+#[derive(Debug, Default)]
+struct Counts {
     total: u64,
     ips: HashMap<IpAddr, u32>,
     subjects: HashMap<String, u32>,
     handshakes: HashMap<IpAddr, TokenBucket>,
 }
 
-impl InMemoryStore {
-    /// An empty store enforcing `limits`.
-    pub fn new(limits: Limits) -> Self {
-        Self { limits, total: 0, ips: HashMap::new(), subjects: HashMap::new(), handshakes: HashMap::new() }
-    }
+/// The single-node store: everything under one short lock.
+#[derive(Debug)]
+pub struct MemoryAdmission {
+    limits: arc_swap::ArcSwap<Limits>,
+    counts: Mutex<Counts>,
 }
 
-impl AdmissionStore for InMemoryStore {
-    fn take_handshake(&mut self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
-        let (burst, rate) =
-            (u64::from(self.limits.handshake_burst_per_ip), u64::from(self.limits.handshakes_per_second_per_ip));
-        if rate == 0 {
-            return Ok(());
+// === impl MemoryAdmission ===
+
+impl MemoryAdmission {
+    /// An empty store enforcing `limits`.
+    pub fn new(limits: Limits) -> Self {
+        Self { limits: arc_swap::ArcSwap::from_pointee(limits), counts: Mutex::new(Counts::default()) }
+    }
+
+    fn counts(&self) -> MutexGuard<'_, Counts> {
+        // A panic while holding the lock cannot leave the counts half-updated (each
+        // mutation completes before anything can fail), so a poisoned lock is still usable.
+        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn admit_now(&self, ip: IpAddr, now: Instant) -> Result<Admitted, Refusal> {
+        let limits = self.limits.load();
+        let ip = limit_key(ip, limits.ipv6_prefix_length);
+        let mut counts = self.counts();
+        if limits.max_connections > 0 && counts.total >= limits.max_connections {
+            return Err(Refusal::at_cap(HandshakeRefusal::Overloaded));
         }
-        match self.handshakes.get_mut(&ip) {
+        let (burst, rate) = (u64::from(limits.handshake_burst_per_ip), u64::from(limits.handshakes_per_second_per_ip));
+        let taken = match counts.handshakes.get_mut(&ip) {
             Some(b) => b.try_take(1, now),
             None => match optional_bucket(burst, rate, now) {
                 Some(mut b) => {
                     let r = b.try_take(1, now);
-                    self.handshakes.insert(ip, b);
+                    counts.handshakes.insert(ip, b);
                     r
                 }
                 None => Ok(()),
             },
+        };
+        taken
+            .map(|()| Admitted { ip })
+            .map_err(|wait| Refusal { denied: HandshakeRefusal::HandshakeRate, retry_after: Some(wait) })
+    }
+
+    fn acquire_now(&self, admitted: Admitted, subject: &str) -> Result<Slot, Refusal> {
+        let limits = self.limits.load();
+        let ip = admitted.ip;
+        let mut counts = self.counts();
+        if limits.max_connections > 0 && counts.total >= limits.max_connections {
+            return Err(Refusal::at_cap(HandshakeRefusal::Overloaded));
         }
+        let per_ip = limits.max_connections_per_ip;
+        if per_ip > 0 && counts.ips.get(&ip).copied().unwrap_or(0) >= per_ip {
+            return Err(Refusal::at_cap(HandshakeRefusal::IpConnections));
+        }
+        let per_sub = limits.max_connections_per_subject;
+        if per_sub > 0 && counts.subjects.get(subject).copied().unwrap_or(0) >= per_sub {
+            return Err(Refusal::at_cap(HandshakeRefusal::SubjectConnections));
+        }
+        counts.total += 1;
+        *counts.ips.entry(ip).or_insert(0) += 1;
+        *counts.subjects.entry(subject.to_string()).or_insert(0) += 1;
+        Ok(Slot { ip, subject: subject.to_string() })
     }
 
-    fn total(&self) -> u64 {
-        self.total
-    }
-
-    fn per_ip(&self, ip: IpAddr) -> u32 {
-        self.ips.get(&ip).copied().unwrap_or(0)
-    }
-
-    fn per_subject(&self, subject: &str) -> u32 {
-        self.subjects.get(subject).copied().unwrap_or(0)
-    }
-
-    fn add(&mut self, ip: IpAddr, subject: &str) {
-        self.total += 1;
-        *self.ips.entry(ip).or_insert(0) += 1;
-        *self.subjects.entry(subject.to_string()).or_insert(0) += 1;
-    }
-
-    fn remove(&mut self, ip: IpAddr, subject: &str) {
-        self.total = self.total.saturating_sub(1);
-        if let Some(n) = self.ips.get_mut(&ip) {
-            *n -= 1;
+    fn release_now(&self, slot: &Slot) {
+        let mut counts = self.counts();
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.ips.get_mut(&slot.ip) {
+            *n = n.saturating_sub(1);
             if *n == 0 {
-                self.ips.remove(&ip);
+                counts.ips.remove(&slot.ip);
             }
         }
-        if let Some(n) = self.subjects.get_mut(subject) {
-            *n -= 1;
+        if let Some(n) = counts.subjects.get_mut(&slot.subject) {
+            *n = n.saturating_sub(1);
             if *n == 0 {
-                self.subjects.remove(subject);
+                counts.subjects.remove(&slot.subject);
             }
         }
-    }
-
-    fn sweep(&mut self, now: Instant) {
-        self.handshakes.retain(|_, b| !b.is_full(now));
-    }
-
-    fn set_limits(&mut self, limits: Limits) {
-        if (limits.handshake_burst_per_ip, limits.handshakes_per_second_per_ip)
-            != (self.limits.handshake_burst_per_ip, self.limits.handshakes_per_second_per_ip)
-        {
-            self.handshakes.clear();
-        }
-        self.limits = limits;
     }
 }
 
-/// The admission state shared by every worker.
+impl AdmissionStore for MemoryAdmission {
+    fn admit(&self, ip: IpAddr) -> BoxFuture<'_, Result<Admitted, Refusal>> {
+        Box::pin(future::ready(self.admit_now(ip, Instant::now())))
+    }
+
+    fn try_acquire<'a>(&'a self, admitted: Admitted, subject: &'a str) -> BoxFuture<'a, Result<Slot, Refusal>> {
+        Box::pin(future::ready(self.acquire_now(admitted, subject)))
+    }
+
+    fn release(&self, slot: Slot) -> BoxFuture<'_, ()> {
+        self.release_now(&slot);
+        Box::pin(future::ready(()))
+    }
+
+    fn set_limits(&self, limits: Limits) {
+        let old = self.limits.load();
+        if (limits.handshake_burst_per_ip, limits.handshakes_per_second_per_ip)
+            != (old.handshake_burst_per_ip, old.handshakes_per_second_per_ip)
+        {
+            self.counts().handshakes.clear();
+        }
+        self.limits.store(Arc::new(limits));
+    }
+
+    fn sweep(&self, now: Instant) {
+        self.counts().handshakes.retain(|_, b| !b.is_full(now));
+    }
+
+    fn local_total(&self) -> u64 {
+        self.counts().total
+    }
+}
+
+/// Slots given back by dropped leases, waiting for the queue's owner to release them.
+pub type ReleaseQueue = mpsc::UnboundedReceiver<Slot>;
+
+/// What the handshake path calls: the store, the connection ids and the release queue.
 pub struct Admission {
-    limits: arc_swap::ArcSwap<Limits>,
-    store: Mutex<Box<dyn AdmissionStore + Send>>,
+    store: Arc<dyn AdmissionStore>,
     next_id: AtomicU64,
+    releases: mpsc::UnboundedSender<Slot>,
 }
 
 // === impl Admission ===
 
 impl Admission {
-    /// Admission over the in-memory store.
-    pub fn new(limits: Limits) -> Arc<Self> {
-        Arc::new(Self {
-            store: Mutex::new(Box::new(InMemoryStore::new(limits.clone()))),
-            limits: arc_swap::ArcSwap::from_pointee(limits),
-            next_id: AtomicU64::new(1),
-        })
+    /// Admission over `store`, and the queue of releases its leases will send (to be drained
+    /// into [`Admission::release`] by its owner).
+    pub fn new(store: Arc<dyn AdmissionStore>) -> (Arc<Self>, ReleaseQueue) {
+        let (releases, queue) = mpsc::unbounded_channel();
+        (Arc::new(Self { store, next_id: AtomicU64::new(1), releases }), queue)
     }
 
-    fn store(&self) -> MutexGuard<'_, Box<dyn AdmissionStore + Send>> {
-        // A panic while holding the lock cannot leave the counts half-updated (each
-        // mutation is one call), so a poisoned lock is still usable.
-        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn at_global_cap(&self, limits: &Limits, store: &dyn AdmissionStore) -> bool {
-        limits.max_connections > 0 && store.total() >= limits.max_connections
-    }
-
-    /// A reload changed the limits: they apply to the next handshakes; live connections
-    /// over a lowered cap stay up.
-    pub fn set_limits(&self, limits: Limits) {
-        self.store().set_limits(limits.clone());
-        self.limits.store(Arc::new(limits));
-    }
-
-    /// Early admission of a handshake from `ip` (the admission stage of docs/protocol.md): global cap, then a
-    /// token from the IP's handshake bucket.
+    /// Stage 1–2 (see [`AdmissionStore::admit`]).
     ///
     /// # Errors
     /// [`Refusal`] with `Overloaded` or `HandshakeRate` and the wait to suggest.
-    pub fn admit(&self, ip: IpAddr) -> Result<(), Refusal> {
-        let limits = self.limits.load();
-        let ip = limit_key(ip, limits.ipv6_prefix_length);
-        let mut store = self.store();
-        if self.at_global_cap(&limits, store.as_ref()) {
-            return Err(Refusal { denied: HandshakeRefusal::Overloaded, retry_after: Some(CAP_RETRY_AFTER) });
-        }
-        store
-            .take_handshake(ip, Instant::now())
-            .map_err(|wait| Refusal { denied: HandshakeRefusal::HandshakeRate, retry_after: Some(wait) })
+    pub async fn admit(&self, ip: IpAddr) -> Result<Admitted, Refusal> {
+        self.store.admit(ip).await
     }
 
-    /// Take a live-connection slot for `ip` and `subject` (check 8).
+    /// Stage 8: a live-connection slot for an admitted client and `subject`.
     ///
     /// # Errors
     /// [`Refusal`] at the global, per-IP or per-subject cap.
-    pub fn acquire(self: &Arc<Self>, ip: IpAddr, subject: &str) -> Result<Lease, Refusal> {
-        let refuse = |denied| Err(Refusal { denied, retry_after: Some(CAP_RETRY_AFTER) });
-        let limits = self.limits.load();
-        // The lease keeps this key, so a reload changing the prefix releases what it took.
-        let ip = limit_key(ip, limits.ipv6_prefix_length);
-        let mut store = self.store();
-        if self.at_global_cap(&limits, store.as_ref()) {
-            return refuse(HandshakeRefusal::Overloaded);
-        }
-        let per_ip = limits.max_connections_per_ip;
-        if per_ip > 0 && store.per_ip(ip) >= per_ip {
-            return refuse(HandshakeRefusal::IpConnections);
-        }
-        let per_sub = limits.max_connections_per_subject;
-        if per_sub > 0 && store.per_subject(subject) >= per_sub {
-            return refuse(HandshakeRefusal::SubjectConnections);
-        }
-        store.add(ip, subject);
-        drop(store);
+    pub async fn try_acquire(&self, admitted: Admitted, subject: &str) -> Result<Lease, Refusal> {
+        let slot = self.store.try_acquire(admitted, subject).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Ok(Lease { admission: Arc::clone(self), id, ip, subject: subject.to_string() })
+        Ok(Lease { id, slot: Some(slot), releases: self.releases.clone() })
     }
 
-    fn release(&self, ip: IpAddr, subject: &str) {
-        self.store().remove(ip, subject);
+    /// Give back a slot a dropped lease queued.
+    pub async fn release(&self, slot: Slot) {
+        self.store.release(slot).await;
     }
 
-    /// Live connections in total.
-    pub fn total(&self) -> u64 {
-        self.store().total()
+    /// A reload changed the limits.
+    pub fn set_limits(&self, limits: Limits) {
+        self.store.set_limits(limits);
     }
 
-    /// Forget handshake buckets that carry no information any more (full ones).
+    /// Forget handshake buckets that carry no information any more.
     pub fn sweep(&self) {
-        self.store().sweep(Instant::now());
+        self.store.sweep(Instant::now());
+    }
+
+    /// Live connections this node counts (released slots included once their release ran).
+    pub fn local_total(&self) -> u64 {
+        self.store.local_total()
     }
 }
 
-/// A live-connection slot granted by [`Admission::acquire`]. Dropping it releases the slot,
-/// so a handshake that fails after admission, or a session that ends in any way, gives it
-/// back.
+/// A live-connection slot granted by [`Admission::try_acquire`]. Dropping it queues the
+/// slot's release, so a handshake that fails after admission, or a session that ends in any
+/// way, gives it back.
 pub struct Lease {
-    admission: Arc<Admission>,
     /// The lease (and connection) id.
     pub id: ConnId,
-    /// The per-IP key the slot was counted under ([`limit_key`]), not the full address.
-    ip: IpAddr,
-    subject: String,
+    slot: Option<Slot>,
+    releases: mpsc::UnboundedSender<Slot>,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.admission.release(self.ip, &self.subject);
+        if let Some(slot) = self.slot.take() {
+            // The receiver is gone only when the process is stopping.
+            let _ = self.releases.send(slot);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
 
     fn limits() -> Limits {
@@ -269,63 +308,104 @@ mod tests {
         }
     }
 
-    #[test]
-    fn handshake_rate_is_per_ip() {
-        let mut s = InMemoryStore::new(limits());
-        let (a, b) = ("10.0.0.1".parse().expect("ip"), "10.0.0.2".parse().expect("ip"));
-        let t = Instant::now();
-        assert!(s.take_handshake(a, t).is_ok());
-        assert!(s.take_handshake(a, t).is_ok());
-        assert!(s.take_handshake(a, t).is_err());
-        assert!(s.take_handshake(b, t).is_ok());
-        s.sweep(t + Duration::from_secs(60));
-        assert!(s.handshakes.is_empty(), "full buckets are forgotten");
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    fn ready<T>(f: impl std::future::Future<Output = T>) -> T {
+        f.now_or_never().expect("the in-memory store answers at once")
+    }
+
+    fn admission(l: Limits) -> (Arc<Admission>, ReleaseQueue) {
+        Admission::new(Arc::new(MemoryAdmission::new(l)))
+    }
+
+    /// Run the releases the dropped leases queued (the registry's job).
+    fn run_releases(a: &Admission, q: &mut ReleaseQueue) {
+        while let Ok(slot) = q.try_recv() {
+            ready(a.release(slot));
+        }
+    }
+
+    fn take(a: &Admission, addr: &str, subject: &str) -> Result<Lease, HandshakeRefusal> {
+        let admitted = ready(a.admit(ip(addr))).map_err(|r| r.denied)?;
+        ready(a.try_acquire(admitted, subject)).map_err(|r| r.denied)
     }
 
     #[test]
-    fn leases_count_and_release_their_slot() {
-        let admission = Admission::new(Limits { max_connections_per_ip: 1, ..limits() });
-        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
-        let lease = admission.acquire(ip, "alice").expect("first slot");
-        let refused = admission.acquire(ip, "bob").err().map(|r| r.denied);
-        assert_eq!(refused, Some(HandshakeRefusal::IpConnections));
-        assert_eq!(admission.total(), 1);
+    fn handshake_rate_is_per_ip_and_full_buckets_are_forgotten() {
+        let s = MemoryAdmission::new(limits());
+        let t = Instant::now();
+        assert!(s.admit_now(ip("10.0.0.1"), t).is_ok());
+        assert!(s.admit_now(ip("10.0.0.1"), t).is_ok());
+        let refused = s.admit_now(ip("10.0.0.1"), t).err();
+        assert_eq!(refused.map(|r| r.denied), Some(HandshakeRefusal::HandshakeRate));
+        assert!(refused.and_then(|r| r.retry_after).is_some_and(|w| w > Duration::ZERO));
+        assert!(s.admit_now(ip("10.0.0.2"), t).is_ok());
+        s.sweep(t + Duration::from_secs(60));
+        assert!(s.counts().handshakes.is_empty());
+    }
+
+    #[test]
+    fn leases_count_and_queue_their_release() {
+        let (a, mut q) = admission(Limits { max_connections_per_ip: 1, handshake_burst_per_ip: 10, ..limits() });
+        let lease = take(&a, "10.0.0.1", "alice").expect("first slot");
+        assert_eq!(take(&a, "10.0.0.1", "bob").err(), Some(HandshakeRefusal::IpConnections));
+        assert_eq!(a.local_total(), 1);
         drop(lease);
-        assert_eq!(admission.total(), 0);
-        assert!(admission.acquire(ip, "bob").is_ok(), "the slot came back");
+        // Dropping only queued the release.
+        assert_eq!(a.local_total(), 1);
+        run_releases(&a, &mut q);
+        assert_eq!(a.local_total(), 0);
+        assert!(take(&a, "10.0.0.1", "bob").is_ok(), "the slot came back");
+    }
+
+    #[test]
+    fn the_caps_are_checked_and_counted_in_one_step() {
+        let l = Limits { max_connections: 3, max_connections_per_subject: 1, max_connections_per_ip: 0, ..limits() };
+        let (a, _q) = admission(Limits { handshake_burst_per_ip: 100, handshakes_per_second_per_ip: 100, ..l });
+        // Two handshakes admitted early for the last subject slot: only one acquires it.
+        let first = ready(a.admit(ip("10.0.0.1"))).expect("admitted");
+        let second = ready(a.admit(ip("10.0.0.2"))).expect("admitted");
+        let _one = ready(a.try_acquire(first, "carol")).expect("slot");
+        assert_eq!(
+            ready(a.try_acquire(second, "carol")).err().map(|r| r.denied),
+            Some(HandshakeRefusal::SubjectConnections)
+        );
+        let _two = take(&a, "10.0.0.3", "dave").expect("slot");
+        let _three = take(&a, "10.0.0.4", "erin").expect("slot");
+        assert_eq!(take(&a, "10.0.0.5", "frank").err(), Some(HandshakeRefusal::Overloaded));
     }
 
     #[test]
     fn an_ipv6_prefix_is_one_client_for_caps_and_handshake_rate() {
-        let admission = Admission::new(Limits { max_connections_per_ip: 2, ..limits() });
-        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
-        let a = admission.acquire(ip("2001:db8:0:1::1"), "alice").expect("first");
-        let b = admission.acquire(ip("2001:db8:0:1:ffff::2"), "bob").expect("second");
-        let third = admission.acquire(ip("2001:db8:0:1::3"), "carol").err().map(|r| r.denied);
-        assert_eq!(third, Some(HandshakeRefusal::IpConnections), "same /64");
-        let other = admission.acquire(ip("2001:db8:0:2::1"), "dave").expect("another /64");
-        // Handshake rate (burst 2): a third address of the same /64 is refused.
-        assert!(admission.admit(ip("2001:db8:0:1::10")).is_ok());
-        assert!(admission.admit(ip("2001:db8:0:1::11")).is_ok());
-        assert!(admission.admit(ip("2001:db8:0:1::12")).is_err());
-        assert!(admission.admit(ip("2001:db8:0:3::1")).is_ok());
+        let (a, mut q) = admission(Limits { max_connections_per_ip: 2, ..limits() });
+        let x = take(&a, "2001:db8:0:1::1", "alice").expect("first");
+        let y = take(&a, "2001:db8:0:1:ffff::2", "bob").expect("second");
+        // Handshake rate (burst 2) is spent for this /64.
+        assert_eq!(take(&a, "2001:db8:0:1::3", "carol").err(), Some(HandshakeRefusal::HandshakeRate));
+        let other = take(&a, "2001:db8:0:2::1", "dave").expect("another /64");
         // A reload to /128 releases the slots under the keys they were taken with.
-        admission.set_limits(Limits { max_connections_per_ip: 2, ipv6_prefix_length: 128, ..limits() });
-        drop((a, b, other));
-        assert_eq!(admission.total(), 0);
-        let _c = admission.acquire(ip("2001:db8:0:1::3"), "carol").expect("slots came back");
+        a.set_limits(Limits { max_connections_per_ip: 2, ipv6_prefix_length: 128, ..limits() });
+        drop((x, y, other));
+        run_releases(&a, &mut q);
+        assert_eq!(a.local_total(), 0);
+        let _c = take(&a, "2001:db8:0:1::3", "carol").expect("slots came back");
     }
 
     #[test]
     fn counts_return_to_zero_and_entries_are_removed() {
-        let mut s = InMemoryStore::new(limits());
-        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
-        s.add(ip, "alice");
-        s.add(ip, "bob");
-        assert_eq!((s.total(), s.per_ip(ip), s.per_subject("alice")), (2, 2, 1));
-        s.remove(ip, "alice");
-        s.remove(ip, "bob");
-        assert_eq!(s.total(), 0);
-        assert!(s.ips.is_empty() && s.subjects.is_empty());
+        let s = MemoryAdmission::new(Limits { handshake_burst_per_ip: 10, ..limits() });
+        let admitted = s.admit_now(ip("10.0.0.1"), Instant::now()).expect("admitted");
+        let a = s.acquire_now(admitted, "alice").expect("slot");
+        let b = s.acquire_now(admitted, "bob").expect("slot");
+        assert_eq!(s.local_total(), 2);
+        s.release_now(&a);
+        s.release_now(&b);
+        // A slot released twice cannot drive a count below zero.
+        s.release_now(&b);
+        assert_eq!(s.local_total(), 0);
+        let counts = s.counts();
+        assert!(counts.ips.is_empty() && counts.subjects.is_empty());
     }
 }

@@ -1,6 +1,9 @@
 //! Revoked tokens (docs/operations.md): by `jti` until the token's `exp`, or by subject for every
-//! token issued (`iat`) at or before the revocation. Checked at the handshake and at
-//! `auth.refresh`; live connections are closed by the caller (the admin API), not here.
+//! token issued (`iat`) at or before the revocation. The [`RevocationStore`] trait is what the
+//! gateway checks against (the handshake, `auth.refresh`, the sessions after each read) and
+//! what announces each new revocation on its change feed; the sessions follow that feed (one
+//! close path: a session that learns its token is revoked closes itself with 4003).
+//! [`LocalRevocations`] is the store of a single node.
 //!
 //! Persistence: with a `state_dir`, every revocation is appended to `revocations.jsonl` as one
 //! JSON line and fsynced before it is acknowledged, so a restart does not forget it. The file
@@ -14,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
+use futures_util::future::{self, BoxFuture};
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 
 use crate::auth::{unix_now, Claims};
 
@@ -23,6 +28,33 @@ pub const FILE_NAME: &str = "revocations.jsonl";
 
 /// How long an entry is kept when nothing says when the revoked tokens expire.
 pub const DEFAULT_KEEP_SECONDS: u64 = 24 * 3600;
+
+/// Revocations a slow follower may fall behind by before it must re-check every session.
+const FEED_CAPACITY: usize = 1024;
+
+/// Revoked tokens and subjects, wherever they are kept.
+pub trait RevocationStore: Send + Sync {
+    /// Record `r`: persisted first where the store persists, then in force and announced on
+    /// the feed.
+    ///
+    /// # Errors
+    /// Persisting failed; the revocation is then in force in memory only and the caller must
+    /// report that it will not survive a restart.
+    fn add(&self, r: Revocation) -> BoxFuture<'_, std::io::Result<()>>;
+    /// True when `claims` are revoked at `now` (unix seconds). A local lookup, never a network
+    /// call: it runs on the data path.
+    fn check(&self, claims: &Claims, now: u64) -> bool;
+    /// Changes with every revocation put in force (0 while there is none): sessions compare it
+    /// after each read.
+    fn generation(&self) -> u64;
+    /// The change feed: every revocation put in force from now on, in order.
+    fn subscribe(&self) -> broadcast::Receiver<Revocation>;
+    /// Forget expired entries (and rewrite a persistent log that is mostly expired).
+    ///
+    /// # Errors
+    /// The rewrite failed (the old log stays in place and in use).
+    fn compact(&self, now: u64) -> std::io::Result<()>;
+}
 
 /// One revocation, as stored (one JSON line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,15 +154,16 @@ impl Set {
     }
 }
 
-/// The revocation store shared by the handshake path, the sessions and the admin API.
+/// The store of a single node: in memory, and in `server.state_dir` when one is set.
 #[derive(Debug)]
-pub struct Revocations {
+pub struct LocalRevocations {
     set: RwLock<Set>,
     /// Bumped by every revocation added; 0: nothing was ever revoked in this process's state
     /// (the fast path). Sessions compare it before judging what they read.
     generation: AtomicU64,
     /// The append-only log, when persistent.
     log: Option<Mutex<Log>>,
+    feed: broadcast::Sender<Revocation>,
 }
 
 #[derive(Debug)]
@@ -139,12 +172,22 @@ struct Log {
     file: File,
 }
 
-// === impl Revocations ===
+// === impl LocalRevocations ===
 
-impl Revocations {
+impl LocalRevocations {
     /// An in-memory store (nothing survives a restart).
     pub fn in_memory() -> Self {
-        Self { set: RwLock::new(Set::default()), generation: AtomicU64::new(0), log: None }
+        Self::with(Set::default(), None)
+    }
+
+    fn with(set: Set, log: Option<Log>) -> Self {
+        let generation = u64::from(set.len() > 0);
+        Self {
+            set: RwLock::new(set),
+            generation: AtomicU64::new(generation),
+            log: log.map(Mutex::new),
+            feed: broadcast::channel(FEED_CAPACITY).0,
+        }
     }
 
     /// Open (or create) the log in `state_dir`, load the entries still in force and rewrite the
@@ -178,12 +221,7 @@ impl Revocations {
         set.drop_expired(unix_now());
         let file = rewrite(&path, &set.entries())?;
         set.lines = set.len();
-        let generation = u64::from(set.len() > 0);
-        Ok(Self {
-            set: RwLock::new(set),
-            generation: AtomicU64::new(generation),
-            log: Some(Mutex::new(Log { path, file })),
-        })
+        Ok(Self::with(set, Some(Log { path, file })))
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Set> {
@@ -219,6 +257,8 @@ impl Revocations {
         set.lines += 1;
         drop(set);
         self.generation.fetch_add(1, Ordering::Release);
+        // No follower is an error only for the follower (none runs in unit tests).
+        let _ = self.feed.send(r);
         persisted
     }
 
@@ -263,6 +303,28 @@ impl Revocations {
     }
 }
 
+impl RevocationStore for LocalRevocations {
+    fn add(&self, r: Revocation) -> BoxFuture<'_, std::io::Result<()>> {
+        Box::pin(future::ready(LocalRevocations::add(self, r)))
+    }
+
+    fn check(&self, claims: &Claims, now: u64) -> bool {
+        self.revokes(claims, now)
+    }
+
+    fn generation(&self) -> u64 {
+        LocalRevocations::generation(self)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Revocation> {
+        self.feed.subscribe()
+    }
+
+    fn compact(&self, now: u64) -> std::io::Result<()> {
+        LocalRevocations::compact(self, now)
+    }
+}
+
 /// Write `entries` to `path` atomically (temporary file, fsync, rename, fsync the directory)
 /// and return the file opened for appending.
 fn rewrite(path: &Path, entries: &[Revocation]) -> std::io::Result<File> {
@@ -292,8 +354,27 @@ mod tests {
     }
 
     #[test]
+    fn the_feed_announces_each_revocation_in_order_and_check_sees_it() {
+        let r = LocalRevocations::in_memory();
+        let store: &dyn RevocationStore = &r;
+        let mut feed = store.subscribe();
+        assert_eq!(store.generation(), 0);
+        let token = Revocation::Token { jti: "j1".into(), until: 3_000 };
+        let subject = Revocation::Subject { sub: "bob".into(), before: 1_500, until: 3_000 };
+        for entry in [&token, &subject] {
+            futures_util::FutureExt::now_or_never(store.add(entry.clone())).expect("ready").expect("added");
+        }
+        assert_eq!(feed.try_recv().ok().as_ref(), Some(&token));
+        assert_eq!(feed.try_recv().ok().as_ref(), Some(&subject));
+        assert_eq!(store.generation(), 2);
+        assert!(store.check(&claims("alice", Some("j1"), None), 2_000));
+        assert!(store.check(&claims("bob", None, Some(1_500)), 2_000));
+        assert!(!store.check(&claims("bob", None, Some(1_501)), 2_000));
+    }
+
+    #[test]
     fn a_jti_is_revoked_until_its_exp() {
-        let r = Revocations::in_memory();
+        let r = LocalRevocations::in_memory();
         assert!(!r.revokes(&claims("a", Some("t1"), None), 100));
         r.add(Revocation::Token { jti: "t1".into(), until: 1_000 }).expect("add");
         assert!(r.revokes(&claims("a", Some("t1"), None), 1_000));
@@ -303,7 +384,7 @@ mod tests {
 
     #[test]
     fn a_subject_revocation_covers_tokens_issued_up_to_that_second() {
-        let r = Revocations::in_memory();
+        let r = LocalRevocations::in_memory();
         r.add(Revocation::Subject { sub: "bob".into(), before: 500, until: 5_000 }).expect("add");
         assert!(r.revokes(&claims("bob", None, Some(499)), 600));
         assert!(r.revokes(&claims("bob", None, Some(500)), 600), "same second counts as before");
@@ -317,7 +398,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = unix_now();
         {
-            let r = Revocations::open(dir.path()).expect("open");
+            let r = LocalRevocations::open(dir.path()).expect("open");
             r.add(Revocation::Token { jti: "live".into(), until: now + 3_600 }).expect("add");
             r.add(Revocation::Token { jti: "old".into(), until: now - 10 }).expect("add");
             r.add(Revocation::Subject { sub: "bob".into(), before: now, until: now + 60 }).expect("add");
@@ -327,7 +408,7 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).expect("append");
         f.write_all(b"{\"jti\":\"tor").expect("write");
         drop(f);
-        let r = Revocations::open(dir.path()).expect("reopen");
+        let r = LocalRevocations::open(dir.path()).expect("reopen");
         assert!(r.revokes(&claims("x", Some("live"), None), now));
         assert!(!r.revokes(&claims("x", Some("old"), None), now));
         assert!(r.revokes(&claims("bob", None, Some(now)), now));
@@ -340,7 +421,7 @@ mod tests {
     fn compaction_rewrites_a_log_that_is_mostly_expired() {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = unix_now();
-        let r = Revocations::open(dir.path()).expect("open");
+        let r = LocalRevocations::open(dir.path()).expect("open");
         for i in 0..30 {
             r.add(Revocation::Token { jti: format!("old-{i}"), until: now + 1 }).expect("add");
         }
