@@ -21,7 +21,7 @@ impl Session {
     /// the total size of the incomplete frame left, when its header is complete.
     pub(super) fn on_client_bytes(&mut self, buf: &[u8], now: Instant) -> (usize, usize) {
         let mut pos = 0;
-        while self.closing.is_none() {
+        while !self.is_closing() {
             // The gateway time of one message in FORWARD_TIME_SAMPLE is timed (two clock reads
             // and a histogram insert cost about as much as the rest of the no-envelope path).
             let started = self.messages_in.is_multiple_of(FORWARD_TIME_SAMPLE).then(Instant::now);
@@ -59,7 +59,7 @@ impl Session {
             Action::Refresh { token, id } => self.refresh(&token, id.as_deref(), now),
             Action::ClientClose { code } => {
                 self.client.close_seen = true;
-                self.closing = Some(m::DISCONNECT_CLIENT);
+                self.enter_closing(m::DISCONNECT_CLIENT);
                 let echo = code.map(u16::to_be_bytes);
                 wire::encode(
                     &mut self.client.out,
@@ -69,7 +69,6 @@ impl Session {
                     None,
                 );
                 self.close_upstream(code.unwrap_or(1000), b"");
-                self.begin_closing();
             }
             Action::Close(close) => self.protocol_close(close),
         }
@@ -87,7 +86,7 @@ impl Session {
     /// Handle the whole upstream frames at the front of `buf` (see [`Self::on_client_bytes`]).
     pub(super) fn on_upstream_bytes(&mut self, buf: &[u8]) -> (usize, usize) {
         let mut pos = 0;
-        while self.closing.is_none() {
+        while !self.is_closing() {
             match self.outbound.next(&buf[pos..]) {
                 Step::NeedMore => break,
                 Step::Partial { want } => return (pos, want),
@@ -115,7 +114,7 @@ impl Session {
                 let key = Some(self.mask_keys.next_key());
                 wire::encode(&mut self.upstream.out, wire::OP_PONG, true, &frame[payload_at..], key);
             }
-            Outward::Close { .. } if self.drain_by.is_some() => {
+            Outward::Close { .. } if self.is_draining() => {
                 // The answer to the drain's close: the client gets 1001 now.
                 self.upstream.close_seen = true;
                 self.finish_drain();
@@ -123,11 +122,10 @@ impl Session {
             Outward::Close { payload_at } => {
                 // Relay the upstream's close (code and reason) to the client; echo it upstream.
                 self.upstream.close_seen = true;
-                self.closing = Some(m::DISCONNECT_UPSTREAM);
+                self.enter_closing(m::DISCONNECT_UPSTREAM);
                 self.client.out.extend_from_slice(frame);
                 let echo = frame[payload_at..].get(..2).unwrap_or(&[]);
                 self.close_upstream(0, echo);
-                self.begin_closing();
             }
             Outward::None => {}
             Outward::Lost(close) => self.upstream_ended(close),

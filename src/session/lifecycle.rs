@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use actix::Addr;
 
 use super::index::LiveSession;
-use super::{Session, WsSession, DRAIN_UPSTREAM_GRACE};
+use super::{Phase, Session, WsSession, DRAIN_UPSTREAM_GRACE};
 use crate::auth::unix_now;
 use crate::error::SessionClose;
 use crate::metrics as m;
@@ -21,22 +21,20 @@ impl Session {
     /// (answers to messages already forwarded) until its close arrives; then the client gets
     /// 1001. The client is not read meanwhile: nothing new is accepted.
     pub(super) fn start_drain(&mut self) {
-        if self.closing.is_some() || self.drain_by.is_some() {
+        if self.phase != Phase::Open {
             return;
         }
         session_event!(info, self, "drain_close", SessionClose::Draining.reason());
         self.close_upstream(1001, b"");
-        self.drain_by = Some(Instant::now() + DRAIN_UPSTREAM_GRACE);
+        self.phase = Phase::Draining { by: Instant::now() + DRAIN_UPSTREAM_GRACE };
         self.wake();
     }
 
     /// The drained upstream answered (or failed, or took too long): close the client 1001.
     pub(super) fn finish_drain(&mut self) {
-        self.drain_by = None;
-        if self.closing.is_none() {
-            self.closing = Some(SessionClose::Draining.reason());
+        if !self.is_closing() {
+            self.enter_closing(SessionClose::Draining.reason());
             wire::encode_close(&mut self.client.out, 1001, SessionClose::Draining.client_text(), None);
-            self.begin_closing();
         }
     }
 
@@ -53,7 +51,12 @@ impl Session {
 
     /// The earliest pending deadline.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        [self.expires_at, self.warn_at, self.heartbeat_at, self.stop_at, self.drain_by, self.frame_deadline]
+        let phase_deadline = match self.phase {
+            Phase::Open => None,
+            Phase::Draining { by } => Some(by),
+            Phase::Closing { stop_at, .. } => stop_at,
+        };
+        [self.expires_at, self.warn_at, self.heartbeat_at, phase_deadline, self.frame_deadline]
             .into_iter()
             .flatten()
             .min()
@@ -64,28 +67,30 @@ impl Session {
     /// polled per frame.
     /// Returns true when the session must stop now (its close grace ran out).
     pub(super) fn run_deadlines(&mut self, now: Instant) -> bool {
-        if self.stop_at.is_some_and(|t| t <= now) {
-            self.stop_at = None;
-            return true;
+        if let Phase::Closing { stop_at, .. } = &mut self.phase {
+            if stop_at.is_some_and(|t| t <= now) {
+                *stop_at = None;
+                return true;
+            }
         }
         if self.expires_at.is_some_and(|t| t <= now) {
             self.expires_at = None;
             self.warn_at = None;
-            if self.closing.is_none() {
+            if !self.is_closing() {
                 session_event!(info, self, "token_expired", "token_expired");
                 self.close(SessionClose::TokenExpired);
             }
         }
         if self.warn_at.is_some_and(|t| t <= now) {
             self.warn_at = None;
-            if self.closing.is_none() {
+            if !self.is_closing() {
                 self.send_expiring();
             }
         }
         if self.heartbeat_at.is_some_and(|t| t <= now) {
             self.heartbeat(now);
         }
-        if self.drain_by.is_some_and(|t| t <= now) {
+        if matches!(self.phase, Phase::Draining { by } if by <= now) {
             self.finish_drain();
         }
         if self.frame_deadline.is_some_and(|t| t <= now) {
@@ -119,7 +124,7 @@ impl Session {
     /// the gateway itself stopped reading the client (the upstream's queue is full): then the
     /// frame gets a fresh deadline.
     pub(super) fn frame_overdue(&mut self, now: Instant) {
-        if self.closing.is_some() || self.drain_by.is_some() {
+        if self.phase != Phase::Open {
             self.frame_deadline = None;
             return;
         }
@@ -162,7 +167,7 @@ impl Session {
 
     pub(super) fn heartbeat(&mut self, now: Instant) {
         self.heartbeat_at = self.heartbeat_tick().map(|tick| now + tick);
-        if self.closing.is_some() {
+        if self.is_closing() {
             return;
         }
         if !self.idle_limit.is_zero() && now.duration_since(self.last_seen) > self.idle_limit {
@@ -205,7 +210,7 @@ impl Session {
     /// The session ended: out of the index, counted, logged.
     pub(super) fn end(&mut self) {
         self.p.handles.sessions.remove(self.id());
-        let reason = self.closing.unwrap_or(m::DISCONNECT_CLIENT);
+        let reason = self.close_reason().unwrap_or(m::DISCONNECT_CLIENT);
         let lifetime = self.opened.elapsed();
         self.metrics.closed(reason, lifetime);
         tracing::info!(
@@ -227,7 +232,7 @@ impl Session {
 
     /// An operator or the drain asks this session to close with `denied`.
     pub(super) fn close_requested(&mut self, denied: SessionClose) {
-        if self.closing.is_some() {
+        if self.is_closing() {
             return;
         }
         let event = match denied {

@@ -104,6 +104,37 @@ const PASSES_PER_WAKE: usize = 16;
 /// is reported with the next line written (field `suppressed`) or in `connection_closed`.
 pub const REFUSED_LOG_PER_SECOND: u32 = 5;
 
+/// Where a connection is in its life. Before a session exists the connection is
+/// *handshaking* (`http::ws`: the checks of docs/protocol.md, then the upstream dial); the 101
+/// is the first thing the session writes.
+///
+/// ```text
+///   Open ──(drain)──▶ Draining ──(upstream's close, or DRAIN_UPSTREAM_GRACE)──▶ Closing
+///     │                                                                        ▲
+///     └──(a close from either side, a refusal's close, expiry, kick, ...)──────┘
+/// ```
+/// In `Closing` nothing more is read or judged; once both write queues are flushed the
+/// sockets *linger* (bytes still arriving are discarded, the client's charged to its byte
+/// bucket) until each peer closed, at the latest at `stop_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Relaying both ways.
+    Open,
+    /// The upstream was sent 1001; its frames still reach the client until its close
+    /// arrives, at the latest at `by`. The client is not read meanwhile.
+    Draining {
+        /// Latest moment the client is closed 1001.
+        by: Instant,
+    },
+    /// Closing with `reason` (the disconnect metric's label).
+    Closing {
+        /// Why.
+        reason: &'static str,
+        /// Latest moment the session stops, flushed or not (`None`: it is stopping now).
+        stop_at: Option<Instant>,
+    },
+}
+
 /// Everything a session is started with (built by the handshake handler).
 pub struct SessionParams {
     /// The slot granted by the registry; its id is the connection id.
@@ -152,11 +183,8 @@ pub struct Session {
     /// Ping interval and idle limit (zero: disabled).
     ping_every: Duration,
     idle_limit: Duration,
-    /// Latest moment the closing session stops, flushed or not.
-    stop_at: Option<Instant>,
-    /// Draining: the upstream was sent 1001 and its frames still reach the client until its
-    /// close arrives, at the latest at this moment; the client is not read meanwhile.
-    drain_by: Option<Instant>,
+    /// Where the connection is in its life (see [`Phase`]).
+    phase: Phase,
     /// A close frame was queued for the upstream (never a second one).
     upstream_close_sent: bool,
     /// One timer for all of the deadlines above, armed for the earliest.
@@ -168,8 +196,6 @@ pub struct Session {
     messages_out: u64,
     /// What the admin API sees of this session.
     stats: Arc<LiveStats>,
-    /// Set once the session started closing; the reason label for the disconnect metric.
-    closing: Option<&'static str>,
     /// The gateway's policy generation this session's rules come from, and the revocation
     /// generation its token was last checked against (`u64::MAX`: not compared yet, so the
     /// first read catches a reload or revocation that landed during the handshake).
@@ -205,8 +231,7 @@ impl Session {
             heartbeat_at: None,
             ping_every: Duration::ZERO,
             idle_limit: Duration::ZERO,
-            stop_at: None,
-            drain_by: None,
+            phase: Phase::Open,
             upstream_close_sent: false,
             timer: Box::pin(tokio::time::sleep_until(now.into())),
             timer_armed_for: None,
@@ -215,7 +240,6 @@ impl Session {
             messages_in: 0,
             messages_out: 0,
             stats: Arc::new(LiveStats::default()),
-            closing: None,
             policy_generation: u64::MAX,
             revocation_generation: u64::MAX,
             waker: None,
@@ -245,10 +269,10 @@ impl Session {
 
     /// Close the client with `denied`'s code; the upstream gets 1001.
     fn close(&mut self, denied: SessionClose) {
-        if self.closing.is_some() {
+        if self.is_closing() {
             return;
         }
-        self.closing = Some(denied.reason());
+        self.enter_closing(denied.reason());
         if denied == SessionClose::SlowConsumer {
             self.client.discard_unstarted();
         }
@@ -256,7 +280,6 @@ impl Session {
         if denied != SessionClose::UpstreamLost {
             self.close_upstream(1001, b"");
         }
-        self.begin_closing();
     }
 
     /// Queue a close frame for the upstream with `code` (or the raw 2-byte `echo` when given),
@@ -273,11 +296,29 @@ impl Session {
         }
     }
 
-    /// Stop reading; the pump stops the actor once both write queues are flushed, at the
-    /// latest after [`CLOSE_GRACE`].
-    fn begin_closing(&mut self) {
-        self.stop_at = Some(Instant::now() + CLOSE_GRACE);
+    /// Enter [`Phase::Closing`] with `reason`: no more reads; the pump stops the actor once
+    /// both write queues are flushed and the peers closed, at the latest after [`CLOSE_GRACE`].
+    fn enter_closing(&mut self, reason: &'static str) {
+        self.phase = Phase::Closing { reason, stop_at: Some(Instant::now() + CLOSE_GRACE) };
         self.wake();
+    }
+
+    /// True once the session is closing (nothing more is read or judged).
+    fn is_closing(&self) -> bool {
+        matches!(self.phase, Phase::Closing { .. })
+    }
+
+    /// True while draining.
+    fn is_draining(&self) -> bool {
+        matches!(self.phase, Phase::Draining { .. })
+    }
+
+    /// The disconnect reason, once closing.
+    fn close_reason(&self) -> Option<&'static str> {
+        match self.phase {
+            Phase::Closing { reason, .. } => Some(reason),
+            _ => None,
+        }
     }
 
     fn protocol_close(&mut self, denied: SessionClose) {
@@ -287,11 +328,11 @@ impl Session {
 
     /// The upstream side ended or misbehaved: close the client with `denied`.
     fn upstream_ended(&mut self, denied: SessionClose) {
-        if self.drain_by.is_some() {
+        if self.is_draining() {
             // The drained upstream hung up instead of answering the close: that is its answer.
             return self.finish_drain();
         }
-        if self.closing.is_none() {
+        if !self.is_closing() {
             session_event!(warn, self, "upstream_ended", denied.reason());
             m::upstream_error(if denied == SessionClose::MessageTooBig { "too_big" } else { "lost" });
         }
@@ -302,7 +343,7 @@ impl Session {
     /// close) and make one non-blocking attempt to deliver a 1011 close frame.
     fn internal_failure(&mut self) {
         session_event!(error, self, "session_panic", SessionClose::Internal.reason());
-        self.closing = Some(SessionClose::Internal.reason());
+        self.phase = Phase::Closing { reason: SessionClose::Internal.reason(), stop_at: None };
         self.client.discard_unstarted();
         wire::encode_close(
             &mut self.client.out,
@@ -316,10 +357,9 @@ impl Session {
 
     /// The client's TCP stream ended or failed (with or without a close frame).
     fn client_gone(&mut self) {
-        if self.closing.is_none() {
-            self.closing = Some(m::DISCONNECT_CLIENT);
+        if !self.is_closing() {
+            self.enter_closing(m::DISCONNECT_CLIENT);
             self.close_upstream(1001, b"");
-            self.begin_closing();
         }
         self.client.dead = true;
     }

@@ -6,7 +6,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use super::relay::Read;
-use super::{Session, PASSES_PER_WAKE};
+use super::{Phase, Session, PASSES_PER_WAKE};
 use crate::error::SessionClose;
 
 impl Session {
@@ -19,7 +19,7 @@ impl Session {
                 // A reload or revocation that answered before these bytes were read applies
                 // to them (the actor's messages may arrive later).
                 self.catch_up();
-                if self.closing.is_some() {
+                if self.is_closing() {
                     (lent.buf.len(), 0)
                 } else {
                     self.on_client_bytes(&lent.buf, now)
@@ -78,12 +78,11 @@ impl Session {
                 return Poll::Ready(());
             }
             let mut progress = false;
-            if client_ready && self.closing.is_none() && self.drain_by.is_none() && self.upstream.queued() < high_water
-            {
+            if client_ready && self.phase == Phase::Open && self.upstream.queued() < high_water {
                 client_ready = self.read_client(cx, now);
                 progress |= client_ready;
             }
-            if upstream_ready && self.closing.is_none() {
+            if upstream_ready && !self.is_closing() {
                 upstream_ready = self.read_upstream(cx);
                 progress |= upstream_ready;
             }
@@ -104,12 +103,12 @@ impl Session {
                 }
                 Poll::Pending => false,
             };
-            if self.closing.is_none() && self.client.queued() > high_water {
+            if !self.is_closing() && self.client.queued() > high_water {
                 session_event!(warn, self, "slow_consumer_close", "slow_consumer", queued = self.client.queued());
                 self.close(SessionClose::SlowConsumer);
                 continue;
             }
-            if self.closing.is_some() && client_flushed && upstream_flushed {
+            if self.is_closing() && client_flushed && upstream_flushed {
                 // Bytes a closing client still sends are charged: past the byte bucket the
                 // socket is dropped instead of read further.
                 let inbound = &mut self.inbound;
