@@ -1,33 +1,29 @@
-//! `WsSession`: the connection actor, one per client (docs/protocol.md), and the [`Session`] it
-//! owns.
+//! The data path of one client connection (docs/architecture.md): the [`Session`] state, its
+//! [`Phase`]s, and the modules that drive it.
 //!
-//! A session holds, for the life of the connection: both sockets (a [`Side`] each), the
-//! token-expiry timers, the token buckets, the violation window, the heartbeat and the
-//! fragment assembly. Decisions are made by the pure functions of `policy/`, `auth/` and
-//! `wire`; this file only sequences them and moves bytes.
+//! - `actor.rs`: [`WsSession`], the connection actor; it owns the session and receives the
+//!   control messages ([`messages`]).
+//! - `pump.rs`: one wake-up reads whichever socket is ready and flushes both.
+//! - [`inbound`] / [`outbound`]: the pure per-direction pipelines; frame bytes in, one action
+//!   per frame out (framing, assembly, buckets, UTF-8, the message checks, violations).
+//! - `frames.rs`: carries out the pipelines' actions (queue the frame as received for the
+//!   other side, answer, refuse, refresh, close).
+//! - `lifecycle.rs`: start and end, the deadlines (expiry and its warning, heartbeat and idle
+//!   limit, frame timeout, drain), the operator's requests, reloads and revocations.
+//! - [`relay`]: the byte side of each socket; [`index`]: the live sessions the admin API sees.
 //!
-//! The data path: the session's pump (a task of its own next to the actor, see [`WsSession`])
-//! reads whichever socket is ready, judges each complete frame, and queues what passes for the other side as
-//! the very bytes that arrived (a client frame keeps its masking key upstream; an upstream
-//! frame is already what a client expects). One read, one decision and one write per frame,
-//! no copy of the payload beyond the unmasked one the checks read, no second actor, no
-//! mailbox hop. This file holds the session's state, closing and the actor; reading and the
-//! pump are in `session/pump.rs`, start, end, deadlines and operator requests in
-//! `session/lifecycle.rs`, the per-frame handling of both directions, refusals and
-//! `auth.refresh` in `session/frames.rs`. Does not own: admission (registry),
-//! dialing (upstream.rs).
+//! One read, one decision and one write per frame, no copy of the payload beyond the unmasked
+//! one the checks read, no second actor, no mailbox hop. Does not own: admission (the
+//! handshake and `store::admission`), dialing (`upstream.rs`).
 
-use std::cell::RefCell;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use self::inbound::Inbound;
 use self::index::{LiveStats, Sessions};
-use self::messages::{CloseSession, ConfigReloaded, RevocationsChanged};
 use self::outbound::Outbound;
 use self::relay::Side;
 use crate::auth::Claims;
@@ -39,7 +35,6 @@ use crate::state::{DrainSignal, PolicyCell};
 use crate::store::admission::Lease;
 use crate::store::revocation::RevocationStore;
 use crate::wire::{self, MaskKeys};
-use actix::{Actor, ActorContext, ActorFutureExt, AsyncContext, Context, Handler};
 
 /// One structured security event of a session, with every field the README's "Logs" section
 /// promises: event, reason, route, client IP, origin, user agent, subject, connection id and
@@ -61,11 +56,14 @@ macro_rules! session_event {
     };
 }
 
+mod actor;
 pub mod inbound;
 pub mod index;
 pub mod messages;
 pub mod outbound;
 pub mod relay;
+
+pub use self::actor::WsSession;
 
 // After the macro: the lifecycle logs security events too.
 mod frames;
@@ -362,89 +360,5 @@ impl Session {
             self.close_upstream(1001, b"");
         }
         self.client.dead = true;
-    }
-}
-
-/// The connection actor: owns its [`Session`], receives the control messages (kick, revoke,
-/// drain, reload) in its mailbox and stops when the session is over.
-///
-/// The data path is not polled through the actor's context: the session's pump runs as a
-/// task of its own on the same worker thread, sharing the session through an `Rc<RefCell>`
-/// (the actor and its pump never run at the same time). A wake-up for a socket then polls
-/// only the pump, not the actor's mailbox and spawned items; per echoed message that was a
-/// tenth of the gateway's user time (mailbox check and waker registration twice per round
-/// trip).
-pub struct WsSession {
-    session: Rc<RefCell<Session>>,
-    /// The pump task, aborted if the actor stops first (system shutdown).
-    pump: Option<tokio::task::AbortHandle>,
-}
-
-// === impl WsSession ===
-
-impl WsSession {
-    /// The actor of an admitted client whose upstream is already open; `client` starts with
-    /// the 101 response queued.
-    pub fn new(p: SessionParams, client: Side, upstream: Side) -> Self {
-        Self { session: Rc::new(RefCell::new(Session::new(p, client, upstream))), pump: None }
-    }
-}
-
-impl Actor for WsSession {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        self.session.borrow_mut().begin(ctx.address());
-        let session = Rc::clone(&self.session);
-        let pump = actix::spawn(std::future::poll_fn(move |cx| {
-            let mut s = session.borrow_mut();
-            s.pumping = true;
-            let polled = s.pump(cx);
-            s.pumping = false;
-            polled
-        }));
-        self.pump = Some(pump.abort_handle());
-        let session = Rc::clone(&self.session);
-        ctx.spawn(actix::fut::wrap_future(pump).map(move |ended, _, ctx: &mut Context<Self>| {
-            if ended.as_ref().is_err_and(tokio::task::JoinError::is_panic) {
-                // A bug, never the client's doing: logged and counted as internal (1011).
-                // The unwinding released the session's borrow.
-                if let Ok(mut s) = session.try_borrow_mut() {
-                    s.internal_failure();
-                }
-            }
-            ctx.stop()
-        }));
-    }
-
-    fn stopped(&mut self, _: &mut Self::Context) {
-        if let Some(pump) = self.pump.take() {
-            pump.abort();
-        }
-        self.session.borrow_mut().end();
-    }
-}
-
-impl Handler<CloseSession> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, msg: CloseSession, _: &mut Self::Context) {
-        self.session.borrow_mut().close_requested(msg.denied);
-    }
-}
-
-impl Handler<RevocationsChanged> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, _: RevocationsChanged, _: &mut Self::Context) {
-        self.session.borrow_mut().catch_up();
-    }
-}
-
-impl Handler<ConfigReloaded> for WsSession {
-    type Result = ();
-
-    fn handle(&mut self, _: ConfigReloaded, _: &mut Self::Context) {
-        self.session.borrow_mut().take_policy();
     }
 }
