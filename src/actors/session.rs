@@ -341,8 +341,7 @@ impl Session {
 
 /// The `auth.refresh` bucket of `limits` (`None`: unlimited).
 fn refresh_bucket(l: &crate::config::Limits, now: Instant) -> Option<TokenBucket> {
-    let every = Duration::from_secs(l.refresh_interval_seconds);
-    TokenBucket::try_every(u64::from(l.refresh_burst), every, now).ok()
+    TokenBucket::try_every(u64::from(l.refresh_burst), l.refresh_interval, now).ok()
 }
 
 /// The connection actor: owns its [`Session`], receives the control messages (kick, revoke,

@@ -582,7 +582,7 @@ async fn negotiate(
     let lease = gw.admission.acquire(ip, &claims.sub)?;
     // 9: the upstream.
     let identity = Identity { subject: &claims.sub, scopes: &claims.scopes, client_ip: ip };
-    let timeout = Duration::from_secs(policy.config.timeouts.upstream_connect_seconds);
+    let timeout = policy.config.timeouts.upstream_connect;
     let dialed = upstream::dial(&entry.client_for(route), route, &identity, selected.as_deref(), timeout)
         .await
         .map_err(|(denied, detail)| {

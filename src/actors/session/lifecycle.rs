@@ -146,9 +146,9 @@ impl Session {
 
     pub(super) fn start_heartbeat(&mut self) {
         let t = &self.p.config.timeouts;
-        self.frame_limit = Duration::from_secs(t.frame_seconds);
-        self.ping_every = Duration::from_secs(t.ping_interval_seconds);
-        self.idle_limit = Duration::from_secs(t.idle_seconds);
+        self.frame_limit = t.frame;
+        self.ping_every = t.ping_interval;
+        self.idle_limit = t.idle;
         self.heartbeat_at = self.heartbeat_tick().map(|tick| Instant::now() + tick);
     }
 
@@ -280,7 +280,7 @@ impl Session {
             let burst = new.bytes_per_second.max(new.max_message_bytes as u64);
             self.bytes = optional_bucket(burst, new.bytes_per_second, now);
         }
-        if (old.refresh_burst, old.refresh_interval_seconds) != (new.refresh_burst, new.refresh_interval_seconds) {
+        if (old.refresh_burst, old.refresh_interval) != (new.refresh_burst, new.refresh_interval) {
             self.refreshes = refresh_bucket(new, now);
         }
         self.client_framing.set_max_message(new.max_message_bytes);
