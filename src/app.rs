@@ -102,7 +102,7 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
     let config = Arc::new(config);
     let revocations: Arc<dyn RevocationStore> = Arc::new(open_revocations(&config)?);
     let cert = match &config.tls {
-        Some(files) => Some(ReloadableCert::load(files)?),
+        Some(files) => Some(ReloadableCert::load(&files.cert_file, &files.key_file)?),
         None => None,
     };
     let admin_token = match &config.admin_token_env {
@@ -148,7 +148,7 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
     let workers =
         if config.workers == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { config.workers };
     let per_worker_conns = (config.limits.max_connections as usize / workers).max(25_000);
-    let handshake_timeout = Duration::from_secs(config.timeouts.handshake_seconds);
+    let handshake_timeout = config.timeouts.handshake;
     let tls = match &cert {
         Some(cert) => Some(accept::tls_acceptor(crate::tls::server_config(Arc::clone(cert))?)),
         None => None,
@@ -231,7 +231,7 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
 
     crate::control::signals::spawn(reloader, drain, stop.clone());
     if let Some(cert) = cert {
-        crate::control::reload::spawn_cert_watch(cert, config.tls.as_ref().map_or(0, |t| t.reload_check_seconds));
+        crate::control::reload::spawn_cert_watch(cert, config.tls.as_ref().map_or(Duration::ZERO, |t| t.reload_check));
     }
 
     announce(Bound { public: public_addr, admin: admin_addr, tls: config.tls.is_some() });
@@ -246,7 +246,7 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
             }
             ctl = control_rx.recv() => match ctl {
                 Some(Control::Drain) => {
-                    let spread = Duration::from_secs(policy.load().config.timeouts.drain_seconds);
+                    let spread = policy.load().config.timeouts.drain;
                     actix_web::rt::spawn(crate::control::drain::run(Arc::clone(&sessions), stop.clone(), spread));
                 }
                 Some(Control::Stop) | None => break,

@@ -11,6 +11,7 @@ use actix_http::StatusCode;
 
 use crate::auth::AuthError;
 use crate::config::ConfigError;
+use crate::tls::TlsError;
 
 /// Result alias for library code.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -38,8 +39,8 @@ pub enum Error {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     /// TLS material could not be loaded.
-    #[error("tls: {0}")]
-    Tls(String),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// The metrics recorder could not be installed.
     #[error("metrics: {0}")]
     Metrics(String),

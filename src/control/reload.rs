@@ -112,7 +112,7 @@ fn load_and_apply(gw: &Reloader) -> Result<Reloaded, String> {
     let old = gw.policy.load();
     let restart_needed = restart_only(&old.config, &config);
     match (&gw.cert, &config.tls) {
-        (Some(cert), Some(files)) => cert.reload(files).map_err(|e| e.to_string())?,
+        (Some(cert), Some(files)) => cert.reload(&files.cert_file, &files.key_file).map_err(|e| e.to_string())?,
         (None, None) => {}
         (None, Some(_)) => return Err("server.tls was added: serving TLS needs a restart".into()),
         (Some(_), None) => return Err("server.tls was removed: serving plain ws:// needs a restart".into()),
@@ -132,14 +132,14 @@ fn load_and_apply(gw: &Reloader) -> Result<Reloaded, String> {
     Ok(reloaded)
 }
 
-/// Check the certificate files every `every_seconds` (0: never) and reload them when their
+/// Check the certificate files every `every` (zero: never) and reload them when their
 /// modification time changed.
-pub fn spawn_cert_watch(cert: Arc<ReloadableCert>, every_seconds: u64) {
-    if every_seconds == 0 {
+pub fn spawn_cert_watch(cert: Arc<ReloadableCert>, every: Duration) {
+    if every.is_zero() {
         return;
     }
     actix_web::rt::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(every_seconds));
+        let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;

@@ -431,7 +431,7 @@ pub(crate) async fn negotiate(
     let lease = gw.admission.try_acquire(admitted, &claims.sub).await?;
     // 9: the upstream.
     let identity = Identity { subject: &claims.sub, scopes: &claims.scopes, client_ip: ip };
-    let timeout = Duration::from_secs(policy.config.timeouts.upstream_connect_seconds);
+    let timeout = policy.config.timeouts.upstream_connect;
     let dialed = upstream::dial(upstream_client, route, &identity, selected.as_deref(), timeout).await.map_err(
         |(denied, detail)| {
             m::upstream_error(if denied == HandshakeRefusal::UpstreamTimeout {

@@ -160,8 +160,7 @@ fn buckets(l: &Limits, now: Instant) -> (Option<TokenBucket>, Option<TokenBucket
 
 /// The `auth.refresh` bucket of `l` (`None`: unlimited).
 fn refresh_bucket(l: &Limits, now: Instant) -> Option<TokenBucket> {
-    let every = Duration::from_secs(l.refresh_interval_seconds);
-    TokenBucket::try_every(u64::from(l.refresh_burst), every, now).ok()
+    TokenBucket::try_every(u64::from(l.refresh_burst), l.refresh_interval, now).ok()
 }
 
 // === impl Inbound ===
@@ -198,7 +197,7 @@ impl Inbound {
         if (old.bytes_per_second, old.max_message_bytes) != (new.bytes_per_second, new.max_message_bytes) {
             self.bytes = bytes;
         }
-        if (old.refresh_burst, old.refresh_interval_seconds) != (new.refresh_burst, new.refresh_interval_seconds) {
+        if (old.refresh_burst, old.refresh_interval) != (new.refresh_burst, new.refresh_interval) {
             self.refreshes = refresh_bucket(new, now);
         }
         self.framing.set_max_message(new.max_message_bytes);

@@ -150,9 +150,9 @@ impl Session {
 
     pub(super) fn start_heartbeat(&mut self) {
         let t = &self.p.config.timeouts;
-        self.frame_limit = Duration::from_secs(t.frame_seconds);
-        self.ping_every = Duration::from_secs(t.ping_interval_seconds);
-        self.idle_limit = Duration::from_secs(t.idle_seconds);
+        self.frame_limit = t.frame;
+        self.ping_every = t.ping_interval;
+        self.idle_limit = t.idle;
         self.heartbeat_at = self.heartbeat_tick().map(|tick| Instant::now() + tick);
     }
 

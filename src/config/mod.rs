@@ -1,9 +1,12 @@
-//! Configuration: the TOML file of docs/configuration.md, parsed into raw serde structs and then
-//! validated into [`Config`].
+//! Configuration: the TOML file of docs/configuration.md, parsed into the raw serde shape
+//! (config/raw.rs: keys, types, defaults) and then validated here into [`Config`]: times as
+//! [`Duration`]s, addresses and CIDRs parsed, origins and JSON Schemas compiled.
 //!
 //! Owns: key names, defaults (`DEFAULT_*`), the meaning of `0` for each limit, and every check
 //! that can be made before the gateway starts. A bad file fails with the key's dotted path and
 //! the reason. Does not own: loading key material (auth/keys.rs) or TLS files (tls.rs).
+
+mod raw;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,22 +14,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::policy::origin::OriginPolicy;
 use crate::policy::token_source::TokenSource;
 
-/// Default public listener.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:8443";
-/// Default admin listener: loopback only, so metrics and admin never face the internet by default.
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
-/// Clock skew tolerated on `exp`/`nbf`, in seconds (jsonwebtoken's own default of 60 is too lax).
-pub const DEFAULT_LEEWAY_SECONDS: u64 = 5;
-/// How long before the deadline `auth.expiring` is sent.
-pub const DEFAULT_EXPIRY_WARNING_SECONDS: u64 = 30;
-/// Longest token lifetime accepted (`exp - iat`, or `exp - now` without `iat`): one day. A
-/// stolen token with a far `exp` is worth more than one an IdP would really issue.
-pub const DEFAULT_MAX_TOKEN_LIFETIME_SECONDS: u64 = 86_400;
+pub use raw::{
+    json_schema, BinaryPolicy, Envelope, ExtraFields, KeyConfig, UnknownTypes, DEFAULT_ADMIN_LISTEN,
+    DEFAULT_EXPIRY_WARNING_SECONDS, DEFAULT_LEEWAY_SECONDS, DEFAULT_LISTEN, DEFAULT_MAX_TOKEN_LIFETIME_SECONDS,
+};
+use raw::{RawAuth, RawConfig, RawRoute};
+
 /// Largest value of any `timeouts.*_seconds` key (one year).
 pub const MAX_TIMEOUT_SECONDS: u64 = 365 * 86_400;
 /// Largest `auth.leeway_seconds` accepted: clock skew beyond an hour is a broken clock.
@@ -68,198 +64,12 @@ impl ConfigError {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Raw shape (serde). Defaults live here so that an omitted key and the example file agree.
-// ---------------------------------------------------------------------------------------------
-
-/// The JSON Schema of the config file (draft 2020-12), from the same serde shape the parser
-/// uses: editors validate a `wsgate.toml` with it (`wsgate config-schema`). Checks that need
-/// more than the shape (addresses, URLs, files, cross-key rules) stay with `check-config`.
-pub fn json_schema() -> serde_json::Value {
-    let mut schema = serde_json::to_value(schemars::schema_for!(RawConfig)).unwrap_or_default();
-    if let Some(obj) = schema.as_object_mut() {
-        obj.insert("title".into(), "wsgate configuration".into());
-    }
-    schema
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    server: RawServer,
-    #[serde(default)]
-    admin: RawAdmin,
-    #[serde(default)]
-    auth: RawAuth,
-    #[serde(default)]
-    limits: Limits,
-    #[serde(default)]
-    timeouts: Timeouts,
-    #[serde(default)]
-    routes: Vec<RawRoute>,
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-struct RawServer {
-    listen: String,
-    workers: usize,
-    trusted_proxies: Vec<String>,
-    proxy_protocol: bool,
-    state_dir: Option<PathBuf>,
-    tls: Option<RawTls>,
-}
-
-impl Default for RawServer {
-    fn default() -> Self {
-        Self {
-            listen: DEFAULT_LISTEN.into(),
-            workers: 0,
-            trusted_proxies: Vec::new(),
-            proxy_protocol: false,
-            state_dir: None,
-            tls: None,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct RawTls {
-    cert_file: PathBuf,
-    key_file: PathBuf,
-    #[serde(default = "default_reload_check_seconds")]
-    reload_check_seconds: u64,
-}
-
-fn default_reload_check_seconds() -> u64 {
-    10
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-struct RawAdmin {
-    listen: String,
-    token_env: Option<String>,
-}
-
-impl Default for RawAdmin {
-    fn default() -> Self {
-        Self { listen: DEFAULT_ADMIN_LISTEN.into(), token_env: None }
-    }
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-struct RawAuth {
-    issuer: Option<String>,
-    audience: Option<String>,
-    leeway_seconds: u64,
-    scope_claim: String,
-    token_sources: Vec<String>,
-    cookie_name: String,
-    query_param: String,
-    expiry_warning_seconds: u64,
-    max_token_lifetime_seconds: u64,
-    require_iat: bool,
-    jwks_file: Option<PathBuf>,
-    jwks_url: Option<String>,
-    jwks_refresh_seconds: u64,
-    jwks_timeout_seconds: u64,
-    keys: Vec<KeyConfig>,
-}
-
-impl Default for RawAuth {
-    fn default() -> Self {
-        Self {
-            issuer: None,
-            audience: None,
-            leeway_seconds: DEFAULT_LEEWAY_SECONDS,
-            scope_claim: "scope".into(),
-            token_sources: vec!["header".into(), "subprotocol".into()],
-            cookie_name: "access_token".into(),
-            query_param: "access_token".into(),
-            expiry_warning_seconds: DEFAULT_EXPIRY_WARNING_SECONDS,
-            max_token_lifetime_seconds: DEFAULT_MAX_TOKEN_LIFETIME_SECONDS,
-            require_iat: false,
-            jwks_file: None,
-            jwks_url: None,
-            jwks_refresh_seconds: 300,
-            jwks_timeout_seconds: 5,
-            keys: Vec::new(),
-        }
-    }
-}
-
-/// One verification key (`[[auth.keys]]`). Exactly one of `secret_env` (HMAC) or
-/// `public_key_file` (RSA/EC/Ed25519 PEM) is set; the key is only ever used with `algorithm`.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KeyConfig {
-    /// Key id; a token whose header names a `kid` is checked with that key only.
-    pub kid: Option<String>,
-    /// JWS algorithm this key verifies (`HS256`, `RS256`, `PS256`, `ES256`, `EdDSA`, ...).
-    pub algorithm: String,
-    /// Environment variable holding the HMAC secret.
-    pub secret_env: Option<String>,
-    /// PEM file with the public key.
-    pub public_key_file: Option<PathBuf>,
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct RawRoute {
-    path: String,
-    upstream: String,
-    upstream_ca_file: Option<PathBuf>,
-    #[serde(default)]
-    origins: Vec<String>,
-    #[serde(default)]
-    allow_missing_origin: bool,
-    token_sources: Option<Vec<String>>,
-    connect_scope: Option<String>,
-    #[serde(default)]
-    subprotocols: Vec<String>,
-    #[serde(default)]
-    envelope: Envelope,
-    #[serde(default = "default_type_field")]
-    type_field: String,
-    #[serde(default)]
-    unknown_types: UnknownTypes,
-    #[serde(default)]
-    binary: BinaryPolicy,
-    #[serde(default = "default_true")]
-    forward_identity: bool,
-    #[serde(default)]
-    extra_fields: ExtraFields,
-    #[serde(default)]
-    messages: Vec<RawMessage>,
-}
-
-fn default_type_field() -> String {
-    "type".into()
-}
-
-fn default_true() -> bool {
-    true
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-struct RawMessage {
-    #[serde(rename = "type")]
-    kind: String,
-    scope: Option<String>,
-    schema_file: Option<PathBuf>,
-}
-
-// ---------------------------------------------------------------------------------------------
 // Validated shape.
 // ---------------------------------------------------------------------------------------------
 
-/// Connection and message limits (`[limits]`). `0` means unlimited for every key.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+/// Connection and message limits (`[limits]`), validated. `0` means unlimited for every count
+/// and rate.
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Live connections through this gateway process; over it, handshakes get 503.
     pub max_connections: u64,
@@ -287,8 +97,9 @@ pub struct Limits {
     /// `auth.refresh` messages a connection may send at once (each one is a signature
     /// verification); over it, `rate_limited`. 0 = unlimited.
     pub refresh_burst: u32,
-    /// After the burst, one `auth.refresh` per this many seconds per connection. 0 = unlimited.
-    pub refresh_interval_seconds: u64,
+    /// After the burst, one `auth.refresh` per this interval per connection
+    /// (`limits.refresh_interval_seconds`). Zero = unlimited.
+    pub refresh_interval: Duration,
     /// Per-IP limits (connection cap, handshake rate) key an IPv6 client by this many leading
     /// bits of its address (its /64 by default: one subscriber's whole prefix counts as one
     /// client); 128 = the full address. IPv4 clients are keyed by their full address. Logs and
@@ -297,103 +108,39 @@ pub struct Limits {
 }
 
 impl Default for Limits {
+    /// The `[limits]` defaults of an omitted section.
     fn default() -> Self {
-        Self {
-            max_connections: 100_000,
-            max_connections_per_ip: 100,
-            max_connections_per_subject: 20,
-            handshakes_per_second_per_ip: 20,
-            handshake_burst_per_ip: 40,
-            messages_per_second: 50,
-            message_burst: 100,
-            bytes_per_second: 1_048_576,
-            max_message_bytes: 65_536,
-            violations_before_close: 10,
-            outbound_buffer_bytes: 1_048_576,
-            refresh_burst: 3,
-            refresh_interval_seconds: 10,
-            ipv6_prefix_length: 64,
-        }
+        limits(raw::Limits::default())
     }
 }
 
-/// Timeouts (`[timeouts]`), in seconds. `0` disables the timeout where that makes sense
-/// (`idle_seconds`, `ping_interval_seconds`); the connect and handshake timeouts must be > 0.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields, default)]
+/// Timeouts (`[timeouts]`), validated. Zero disables the timeout where that makes sense
+/// (`idle`, `ping_interval`, `frame`); the connect and handshake timeouts are never zero.
+#[derive(Debug, Clone)]
 pub struct Timeouts {
-    /// Time a client has to send its complete upgrade request.
-    pub handshake_seconds: u64,
-    /// Time the upstream has to accept the WebSocket (then 504).
-    pub upstream_connect_seconds: u64,
-    /// A client silent (no frame, no pong) this long is closed; 0 = never.
-    pub idle_seconds: u64,
-    /// Interval of gateway pings to the client; 0 = no pings.
-    pub ping_interval_seconds: u64,
-    /// Time over which open clients are closed when draining.
-    pub drain_seconds: u64,
+    /// Time a client has to send its complete upgrade request (`timeouts.handshake_seconds`).
+    pub handshake: Duration,
+    /// Time the upstream has to accept the WebSocket, then 504
+    /// (`timeouts.upstream_connect_seconds`).
+    pub upstream_connect: Duration,
+    /// A client silent (no frame, no pong) this long is closed; zero = never
+    /// (`timeouts.idle_seconds`).
+    pub idle: Duration,
+    /// Interval of gateway pings to the client; zero = no pings (`timeouts.ping_interval_seconds`).
+    pub ping_interval: Duration,
+    /// Time over which open clients are closed when draining (`timeouts.drain_seconds`).
+    pub drain: Duration,
     /// Time one client frame (header and payload) may take to arrive once its first byte
-    /// did; past it, close 1008. Bytes of an incomplete frame are not activity for
-    /// `idle_seconds`. 0 = no limit.
-    pub frame_seconds: u64,
+    /// did; past it, close 1008. Bytes of an incomplete frame are not activity for `idle`.
+    /// Zero = no limit (`timeouts.frame_seconds`).
+    pub frame: Duration,
 }
 
 impl Default for Timeouts {
+    /// The `[timeouts]` defaults of an omitted section.
     fn default() -> Self {
-        Self {
-            handshake_seconds: 10,
-            upstream_connect_seconds: 5,
-            idle_seconds: 300,
-            ping_interval_seconds: 30,
-            drain_seconds: 30,
-            frame_seconds: 10,
-        }
+        timeouts(&raw::Timeouts::default())
     }
-}
-
-/// Whether frames on a route are JSON envelopes (checked) or opaque (passed through).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Envelope {
-    /// `{"type": ..., "payload": {...}}`, validated per docs/protocol.md.
-    #[default]
-    Json,
-    /// Opaque text/binary frames: no JSON steps, every other check still applies.
-    None,
-}
-
-/// What happens to a message type the route does not list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum UnknownTypes {
-    /// Answered with `unknown_type`.
-    #[default]
-    Reject,
-    /// Forwarded (still size/rate checked).
-    Forward,
-}
-
-/// What happens to binary frames on a JSON route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum BinaryPolicy {
-    /// Answered with `binary_not_allowed`.
-    #[default]
-    Reject,
-    /// Forwarded unchanged.
-    Forward,
-}
-
-/// What happens to top-level envelope fields other than the type field, `payload` and `id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ExtraFields {
-    /// Answered with `invalid_envelope`: a field such as `"sub"` or `"tenant"` next to the
-    /// envelope never reaches a backend that might believe it.
-    #[default]
-    Reject,
-    /// Forwarded unchanged (still parsed strictly), for backends that read fields of their own.
-    Forward,
 }
 
 /// One message type a route accepts.
@@ -470,9 +217,9 @@ pub struct TlsFiles {
     pub cert_file: PathBuf,
     /// PEM private key.
     pub key_file: PathBuf,
-    /// How often the files' modification times are checked for a reload (0 = only on
-    /// SIGHUP / `POST /admin/reload`).
-    pub reload_check_seconds: u64,
+    /// How often the files' modification times are checked for a reload (zero = only on
+    /// SIGHUP / `POST /admin/reload`; `server.tls.reload_check_seconds`).
+    pub reload_check: Duration,
 }
 
 /// `[auth]`, validated.
@@ -549,7 +296,7 @@ impl Route {
             connect_scope: None,
             subprotocols: Vec::new(),
             envelope: Envelope::Json,
-            type_field: default_type_field(),
+            type_field: raw::default_type_field(),
             unknown_types: UnknownTypes::Reject,
             binary: BinaryPolicy::Reject,
             forward_identity: true,
@@ -608,16 +355,7 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the key and the reason.
     pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
-        let de = toml::Deserializer::parse(text)
-            .map_err(|e| ConfigError::Parse { key: "(file)".into(), reason: e.message().to_string() })?;
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            ConfigError::Parse {
-                key: if key == "." { "(root)".into() } else { key },
-                reason: e.inner().message().to_string(),
-            }
-        })?;
-        Self::from_raw(raw, base)
+        Self::from_raw(raw::parse(text)?, base)
     }
 
     fn from_raw(raw: RawConfig, base: &Path) -> Result<Self, ConfigError> {
@@ -662,13 +400,13 @@ impl Config {
             tls: raw.server.tls.map(|t| TlsFiles {
                 cert_file: base.join(t.cert_file),
                 key_file: base.join(t.key_file),
-                reload_check_seconds: t.reload_check_seconds,
+                reload_check: Duration::from_secs(t.reload_check_seconds),
             }),
             admin_listen,
             admin_token_env: raw.admin.token_env.filter(|s| !s.is_empty()),
             auth,
-            limits: raw.limits,
-            timeouts: raw.timeouts,
+            limits: limits(raw.limits),
+            timeouts: timeouts(&raw.timeouts),
             routes,
         })
     }
@@ -765,7 +503,7 @@ fn validate_auth(raw: RawAuth, base: &Path) -> Result<AuthConfig, ConfigError> {
     })
 }
 
-fn validate_limits(l: &Limits) -> Result<(), ConfigError> {
+fn validate_limits(l: &raw::Limits) -> Result<(), ConfigError> {
     if l.max_message_bytes > 64 * 1024 * 1024 {
         return Err(ConfigError::invalid(
             "limits.max_message_bytes",
@@ -802,7 +540,7 @@ fn validate_limits(l: &Limits) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate_timeouts(t: &Timeouts) -> Result<(), ConfigError> {
+fn validate_timeouts(t: &raw::Timeouts) -> Result<(), ConfigError> {
     if t.handshake_seconds == 0 {
         return Err(ConfigError::invalid("timeouts.handshake_seconds", "must be > 0"));
     }
@@ -825,6 +563,38 @@ fn validate_timeouts(t: &Timeouts) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// `[limits]` as the gateway uses it: the counts as they are, the interval a [`Duration`].
+fn limits(l: raw::Limits) -> Limits {
+    Limits {
+        max_connections: l.max_connections,
+        max_connections_per_ip: l.max_connections_per_ip,
+        max_connections_per_subject: l.max_connections_per_subject,
+        handshakes_per_second_per_ip: l.handshakes_per_second_per_ip,
+        handshake_burst_per_ip: l.handshake_burst_per_ip,
+        messages_per_second: l.messages_per_second,
+        message_burst: l.message_burst,
+        bytes_per_second: l.bytes_per_second,
+        max_message_bytes: l.max_message_bytes,
+        violations_before_close: l.violations_before_close,
+        outbound_buffer_bytes: l.outbound_buffer_bytes,
+        refresh_burst: l.refresh_burst,
+        refresh_interval: Duration::from_secs(l.refresh_interval_seconds),
+        ipv6_prefix_length: l.ipv6_prefix_length,
+    }
+}
+
+/// `[timeouts]` as [`Duration`]s.
+fn timeouts(t: &raw::Timeouts) -> Timeouts {
+    Timeouts {
+        handshake: Duration::from_secs(t.handshake_seconds),
+        upstream_connect: Duration::from_secs(t.upstream_connect_seconds),
+        idle: Duration::from_secs(t.idle_seconds),
+        ping_interval: Duration::from_secs(t.ping_interval_seconds),
+        drain: Duration::from_secs(t.drain_seconds),
+        frame: Duration::from_secs(t.frame_seconds),
+    }
 }
 
 fn validate_route(i: usize, r: RawRoute, auth: &AuthConfig, base: &Path) -> Result<Route, ConfigError> {
