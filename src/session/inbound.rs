@@ -206,6 +206,7 @@ impl Inbound {
     }
 
     /// Charge one frame of `bytes` to the buckets; false when over the limit.
+    #[inline]
     fn charge(&mut self, bytes: usize, now: Instant) -> bool {
         let msg_ok = self.messages.as_mut().is_none_or(|b| b.try_take(1, now).is_ok());
         let bytes_ok = msg_ok && self.bytes.as_mut().is_none_or(|b| b.try_take(bytes as u64, now).is_ok());
@@ -218,6 +219,7 @@ impl Inbound {
     }
 
     /// Judge the frame at the front of `buf`. `scopes` are the token's in force.
+    #[inline]
     pub fn next(&mut self, buf: &[u8], scopes: &[String], now: Instant) -> Step {
         let Some(h) = wire::parse_header(buf) else { return Step::NeedMore };
         if !self.judged {
@@ -239,6 +241,7 @@ impl Inbound {
         Step::Frame { len, action }
     }
 
+    #[inline]
     fn on_frame(&mut self, h: &Header, frame: &[u8], scopes: &[String], now: Instant) -> Action {
         let mut payload = UNMASKED.with(Cell::take);
         payload.clear();
@@ -363,6 +366,7 @@ impl Inbound {
 
     /// A complete data message: UTF-8 → rate → the route's checks. `Ok` forwards it; `Err`
     /// is what to do instead.
+    #[inline]
     fn on_message(
         &mut self,
         text: bool,

@@ -56,10 +56,16 @@ impl Session {
             Phase::Draining { by } => Some(by),
             Phase::Closing { stop_at, .. } => stop_at,
         };
-        [self.expires_at, self.warn_at, self.heartbeat_at, phase_deadline, self.frame_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        // Pairwise, not an iterator over the options: this runs on every pump pass.
+        let earlier = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, None) => a,
+            (None, b) => b,
+        };
+        earlier(
+            earlier(earlier(self.expires_at, self.warn_at), earlier(self.heartbeat_at, phase_deadline)),
+            self.frame_deadline,
+        )
     }
 
     /// Handle every deadline that has passed. Deadlines are checked on each pump pass (a

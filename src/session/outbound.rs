@@ -62,6 +62,7 @@ impl Outbound {
     }
 
     /// Judge the frame at the front of `buf`.
+    #[inline]
     pub fn next(&mut self, buf: &[u8]) -> Step<Outward> {
         let Some(h) = wire::parse_header(buf) else { return Step::NeedMore };
         if !self.judged {
@@ -84,6 +85,7 @@ impl Outbound {
         Step::Frame { len, action: self.on_frame(&h, &buf[..len]) }
     }
 
+    #[inline]
     fn on_frame(&mut self, h: &Header, frame: &[u8]) -> Outward {
         let payload = &frame[h.header_len..];
         match h.opcode {
