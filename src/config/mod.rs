@@ -377,6 +377,12 @@ impl Config {
         let auth = validate_auth(raw.auth, base)?;
         validate_limits(&raw.limits)?;
         validate_timeouts(&raw.timeouts)?;
+        if raw.server.tls.as_ref().is_some_and(|t| t.reload_check_seconds > MAX_TIMEOUT_SECONDS) {
+            return Err(ConfigError::invalid(
+                "server.tls.reload_check_seconds",
+                format!("must be at most {MAX_TIMEOUT_SECONDS} (one year)"),
+            ));
+        }
         if raw.routes.is_empty() {
             return Err(ConfigError::invalid("routes", "at least one [[routes]] is required"));
         }
@@ -504,6 +510,12 @@ fn validate_auth(raw: RawAuth, base: &Path) -> Result<AuthConfig, ConfigError> {
 }
 
 fn validate_limits(l: &raw::Limits) -> Result<(), ConfigError> {
+    if l.refresh_interval_seconds > MAX_TIMEOUT_SECONDS {
+        return Err(ConfigError::invalid(
+            "limits.refresh_interval_seconds",
+            format!("must be at most {MAX_TIMEOUT_SECONDS} (one year)"),
+        ));
+    }
     if l.max_message_bytes > 64 * 1024 * 1024 {
         return Err(ConfigError::invalid(
             "limits.max_message_bytes",
@@ -554,6 +566,7 @@ fn validate_timeouts(t: &raw::Timeouts) -> Result<(), ConfigError> {
         ("idle_seconds", t.idle_seconds),
         ("ping_interval_seconds", t.ping_interval_seconds),
         ("drain_seconds", t.drain_seconds),
+        ("frame_seconds", t.frame_seconds),
     ] {
         if value > MAX_TIMEOUT_SECONDS {
             return Err(ConfigError::invalid(
@@ -755,8 +768,22 @@ origins = ["https://app.example.com"]
             let err = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
             assert!(err.starts_with(key), "{key}: {err}");
         }
-        let text = format!("{MINIMAL}\n[timeouts]\nidle_seconds = 31536001\n");
+        for (section, line, key) in [
+            ("timeouts", "idle_seconds = 31536001", "timeouts.idle_seconds"),
+            ("timeouts", "frame_seconds = 18446744073709551615", "timeouts.frame_seconds"),
+            ("limits", "refresh_interval_seconds = 18446744073709551615", "limits.refresh_interval_seconds"),
+        ] {
+            let text = format!("{MINIMAL}\n[{section}]\n{line}\n");
+            let err = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
+            assert!(err.starts_with(key), "{key}: {err}");
+        }
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[server.tls]\ncert_file = \"c\"\nkey_file = \"k\"\nreload_check_seconds = 31536001\n{MINIMAL}"
+        );
         let err = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
-        assert!(err.starts_with("timeouts.idle_seconds"), "{err}");
+        assert!(err.starts_with("server.tls.reload_check_seconds"), "{err}");
+        // One year is accepted.
+        let text = format!("{MINIMAL}\n[timeouts]\nframe_seconds = 31536000\n");
+        assert!(Config::parse(&text, Path::new(".")).is_ok());
     }
 }
