@@ -18,7 +18,7 @@ use crate::policy::origin::OriginPolicy;
 use crate::policy::token_source::TokenSource;
 
 pub use raw::{
-    json_schema, BinaryPolicy, Envelope, ExtraFields, KeyConfig, UnknownTypes, DEFAULT_ADMIN_LISTEN,
+    json_schema, BinaryPolicy, Envelope, ExtraFields, KeyConfig, Limits, UnknownTypes, DEFAULT_ADMIN_LISTEN,
     DEFAULT_EXPIRY_WARNING_SECONDS, DEFAULT_LEEWAY_SECONDS, DEFAULT_LISTEN, DEFAULT_MAX_TOKEN_LIFETIME_SECONDS,
 };
 use raw::{RawAuth, RawConfig, RawRoute};
@@ -66,53 +66,6 @@ impl ConfigError {
 // ---------------------------------------------------------------------------------------------
 // Validated shape.
 // ---------------------------------------------------------------------------------------------
-
-/// Connection and message limits (`[limits]`), validated. `0` means unlimited for every count
-/// and rate.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Live connections through this gateway process; over it, handshakes get 503.
-    pub max_connections: u64,
-    /// Live connections per client IP; over it, 429.
-    pub max_connections_per_ip: u32,
-    /// Live connections per token subject; over it, 429.
-    pub max_connections_per_subject: u32,
-    /// Sustained handshakes per second per client IP (token bucket refill).
-    pub handshakes_per_second_per_ip: u32,
-    /// Handshake burst per client IP (token bucket size).
-    pub handshake_burst_per_ip: u32,
-    /// Sustained client messages per second per connection.
-    pub messages_per_second: u32,
-    /// Message burst per connection.
-    pub message_burst: u32,
-    /// Sustained client bytes per second per connection (burst: one second's worth, at least
-    /// one maximal message).
-    pub bytes_per_second: u64,
-    /// Largest message (all fragments together) in either direction; over it, close 1009.
-    pub max_message_bytes: usize,
-    /// Rejected frames within 60 s before the connection is closed (4029 or 1008).
-    pub violations_before_close: u32,
-    /// Bytes from the upstream waiting for a client that does not read; over it, close 4008.
-    pub outbound_buffer_bytes: usize,
-    /// `auth.refresh` messages a connection may send at once (each one is a signature
-    /// verification); over it, `rate_limited`. 0 = unlimited.
-    pub refresh_burst: u32,
-    /// After the burst, one `auth.refresh` per this interval per connection
-    /// (`limits.refresh_interval_seconds`). Zero = unlimited.
-    pub refresh_interval: Duration,
-    /// Per-IP limits (connection cap, handshake rate) key an IPv6 client by this many leading
-    /// bits of its address (its /64 by default: one subscriber's whole prefix counts as one
-    /// client); 128 = the full address. IPv4 clients are keyed by their full address. Logs and
-    /// the admin API keep the full address.
-    pub ipv6_prefix_length: u8,
-}
-
-impl Default for Limits {
-    /// The `[limits]` defaults of an omitted section.
-    fn default() -> Self {
-        limits(raw::Limits::default())
-    }
-}
 
 /// Timeouts (`[timeouts]`), validated. Zero disables the timeout where that makes sense
 /// (`idle`, `ping_interval`, `frame`); the connect and handshake timeouts are never zero.
@@ -411,7 +364,7 @@ impl Config {
             admin_listen,
             admin_token_env: raw.admin.token_env.filter(|s| !s.is_empty()),
             auth,
-            limits: limits(raw.limits),
+            limits: raw.limits,
             timeouts: timeouts(&raw.timeouts),
             routes,
         })
@@ -509,8 +462,8 @@ fn validate_auth(raw: RawAuth, base: &Path) -> Result<AuthConfig, ConfigError> {
     })
 }
 
-fn validate_limits(l: &raw::Limits) -> Result<(), ConfigError> {
-    if l.refresh_interval_seconds > MAX_TIMEOUT_SECONDS {
+fn validate_limits(l: &Limits) -> Result<(), ConfigError> {
+    if l.refresh_interval > Duration::from_secs(MAX_TIMEOUT_SECONDS) {
         return Err(ConfigError::invalid(
             "limits.refresh_interval_seconds",
             format!("must be at most {MAX_TIMEOUT_SECONDS} (one year)"),
@@ -576,26 +529,6 @@ fn validate_timeouts(t: &raw::Timeouts) -> Result<(), ConfigError> {
         }
     }
     Ok(())
-}
-
-/// `[limits]` as the gateway uses it: the counts as they are, the interval a [`Duration`].
-fn limits(l: raw::Limits) -> Limits {
-    Limits {
-        max_connections: l.max_connections,
-        max_connections_per_ip: l.max_connections_per_ip,
-        max_connections_per_subject: l.max_connections_per_subject,
-        handshakes_per_second_per_ip: l.handshakes_per_second_per_ip,
-        handshake_burst_per_ip: l.handshake_burst_per_ip,
-        messages_per_second: l.messages_per_second,
-        message_burst: l.message_burst,
-        bytes_per_second: l.bytes_per_second,
-        max_message_bytes: l.max_message_bytes,
-        violations_before_close: l.violations_before_close,
-        outbound_buffer_bytes: l.outbound_buffer_bytes,
-        refresh_burst: l.refresh_burst,
-        refresh_interval: Duration::from_secs(l.refresh_interval_seconds),
-        ipv6_prefix_length: l.ipv6_prefix_length,
-    }
 }
 
 /// `[timeouts]` as [`Duration`]s.

@@ -4,8 +4,9 @@
 //! key; every check beyond the shape is in the validation of [`super::Config`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use super::ConfigError;
 
@@ -218,9 +219,11 @@ pub(super) struct RawMessage {
 }
 
 /// Connection and message limits (`[limits]`). `0` means unlimited for every key.
+// The serde shape and the validated type at once: every field is used as read, the one
+// interval becomes a `Duration` as it is read.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
-pub(super) struct Limits {
+pub struct Limits {
     /// Live connections through this gateway process; over it, handshakes get 503.
     pub max_connections: u64,
     /// Live connections per client IP; over it, 429.
@@ -248,12 +251,24 @@ pub(super) struct Limits {
     /// verification); over it, `rate_limited`. 0 = unlimited.
     pub refresh_burst: u32,
     /// After the burst, one `auth.refresh` per this many seconds per connection. 0 = unlimited.
-    pub refresh_interval_seconds: u64,
+    #[serde(rename = "refresh_interval_seconds", deserialize_with = "seconds", serialize_with = "as_seconds")]
+    #[schemars(rename = "refresh_interval_seconds", with = "u64")]
+    pub refresh_interval: Duration,
     /// Per-IP limits (connection cap, handshake rate) key an IPv6 client by this many leading
     /// bits of its address (its /64 by default: one subscriber's whole prefix counts as one
     /// client); 128 = the full address. IPv4 clients are keyed by their full address. Logs and
     /// the admin API keep the full address.
     pub ipv6_prefix_length: u8,
+}
+
+/// A whole number of seconds, read as a [`Duration`].
+fn seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_secs)
+}
+
+/// A [`Duration`] as whole seconds (the default shown by `wsgate config-schema`).
+fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
 }
 
 impl Default for Limits {
@@ -271,7 +286,7 @@ impl Default for Limits {
             violations_before_close: 10,
             outbound_buffer_bytes: 1_048_576,
             refresh_burst: 3,
-            refresh_interval_seconds: 10,
+            refresh_interval: Duration::from_secs(10),
             ipv6_prefix_length: 64,
         }
     }
