@@ -46,6 +46,30 @@ pub struct Framing {
     message_bytes: u64,
     /// Frames of the current message so far.
     fragments: u32,
+    /// The frame at the front of the buffer [`Framing::front`] reads was judged already (it
+    /// is still arriving).
+    judged: bool,
+}
+
+/// The frame at the front of a connection's buffer, as [`Framing::front`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Front {
+    /// No complete header yet.
+    NeedMore,
+    /// The header is complete and within the rules; the frame is `want` bytes in all.
+    Partial {
+        /// Header plus payload length.
+        want: usize,
+    },
+    /// The header breaks a rule: the connection must be closed.
+    Broken(FrameViolation),
+    /// The frame is complete: its header and whole length.
+    Complete {
+        /// The parsed header.
+        header: Header,
+        /// Header plus payload length.
+        len: usize,
+    },
 }
 
 // === impl Framing ===
@@ -62,7 +86,27 @@ impl Framing {
             in_message: false,
             message_bytes: 0,
             fragments: 0,
+            judged: false,
         }
+    }
+
+    /// The frame at the front of `buf`, judged by the rules once, as soon as its header is
+    /// complete (before its payload arrives).
+    #[inline]
+    pub fn front(&mut self, buf: &[u8]) -> Front {
+        let Some(header) = wire::parse_header(buf) else { return Front::NeedMore };
+        if !self.judged {
+            if let Err(v) = self.judge(&header) {
+                return Front::Broken(v);
+            }
+            self.judged = true;
+        }
+        let len = header.frame_len() as usize;
+        if buf.len() < len {
+            return Front::Partial { want: len };
+        }
+        self.judged = false;
+        Front::Complete { header, len }
     }
 
     /// A reload changed `max_message_bytes`: applies from the next message on (a message being

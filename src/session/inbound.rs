@@ -23,7 +23,7 @@ use bytes::BytesMut;
 
 use crate::config::{Envelope, Limits, Route};
 use crate::error::SessionClose;
-use crate::policy::framing::{FrameViolation, Framing, Sender};
+use crate::policy::framing::{FrameViolation, Framing, Front, Sender};
 use crate::policy::ratelimit::{optional_bucket, TokenBucket};
 use crate::policy::validate::{self, Refused, Rejection, Verdict};
 use crate::wire::{self, BadClose, Header};
@@ -138,8 +138,6 @@ struct Assembly {
 pub struct Inbound {
     route: Arc<Route>,
     framing: Framing,
-    /// The frame at the front of the buffer was judged already (it is still arriving).
-    judged: bool,
     assembly: Option<Assembly>,
     messages: Option<TokenBucket>,
     bytes: Option<TokenBucket>,
@@ -172,7 +170,6 @@ impl Inbound {
         Self {
             route,
             framing: Framing::new(limits.max_message_bytes, Sender::Client),
-            judged: false,
             assembly: None,
             messages,
             bytes,
@@ -221,24 +218,20 @@ impl Inbound {
     /// Judge the frame at the front of `buf`. `scopes` are the token's in force.
     #[inline]
     pub fn next(&mut self, buf: &[u8], scopes: &[String], now: Instant) -> Step {
-        let Some(h) = wire::parse_header(buf) else { return Step::NeedMore };
-        if !self.judged {
-            if let Err(v) = self.framing.judge(&h) {
+        match self.framing.front(buf) {
+            Front::NeedMore => Step::NeedMore,
+            Front::Partial { want } => Step::Partial { want },
+            Front::Broken(v) => {
                 let close = match v {
                     FrameViolation::TooBig => SessionClose::MessageTooBig,
                     FrameViolation::Protocol => SessionClose::Protocol,
                 };
-                return Step::Frame { len: 0, action: Action::Close(close) };
+                Step::Frame { len: 0, action: Action::Close(close) }
             }
-            self.judged = true;
+            Front::Complete { header, len } => {
+                Step::Frame { len, action: self.on_frame(&header, &buf[..len], scopes, now) }
+            }
         }
-        let len = h.frame_len() as usize;
-        if buf.len() < len {
-            return Step::Partial { want: len };
-        }
-        self.judged = false;
-        let action = self.on_frame(&h, &buf[..len], scopes, now);
-        Step::Frame { len, action }
     }
 
     #[inline]

@@ -8,7 +8,7 @@
 
 use super::inbound::Step;
 use crate::error::SessionClose;
-use crate::policy::framing::{FrameViolation, Framing, Sender};
+use crate::policy::framing::{FrameViolation, Framing, Front, Sender};
 use crate::wire::{self, Header, Utf8Stream};
 
 /// What the session does about one upstream frame.
@@ -42,8 +42,6 @@ pub enum Outward {
 #[derive(Debug)]
 pub struct Outbound {
     framing: Framing,
-    /// The frame at the front of the buffer was judged already (it is still arriving).
-    judged: bool,
     /// UTF-8 state of a fragmented text message.
     text: Option<Utf8Stream>,
 }
@@ -53,7 +51,7 @@ pub struct Outbound {
 impl Outbound {
     /// The pipeline of a new connection whose messages may be up to `max_message_bytes`.
     pub fn new(max_message_bytes: usize) -> Self {
-        Self { framing: Framing::new(max_message_bytes, Sender::Server), judged: false, text: None }
+        Self { framing: Framing::new(max_message_bytes, Sender::Server), text: None }
     }
 
     /// A reload changed `limits.max_message_bytes`.
@@ -64,25 +62,20 @@ impl Outbound {
     /// Judge the frame at the front of `buf`.
     #[inline]
     pub fn next(&mut self, buf: &[u8]) -> Step<Outward> {
-        let Some(h) = wire::parse_header(buf) else { return Step::NeedMore };
-        if !self.judged {
-            if let Err(v) = self.framing.judge(&h) {
+        match self.framing.front(buf) {
+            Front::NeedMore => Step::NeedMore,
+            Front::Partial { want } => Step::Partial { want },
+            Front::Broken(v) => {
                 // An oversized upstream message stays 1009 to the client; any other upstream
                 // fault is the upstream being lost (1014).
                 let close = match v {
                     FrameViolation::TooBig => SessionClose::MessageTooBig,
                     FrameViolation::Protocol => SessionClose::UpstreamLost,
                 };
-                return Step::Frame { len: 0, action: Outward::Lost(close) };
+                Step::Frame { len: 0, action: Outward::Lost(close) }
             }
-            self.judged = true;
+            Front::Complete { header, len } => Step::Frame { len, action: self.on_frame(&header, &buf[..len]) },
         }
-        let len = h.frame_len() as usize;
-        if buf.len() < len {
-            return Step::Partial { want: len };
-        }
-        self.judged = false;
-        Step::Frame { len, action: self.on_frame(&h, &buf[..len]) }
     }
 
     #[inline]
