@@ -26,6 +26,7 @@ cargo build -q --release --bin wsgate --bin wsgate-echo -p wsgate-loadtest --bin
   { cargo build -q --release --bin wsgate --bin wsgate-echo && cargo build -q --release -p wsgate-loadtest; }
 ulimit -n 20000
 source scripts/lib.sh
+source loadtest/gateway-config.sh
 
 start_echo release "$OUT" taskset -c 0
 ECHO_PORT=${ECHO_ADDR##*:}
@@ -86,40 +87,7 @@ wait_port $HAPROXY_PORT
 cat >"$OUT/chat.send.json" <<'JSON'
 {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}
 JSON
-cat >"$OUT/wsgate.toml" <<CONF
-[server]
-listen = "127.0.0.1:0"
-workers = 1
-[admin]
-listen = "127.0.0.1:0"
-[[auth.keys]]
-algorithm = "HS256"
-secret_env = "WSGATE_BENCH_SECRET"
-[limits]
-max_connections_per_ip = 0
-max_connections_per_subject = 0
-handshakes_per_second_per_ip = 1000000
-handshake_burst_per_ip = 1000000
-messages_per_second = 1000000
-message_burst = 1000000
-bytes_per_second = 10000000000
-[timeouts]
-idle_seconds = 0
-ping_interval_seconds = 0
-[[routes]]
-path = "/ws"
-upstream = "ws://127.0.0.1:$ECHO_PORT/"
-allow_missing_origin = true
-[[routes.messages]]
-type = "chat.send"
-scope = "chat:write"
-schema_file = "chat.send.json"
-[[routes]]
-path = "/raw"
-upstream = "ws://127.0.0.1:$ECHO_PORT/"
-allow_missing_origin = true
-envelope = "none"
-CONF
+bench_gateway_config 127.0.0.1:0 127.0.0.1:0 WSGATE_BENCH_SECRET "$ECHO_PORT" chat.send.json >"$OUT/wsgate.toml"
 export WSGATE_BENCH_SECRET=$(random_secret)
 start_gateway release "$OUT/wsgate.toml" "$OUT" env WSGATE_LOG=warn taskset -c 0
 WSGATE_PID=$GW_PID; WSGATE_ADDR=$GW_ADDR

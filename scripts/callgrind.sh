@@ -27,8 +27,9 @@
 #
 # Cases (CASES, default "none:64 none:4096 full:64 full:4096"), each REPS (3) times,
 # interleaved per repetition:
-#   full  route /ws: envelope = "json", types chat.send (scope chat:write, JSON Schema) and
-#         chat.typing (scope chat:read), HS256 token with scopes at the handshake
+#   full  route /ws: envelope = "json", type chat.send (scope chat:write, JSON Schema), HS256
+#         token with scopes at the handshake (the config of loadtest/gateway-config.sh, the
+#         same as loadtest/compare.sh's)
 #   none  route /raw: envelope = "none" (same auth, limits, framing and UTF-8 checks)
 # Output: one line per run, `case=<none|full> size=<bytes> ir_per_msg=<n>` followed by
 # `rep= msgs= ir=` detail, then the median per case. Files in OUT (target/callgrind): the
@@ -50,6 +51,7 @@
 # Loopback only; every run is bounded (the generator's own deadline, and timeouts on each wait).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source loadtest/gateway-config.sh
 TARGET=${CARGO_TARGET_DIR:-target}
 WSGATE_BIN=${1:-${WSGATE_BIN:-$TARGET/profiling/wsgate}}
 ECHO_BIN=${2:-${ECHO_BIN:-$TARGET/profiling/wsgate-echo}}
@@ -116,45 +118,8 @@ run_one() {
   case $case in full) path=/ws ;; none) path=/raw ;; *) echo "unknown case $case" >&2; return 1 ;; esac
   local route="route=\"$path\""
   PUBLIC_PORT=$(free_port); ADMIN_PORT=$(free_port)
-  cat >"$OUT/wsgate-$tag.toml" <<CONF
-[server]
-listen = "127.0.0.1:$PUBLIC_PORT"
-workers = 1
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
-[[auth.keys]]
-algorithm = "HS256"
-secret_env = "WSGATE_CG_SECRET"
-[limits]
-max_connections_per_ip = 0
-max_connections_per_subject = 0
-handshakes_per_second_per_ip = 1000000
-handshake_burst_per_ip = 1000000
-messages_per_second = 1000000
-message_burst = 1000000
-bytes_per_second = 10000000000
-[timeouts]
-idle_seconds = 0
-ping_interval_seconds = 0
-drain_seconds = 1
-[[routes]]
-path = "/ws"
-upstream = "ws://127.0.0.1:$ECHO_PORT/"
-allow_missing_origin = true
-envelope = "json"
-[[routes.messages]]
-type = "chat.send"
-scope = "chat:write"
-schema_file = "$OUT/chat.send.json"
-[[routes.messages]]
-type = "chat.typing"
-scope = "chat:read"
-[[routes]]
-path = "/raw"
-upstream = "ws://127.0.0.1:$ECHO_PORT/"
-allow_missing_origin = true
-envelope = "none"
-CONF
+  bench_gateway_config "127.0.0.1:$PUBLIC_PORT" "127.0.0.1:$ADMIN_PORT" WSGATE_CG_SECRET "$ECHO_PORT" "$OUT/chat.send.json" \
+    >"$OUT/wsgate-$tag.toml"
   local cg="$OUT/callgrind.$tag.out"
   WSGATE_LOG=warn $(pin 0) valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$cg" \
     "$WSGATE_BIN" serve --config "$OUT/wsgate-$tag.toml" >"$OUT/gw-$tag.out" 2>"$OUT/gw-$tag.log" &

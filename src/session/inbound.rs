@@ -59,6 +59,25 @@ pub enum Step<A = Action> {
     },
 }
 
+impl<A> Step<A> {
+    /// The step for the frame at the front of a buffer: `broken` names the action for a
+    /// header that breaks a framing rule (nothing is consumed), `complete` the one for a
+    /// whole frame.
+    #[inline]
+    pub(super) fn from_front(
+        front: Front,
+        broken: impl FnOnce(FrameViolation) -> A,
+        complete: impl FnOnce(&Header, usize) -> A,
+    ) -> Self {
+        match front {
+            Front::NeedMore => Self::NeedMore,
+            Front::Partial { want } => Self::Partial { want },
+            Front::Broken(v) => Self::Frame { len: 0, action: broken(v) },
+            Front::Complete { header, len } => Self::Frame { len, action: complete(&header, len) },
+        }
+    }
+}
+
 /// What the session does about one client frame.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
@@ -218,20 +237,17 @@ impl Inbound {
     /// Judge the frame at the front of `buf`. `scopes` are the token's in force.
     #[inline]
     pub fn next(&mut self, buf: &[u8], scopes: &[String], now: Instant) -> Step {
-        match self.framing.front(buf) {
-            Front::NeedMore => Step::NeedMore,
-            Front::Partial { want } => Step::Partial { want },
-            Front::Broken(v) => {
-                let close = match v {
+        let front = self.framing.front(buf);
+        Step::from_front(
+            front,
+            |v| {
+                Action::Close(match v {
                     FrameViolation::TooBig => SessionClose::MessageTooBig,
                     FrameViolation::Protocol => SessionClose::Protocol,
-                };
-                Step::Frame { len: 0, action: Action::Close(close) }
-            }
-            Front::Complete { header, len } => {
-                Step::Frame { len, action: self.on_frame(&header, &buf[..len], scopes, now) }
-            }
-        }
+                })
+            },
+            |h, len| self.on_frame(h, &buf[..len], scopes, now),
+        )
     }
 
     #[inline]
@@ -477,6 +493,13 @@ mod tests {
         }
     }
 
+    fn rejected(a: Action) -> Box<Rejected> {
+        match a {
+            Action::Reject(r) => r,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
     fn code_of(a: &Action) -> Option<&'static str> {
         match a {
             Action::Reject(r) => Some(r.rejection.code()),
@@ -532,14 +555,10 @@ mod tests {
         let f = text(r#"{"type":"chat.read","payload":{}}"#);
         assert!(matches!(act(&mut p, &f, now), Action::Forward { .. }));
         assert!(matches!(act(&mut p, &f, now), Action::Forward { .. }));
-        match act(&mut p, &f, now) {
-            Action::Reject(r) => assert_eq!((r.rejection, r.close), (Rejection::RateLimited, None)),
-            other => panic!("{other:?}"),
-        }
-        match act(&mut p, &f, now) {
-            Action::Reject(r) => assert_eq!(r.close.map(|c| c.close_code()), Some(4029)),
-            other => panic!("{other:?}"),
-        }
+        let r = rejected(act(&mut p, &f, now));
+        assert_eq!((r.rejection, r.close), (Rejection::RateLimited, None));
+        let r = rejected(act(&mut p, &f, now));
+        assert_eq!(r.close.map(|c| c.close_code()), Some(4029));
     }
 
     #[test]
@@ -553,10 +572,8 @@ mod tests {
         let later = now + VIOLATION_WINDOW + Duration::from_secs(1);
         assert!(matches!(act(&mut p, &bad, later), Action::Reject(ref r) if r.close.is_none()));
         assert!(matches!(act(&mut p, &bad, later), Action::Reject(ref r) if r.close.is_none()));
-        match act(&mut p, &bad, later) {
-            Action::Reject(r) => assert_eq!(r.close.map(|c| c.close_code()), Some(1008)),
-            other => panic!("{other:?}"),
-        }
+        let r = rejected(act(&mut p, &bad, later));
+        assert_eq!(r.close.map(|c| c.close_code()), Some(1008));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use super::inbound::Step;
 use crate::error::SessionClose;
-use crate::policy::framing::{FrameViolation, Framing, Front, Sender};
+use crate::policy::framing::{FrameViolation, Framing, Sender};
 use crate::wire::{self, Header, Utf8Stream};
 
 /// What the session does about one upstream frame.
@@ -62,20 +62,19 @@ impl Outbound {
     /// Judge the frame at the front of `buf`.
     #[inline]
     pub fn next(&mut self, buf: &[u8]) -> Step<Outward> {
-        match self.framing.front(buf) {
-            Front::NeedMore => Step::NeedMore,
-            Front::Partial { want } => Step::Partial { want },
-            Front::Broken(v) => {
-                // An oversized upstream message stays 1009 to the client; any other upstream
-                // fault is the upstream being lost (1014).
-                let close = match v {
+        let front = self.framing.front(buf);
+        Step::from_front(
+            front,
+            // An oversized upstream message stays 1009 to the client; any other upstream
+            // fault is the upstream being lost (1014).
+            |v| {
+                Outward::Lost(match v {
                     FrameViolation::TooBig => SessionClose::MessageTooBig,
                     FrameViolation::Protocol => SessionClose::UpstreamLost,
-                };
-                Step::Frame { len: 0, action: Outward::Lost(close) }
-            }
-            Front::Complete { header, len } => Step::Frame { len, action: self.on_frame(&header, &buf[..len]) },
-        }
+                })
+            },
+            |h, len| self.on_frame(h, &buf[..len]),
+        )
     }
 
     #[inline]

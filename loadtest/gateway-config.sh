@@ -1,0 +1,41 @@
+# The gateway config of the benchmarks (loadtest/compare.sh, scripts/callgrind.sh): one
+# worker, limits out of the way, two routes on the same echo upstream — /ws with the full
+# message pipeline (JSON envelope, a type with a scope and a JSON Schema), /raw with
+# `envelope = "none"`. `source` it, then:
+#   bench_gateway_config PUBLIC_ADDR ADMIN_ADDR SECRET_ENV ECHO_PORT SCHEMA_FILE > wsgate.toml
+bench_gateway_config() {
+  cat <<CONF
+[server]
+listen = "$1"
+workers = 1
+[admin]
+listen = "$2"
+[[auth.keys]]
+algorithm = "HS256"
+secret_env = "$3"
+[limits]
+max_connections_per_ip = 0
+max_connections_per_subject = 0
+handshakes_per_second_per_ip = 1000000
+handshake_burst_per_ip = 1000000
+messages_per_second = 1000000
+message_burst = 1000000
+bytes_per_second = 10000000000
+[timeouts]
+idle_seconds = 0
+ping_interval_seconds = 0
+[[routes]]
+path = "/ws"
+upstream = "ws://127.0.0.1:$4/"
+allow_missing_origin = true
+[[routes.messages]]
+type = "chat.send"
+scope = "chat:write"
+schema_file = "$5"
+[[routes]]
+path = "/raw"
+upstream = "ws://127.0.0.1:$4/"
+allow_missing_origin = true
+envelope = "none"
+CONF
+}
