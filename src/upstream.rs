@@ -3,7 +3,7 @@
 //!
 //! Why awc: it does the client handshake (and TLS for `wss://`) on the worker's own event
 //! loop and hands back the socket with any bytes read past the 101, which the session then
-//! drives itself (`actors::relay`).
+//! drives itself (`session::relay`).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
