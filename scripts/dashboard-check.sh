@@ -64,6 +64,13 @@ allow_missing_origin = false
 type = "chat.send"
 scope = "chat:write"
 schema_file = "chat.send.json"
+[[routes.sensitive]]
+rule = "card_number"
+direction = "client_to_upstream"
+action = "block"
+[[routes.sensitive]]
+rule = "password_field"
+action = "log"
 [[routes]]
 path = "/dead"
 upstream = "ws://127.0.0.1:$DEAD_PORT/"

@@ -54,9 +54,11 @@ pub mod names {
     pub const JWKS_FETCHES_TOTAL: &str = "wsgate_jwks_fetches_total";
     /// Gauge: 1 while draining, else 0.
     pub const DRAINING: &str = "wsgate_draining";
+    /// Counter: sensitive-data guard hits by route, rule, direction and action.
+    pub const SENSITIVE_HITS_TOTAL: &str = "wsgate_sensitive_hits_total";
 
     /// Every name above (the metrics table of docs/observability.md and the admin test check against it).
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 19] = [
         CONNECTIONS_ACTIVE,
         HANDSHAKES_TOTAL,
         MESSAGES_TOTAL,
@@ -75,6 +77,7 @@ pub mod names {
         TLS_RELOADS_TOTAL,
         JWKS_FETCHES_TOTAL,
         DRAINING,
+        SENSITIVE_HITS_TOTAL,
     ];
 }
 
@@ -91,7 +94,7 @@ pub const DISCONNECT_CLIENT: &str = "client_closed";
 /// The upstream closed normally; its code was relayed.
 pub const DISCONNECT_UPSTREAM: &str = "upstream_closed";
 
-const ALL_REJECTIONS: [Rejection; 7] = [
+const ALL_REJECTIONS: [Rejection; 8] = [
     Rejection::RateLimited,
     Rejection::InvalidJson,
     Rejection::InvalidEnvelope,
@@ -99,6 +102,7 @@ const ALL_REJECTIONS: [Rejection; 7] = [
     Rejection::Forbidden,
     Rejection::SchemaViolation,
     Rejection::BinaryNotAllowed,
+    Rejection::SensitiveData,
 ];
 
 /// Refusals made before a route is known: counted under route `none` only.
@@ -163,6 +167,11 @@ fn describe() {
     describe_counter!(names::DISCONNECTS_TOTAL, Unit::Count, "Closed connections by reason.");
     describe_counter!(names::AUTH_REFRESH_TOTAL, Unit::Count, "In-band token refreshes by result.");
     describe_counter!(names::REVOCATIONS_TOTAL, Unit::Count, "Token revocations applied.");
+    describe_counter!(
+        names::SENSITIVE_HITS_TOTAL,
+        Unit::Count,
+        "Sensitive-data guard hits, by route, rule, direction (in: client to upstream, out: upstream to client) and action."
+    );
     describe_histogram!(
         names::MESSAGE_FORWARD_SECONDS,
         Unit::Seconds,
@@ -332,6 +341,39 @@ impl SessionMetrics {
         counter!(names::DISCONNECTS_TOTAL, "route" => self.route.clone(), "reason" => reason).increment(1);
         histogram!(names::CONNECTION_DURATION_SECONDS).record(lifetime.as_secs_f64());
     }
+}
+
+/// Pre-register a route's sensitive-data label sets at 0: each rule, in each direction it
+/// reads, with its action.
+pub fn register_sensitive(
+    route: &str,
+    rules: &[(String, crate::config::SensitiveDirection, crate::config::SensitiveAction)],
+) {
+    use crate::config::SensitiveDirection as D;
+    for (rule, direction, action) in rules {
+        let dirs: &[&'static str] = match direction {
+            D::ClientToUpstream => &["in"],
+            D::UpstreamToClient => &["out"],
+            D::Both => &["in", "out"],
+        };
+        for dir in dirs {
+            counter!(names::SENSITIVE_HITS_TOTAL, "route" => route.to_string(), "rule" => rule.clone(), "direction" => *dir, "action" => sensitive_action(*action)).increment(0);
+        }
+    }
+}
+
+/// The metric label of a guard action.
+pub fn sensitive_action(action: crate::config::SensitiveAction) -> &'static str {
+    match action {
+        crate::config::SensitiveAction::Log => "log",
+        crate::config::SensitiveAction::Redact => "redact",
+        crate::config::SensitiveAction::Block => "block",
+    }
+}
+
+/// A sensitive-data rule hit on `route` (`direction` "in" or "out").
+pub fn sensitive_hit(route: &str, rule: &str, direction: &'static str, action: &'static str) {
+    counter!(names::SENSITIVE_HITS_TOTAL, "route" => route.to_string(), "rule" => rule.to_string(), "direction" => direction, "action" => action).increment(1);
 }
 
 #[cfg(test)]

@@ -15,11 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::policy::origin::OriginPolicy;
+use crate::policy::sensitive::{Direction, Guard, GuardAction, RuleDef, RuleKind};
 use crate::policy::token_source::TokenSource;
 
 pub use raw::{
-    json_schema, BinaryPolicy, Envelope, ExtraFields, KeyConfig, Limits, UnknownTypes, DEFAULT_ADMIN_LISTEN,
-    DEFAULT_EXPIRY_WARNING_SECONDS, DEFAULT_LEEWAY_SECONDS, DEFAULT_LISTEN, DEFAULT_MAX_TOKEN_LIFETIME_SECONDS,
+    json_schema, BinaryPolicy, Envelope, ExtraFields, KeyConfig, Limits, SensitiveAction, SensitiveDirection,
+    UnknownTypes, DEFAULT_ADMIN_LISTEN, DEFAULT_EXPIRY_WARNING_SECONDS, DEFAULT_LEEWAY_SECONDS, DEFAULT_LISTEN,
+    DEFAULT_MAX_TOKEN_LIFETIME_SECONDS,
 };
 use raw::{RawAuth, RawConfig, RawRoute};
 
@@ -156,6 +158,11 @@ pub struct Route {
     pub extra_fields: ExtraFields,
     /// Message type -> rule.
     pub messages: MessageRules,
+    /// The sensitive-data guard's compiled rules (`None`: the route has none).
+    pub sensitive: Option<Arc<Guard>>,
+    /// The names of the route's sensitive-data rules, their directions and actions, as
+    /// configured (for the metric labels).
+    pub sensitive_rules: Vec<(String, SensitiveDirection, SensitiveAction)>,
 }
 
 /// Message type -> rule, looked up once per client frame. foldhash instead of SipHash: the
@@ -255,6 +262,8 @@ impl Route {
             forward_identity: true,
             extra_fields: ExtraFields::Reject,
             messages: MessageRules::default(),
+            sensitive: None,
+            sensitive_rules: Vec::new(),
         }
     }
 }
@@ -621,7 +630,72 @@ fn validate_route(i: usize, r: RawRoute, auth: &AuthConfig, base: &Path) -> Resu
         forward_identity: r.forward_identity,
         extra_fields: r.extra_fields,
         messages,
+        sensitive_rules: r.sensitive.iter().map(|s| (s.rule.clone(), s.direction, s.action)).collect(),
+        sensitive: sensitive_guard(i, &r.sensitive)?,
     })
+}
+
+/// The built-in sensitive-data rules, by name.
+pub const SENSITIVE_BUILT_INS: [&str; 6] =
+    ["card_number", "iban", "aws_access_key", "private_key_pem", "jwt", "password_field"];
+
+/// Compile a route's `[[routes.sensitive]]` rules (`None` when there are none).
+fn sensitive_guard(i: usize, rules: &[raw::RawSensitive]) -> Result<Option<Arc<Guard>>, ConfigError> {
+    if rules.is_empty() {
+        return Ok(None);
+    }
+    let mut defs = Vec::with_capacity(rules.len());
+    for (j, s) in rules.iter().enumerate() {
+        let key = |field: &str| format!("routes[{i}].sensitive[{j}].{field}");
+        let built_in = SENSITIVE_BUILT_INS.contains(&s.rule.as_str());
+        if s.rule.is_empty() || s.rule.len() > 64 || !s.rule.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(ConfigError::invalid(key("rule"), "must be 1 to 64 letters, digits or underscores"));
+        }
+        if built_in && (s.pattern.is_some() || !s.keywords.is_empty()) {
+            return Err(ConfigError::invalid(
+                key("pattern"),
+                format!("{:?} is a built-in rule: pattern and keywords are for custom rules", s.rule),
+            ));
+        }
+        if !s.fields.is_empty() && s.rule != "password_field" {
+            return Err(ConfigError::invalid(key("fields"), "only password_field takes fields"));
+        }
+        let kind = match (s.rule.as_str(), &s.pattern) {
+            ("card_number", _) => RuleKind::CardNumber,
+            ("iban", _) => RuleKind::Iban,
+            ("aws_access_key", _) => RuleKind::AwsAccessKey,
+            ("private_key_pem", _) => RuleKind::PrivateKeyPem,
+            ("jwt", _) => RuleKind::Jwt,
+            ("password_field", _) => RuleKind::PasswordField { names: s.fields.clone() },
+            (_, Some(regex)) => RuleKind::Pattern { regex: regex.clone(), keywords: s.keywords.clone() },
+            (name, None) => {
+                return Err(ConfigError::invalid(
+                    key("rule"),
+                    format!(
+                        "{name:?} is not a built-in rule ({}); a custom rule needs a pattern",
+                        SENSITIVE_BUILT_INS.join(", ")
+                    ),
+                ))
+            }
+        };
+        if rules[..j].iter().any(|o| o.rule == s.rule) {
+            return Err(ConfigError::invalid(key("rule"), format!("rule {:?} is listed twice", s.rule)));
+        }
+        let direction = match s.direction {
+            SensitiveDirection::ClientToUpstream => Direction::ClientToUpstream,
+            SensitiveDirection::UpstreamToClient => Direction::UpstreamToClient,
+            SensitiveDirection::Both => Direction::Both,
+        };
+        let action = match s.action {
+            SensitiveAction::Log => GuardAction::Log,
+            SensitiveAction::Redact => GuardAction::Redact,
+            SensitiveAction::Block => GuardAction::Block,
+        };
+        defs.push(RuleDef { name: s.rule.clone(), kind, direction, action, min_matches: s.min_matches });
+    }
+    Guard::compile(&defs)
+        .map(|g| Some(Arc::new(g)))
+        .map_err(|e| ConfigError::invalid(format!("routes[{i}].sensitive[{}].{}", e.rule, e.field), e.message))
 }
 
 fn load_schema(key: &str, path: &Path) -> Result<jsonschema::Validator, ConfigError> {

@@ -199,6 +199,64 @@ pub(super) struct RawRoute {
     pub(super) extra_fields: ExtraFields,
     #[serde(default)]
     pub(super) messages: Vec<RawMessage>,
+    /// The sensitive-data guard's rules (`[[routes.sensitive]]`).
+    #[serde(default)]
+    pub(super) sensitive: Vec<RawSensitive>,
+}
+
+/// One rule of the sensitive-data guard.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSensitive {
+    /// A built-in rule (`card_number`, `iban`, `aws_access_key`, `private_key_pem`, `jwt`,
+    /// `password_field`), or the name of a custom rule given with `pattern`.
+    pub(super) rule: String,
+    /// A custom rule's regular expression (Rust `regex` syntax).
+    pub(super) pattern: Option<String>,
+    /// A custom rule's prefilter: its pattern runs only on messages holding one of these
+    /// literals (ASCII case-insensitive). Without keywords it runs on every message.
+    #[serde(default)]
+    pub(super) keywords: Vec<String>,
+    /// `password_field` only: the JSON member names to look for (case-folded), instead of
+    /// the built-in list.
+    #[serde(default)]
+    pub(super) fields: Vec<String>,
+    /// Which messages the rule reads.
+    #[serde(default)]
+    pub(super) direction: SensitiveDirection,
+    /// What a hit does.
+    #[serde(default)]
+    pub(super) action: SensitiveAction,
+    /// Hits of this rule needed in one message before it acts (0 or 1: any hit).
+    #[serde(default)]
+    pub(super) min_matches: u32,
+}
+
+/// Which messages a sensitive-data rule reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SensitiveDirection {
+    /// Client messages on their way to the upstream.
+    ClientToUpstream,
+    /// Upstream messages on their way to the client.
+    UpstreamToClient,
+    /// Both.
+    #[default]
+    Both,
+}
+
+/// What a sensitive-data hit does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SensitiveAction {
+    /// The message flows; a `sensitive_data` event is logged and counted.
+    #[default]
+    Log,
+    /// The value is replaced by `"[REDACTED:<rule>]"` and the message re-serialized.
+    Redact,
+    /// The message is not forwarded (a client gets an error frame `sensitive_data`; counts as
+    /// a violation).
+    Block,
 }
 
 pub(super) fn default_type_field() -> String {

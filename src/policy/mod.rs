@@ -12,5 +12,6 @@ pub mod framing;
 pub mod origin;
 pub mod proxy_protocol;
 pub mod ratelimit;
+pub mod sensitive;
 pub mod token_source;
 pub mod validate;

@@ -34,6 +34,8 @@ pub enum Rejection {
     SchemaViolation,
     /// A binary frame on a route with `binary = "reject"`.
     BinaryNotAllowed,
+    /// The message holds data a `block` rule of the sensitive-data guard found.
+    SensitiveData,
 }
 
 // === impl Rejection ===
@@ -49,6 +51,7 @@ impl Rejection {
             Self::Forbidden => "forbidden",
             Self::SchemaViolation => "schema_violation",
             Self::BinaryNotAllowed => "binary_not_allowed",
+            Self::SensitiveData => "sensitive_data",
         }
     }
 
@@ -62,6 +65,7 @@ impl Rejection {
             Self::Forbidden => "token does not grant this message type",
             Self::SchemaViolation => "payload does not match the schema of this message type",
             Self::BinaryNotAllowed => "binary frames are not accepted on this route",
+            Self::SensitiveData => "message holds sensitive data and was not forwarded",
         }
     }
 }
@@ -108,6 +112,20 @@ pub fn kind_for_log(kind: &str) -> &str {
         end -= 1;
     }
     &kind[..end]
+}
+
+/// The envelope's `id` (a string or a number) and type of a message already judged, for the
+/// refusal of a message the checks passed (the sensitive-data guard's `block`). `None`s when
+/// the text is not a JSON object.
+pub fn envelope_id_and_type(text: &[u8], type_field: &str) -> (Option<String>, Option<String>) {
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(text) else { return (None, None) };
+    let id = match map.get("id") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    };
+    let kind = map.get(type_field).and_then(Value::as_str).map(|k| kind_for_log(k).to_string());
+    (id, kind)
 }
 
 /// Judge one client text frame on a JSON-envelope route.

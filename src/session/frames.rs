@@ -13,6 +13,7 @@ use super::{Session, FORWARD_TIME_SAMPLE};
 use crate::auth::{jwt, unix_now};
 use crate::error::SessionClose;
 use crate::metrics as m;
+use crate::policy::sensitive::{GuardAction, Hit};
 use crate::policy::validate::{self, Refused, Rejection};
 use crate::wire;
 
@@ -54,6 +55,15 @@ impl Session {
                 self.upstream.out.extend_from_slice(&frames);
                 self.forwarded_in(payload, started);
             }
+            Action::Replace(text) => {
+                let key = Some(self.mask_keys.next_key());
+                wire::encode(&mut self.upstream.out, wire::OP_TEXT, true, text.as_bytes(), key);
+                self.forwarded_in(text.len(), started);
+            }
+            Action::Sensitive { hits, then } => {
+                self.report_sensitive(&hits, "in");
+                self.on_client_action(*then, frame, started, now);
+            }
             Action::Pong(payload) => wire::encode(&mut self.client.out, wire::OP_PONG, true, &payload, None),
             Action::Reject(r) => self.reject(&r),
             Action::Refresh { token, id } => self.refresh(&token, id.as_deref(), now),
@@ -81,6 +91,12 @@ impl Session {
         if let Some(started) = started {
             self.metrics.forward_seconds.record(started.elapsed().as_secs_f64());
         }
+    }
+
+    fn forwarded_out(&mut self, payload: usize) {
+        self.metrics.out_bytes.increment(payload as u64);
+        self.messages_out += 1;
+        self.metrics.out_forwarded.increment(1);
     }
 
     /// Handle the whole upstream frames at the front of `buf` (see [`Self::on_client_bytes`]).
@@ -127,8 +143,46 @@ impl Session {
                 let echo = frame[payload_at..].get(..2).unwrap_or(&[]);
                 self.close_upstream(0, echo);
             }
-            Outward::None => {}
+            Outward::None | Outward::Drop => {}
             Outward::Lost(close) => self.upstream_ended(close),
+            Outward::ForwardAssembled { frames, payload } => {
+                self.client.out.extend_from_slice(&frames);
+                self.forwarded_out(payload);
+            }
+            Outward::Replace(text) => {
+                wire::encode(&mut self.client.out, wire::OP_TEXT, true, text.as_bytes(), None);
+                self.forwarded_out(text.len());
+            }
+            Outward::Sensitive { hits, then } => {
+                self.report_sensitive(&hits, "out");
+                self.on_upstream_action(*then, frame);
+            }
+        }
+    }
+
+    /// Log and count what the sensitive-data guard found in one message (`direction`: "in"
+    /// client to upstream, "out" upstream to client). The event names the rule, where in the
+    /// message, the length and a keyed fingerprint — never the value. Lines share the
+    /// connection's budget with `message_refused`.
+    fn report_sensitive(&mut self, hits: &[Hit], direction: &'static str) {
+        for hit in hits {
+            let action = guard_action_label(hit.action);
+            m::sensitive_hit(&self.p.route.path, &hit.rule, direction, action);
+            if let Some(suppressed) = self.refused_log.admit(Instant::now()) {
+                session_event!(
+                    warn,
+                    self,
+                    "sensitive_data",
+                    "sensitive_data",
+                    direction = direction,
+                    rule = hit.rule.as_str(),
+                    pointer = &*crate::log_text::log_text(hit.pointer.as_bytes()),
+                    len = hit.len,
+                    fingerprint = hit.fingerprint.as_str(),
+                    action = action,
+                    suppressed = suppressed,
+                );
+            }
         }
     }
 
@@ -211,5 +265,14 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+/// The metric label of a guard action.
+pub(super) fn guard_action_label(action: GuardAction) -> &'static str {
+    match action {
+        GuardAction::Log => "log",
+        GuardAction::Redact => "redact",
+        GuardAction::Block => "block",
     }
 }

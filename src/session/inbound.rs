@@ -25,8 +25,11 @@ use crate::config::{Envelope, Limits, Route};
 use crate::error::SessionClose;
 use crate::policy::framing::{FrameViolation, Framing, Front, Sender};
 use crate::policy::ratelimit::{optional_bucket, TokenBucket};
+use crate::policy::sensitive::{redact, Direction, Findings, GuardAction, Hit};
 use crate::policy::validate::{self, Refused, Rejection, Verdict};
 use crate::wire::{self, BadClose, Header};
+
+use super::FINGERPRINTS;
 
 /// Window over which rejected frames are counted towards `violations_before_close`.
 pub const VIOLATION_WINDOW: Duration = Duration::from_secs(60);
@@ -105,6 +108,15 @@ pub enum Action {
         token: String,
         /// The envelope's `id`, echoed as `ref`.
         id: Option<String>,
+    },
+    /// Forward this text upstream instead of the message received (its redacted form).
+    Replace(String),
+    /// The sensitive-data guard found `hits` (the session logs and counts them), then `then`.
+    Sensitive {
+        /// What was found (never the values).
+        hits: Vec<Hit>,
+        /// What happens to the message.
+        then: Box<Action>,
     },
     /// The client closed: echo its close and relay `code` upstream.
     ClientClose {
@@ -262,7 +274,10 @@ impl Inbound {
             wire::OP_TEXT | wire::OP_BINARY if h.fin => {
                 let charge = if self.charge(payload.len(), now) { Charge::Paid } else { Charge::Over };
                 match self.on_message(h.opcode == wire::OP_TEXT, &payload, charge, scopes, now) {
-                    Ok(()) => Action::Forward { payload: payload.len() },
+                    Ok(found) => {
+                        let forward = Action::Forward { payload: payload.len() };
+                        self.guarded(found, forward, &payload, now)
+                    }
                     Err(action) => action,
                 }
             }
@@ -368,7 +383,10 @@ impl Inbound {
         // A message with a fragment over the limit was refused when that fragment arrived.
         let charge = if asm.rate_limited { Charge::ReportedAlready } else { Charge::Paid };
         match self.on_message(asm.text, &asm.payload, charge, scopes, now) {
-            Ok(()) => Action::ForwardAssembled { payload: asm.payload.len(), frames: asm.frames },
+            Ok(found) => {
+                let forward = Action::ForwardAssembled { payload: asm.payload.len(), frames: asm.frames };
+                self.guarded(found, forward, &asm.payload, now)
+            }
             Err(action) => action,
         }
     }
@@ -383,7 +401,7 @@ impl Inbound {
         charge: Charge,
         scopes: &[String],
         now: Instant,
-    ) -> Result<(), Action> {
+    ) -> Result<Option<Box<Findings>>, Action> {
         let text = if text {
             match simdutf8::basic::from_utf8(payload) {
                 Ok(s) => Some(s),
@@ -413,7 +431,35 @@ impl Inbound {
                 Err(refused) => return Err(self.reject(refused, now)),
             }
         }
-        Ok(())
+        // The sensitive-data guard: text messages only (one prefilter pass when clean).
+        if let (Some(guard), Some(t)) = (&self.route.sensitive, text) {
+            if let Some(found) = guard.scan(Direction::ClientToUpstream, t, &FINGERPRINTS) {
+                return Ok(Some(Box::new(found)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// What a message that passed the checks becomes: `forward` when the guard found nothing;
+    /// else the guard's hits, then `forward` (log), the redacted text (redact) or a refusal
+    /// (block, or a redaction of a message that is not JSON).
+    fn guarded(&mut self, found: Option<Box<Findings>>, forward: Action, payload: &[u8], now: Instant) -> Action {
+        let Some(found) = found else { return forward };
+        let then = match found.action {
+            GuardAction::Log => forward,
+            GuardAction::Redact => match std::str::from_utf8(payload).ok().and_then(|t| redact(t, &found)) {
+                Some(text) => Action::Replace(text),
+                None => self.block(payload, now),
+            },
+            GuardAction::Block => self.block(payload, now),
+        };
+        Action::Sensitive { hits: found.hits, then: Box::new(then) }
+    }
+
+    /// Refuse a message the guard blocks: `sensitive_data`, a violation like any refusal.
+    fn block(&mut self, payload: &[u8], now: Instant) -> Action {
+        let (id, kind) = validate::envelope_id_and_type(payload, &self.route.type_field);
+        self.reject(Refused { rejection: Rejection::SensitiveData, id, kind }, now)
     }
 
     /// `auth.refresh` past the connection's allowance (`limits.refresh_burst`, then one per

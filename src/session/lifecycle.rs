@@ -283,6 +283,7 @@ impl Session {
         };
         self.inbound.reconfigure(Arc::clone(route), &self.p.config.limits, &config.limits, Instant::now());
         self.outbound.set_max_message(config.limits.max_message_bytes);
+        self.outbound.set_guard(route.sensitive.as_ref());
         self.p.route = Arc::clone(route);
         self.p.config = config;
         self.start_heartbeat();

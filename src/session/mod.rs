@@ -70,6 +70,11 @@ mod frames;
 mod lifecycle;
 mod pump;
 
+/// The key of the sensitive-data guard's fingerprints: random per process, so two hits of one
+/// value correlate in the logs without the value being stored anywhere.
+pub(crate) static FINGERPRINTS: std::sync::LazyLock<crate::policy::sensitive::FingerprintKey> =
+    std::sync::LazyLock::new(crate::policy::sensitive::FingerprintKey::random);
+
 /// What a session uses of the process's shared state, and nothing more.
 #[derive(Clone)]
 pub struct SessionHandles {
@@ -219,7 +224,7 @@ impl Session {
             client,
             upstream,
             inbound: Inbound::new(Arc::clone(&p.route), l, now),
-            outbound: Outbound::new(l.max_message_bytes),
+            outbound: Outbound::new(l.max_message_bytes, p.route.sensitive.as_ref()),
             refused_log: LogBudget::new(REFUSED_LOG_PER_SECOND),
             frame_deadline: None,
             frame_limit: Duration::ZERO,

@@ -6,9 +6,15 @@
 //! Owns: the upstream's framing state and the UTF-8 state of a fragmented text message. Does
 //! not own: draining (the session decides what an upstream close means then), writing.
 
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
 use super::inbound::Step;
+use super::FINGERPRINTS;
 use crate::error::SessionClose;
 use crate::policy::framing::{FrameViolation, Framing, Sender};
+use crate::policy::sensitive::{redact, Direction, Guard, GuardAction, Hit};
 use crate::wire::{self, Header, Utf8Stream};
 
 /// What the session does about one upstream frame.
@@ -32,10 +38,35 @@ pub enum Outward {
         /// Offset of the payload in the frame.
         payload_at: usize,
     },
-    /// Nothing (a pong).
+    /// Nothing (a pong, or a fragment held until its message is complete).
     None,
     /// The upstream broke the protocol: close the client with this code.
     Lost(SessionClose),
+    /// Forward a held (fragmented) text message to the client: its frames as received.
+    ForwardAssembled {
+        /// The frames.
+        frames: BytesMut,
+        /// The message's payload length.
+        payload: usize,
+    },
+    /// Send the client this text instead of the message received (its redacted form).
+    Replace(String),
+    /// Drop the message: a `block` rule found sensitive data in it.
+    Drop,
+    /// The sensitive-data guard found `hits` (the session logs and counts them), then `then`.
+    Sensitive {
+        /// What was found (never the values).
+        hits: Vec<Hit>,
+        /// What happens to the message.
+        then: Box<Outward>,
+    },
+}
+
+/// A fragmented upstream text message held for the guard until it is complete.
+#[derive(Debug)]
+struct Held {
+    payload: Vec<u8>,
+    frames: BytesMut,
 }
 
 /// The upstream direction of one connection.
@@ -44,14 +75,30 @@ pub struct Outbound {
     framing: Framing,
     /// UTF-8 state of a fragmented text message.
     text: Option<Utf8Stream>,
+    /// The route's sensitive-data guard, when it has rules for upstream messages.
+    guard: Option<Arc<Guard>>,
+    /// The fragmented text message being held for the guard.
+    held: Option<Held>,
 }
 
 // === impl Outbound ===
 
 impl Outbound {
     /// The pipeline of a new connection whose messages may be up to `max_message_bytes`.
-    pub fn new(max_message_bytes: usize) -> Self {
-        Self { framing: Framing::new(max_message_bytes, Sender::Server), text: None }
+    pub fn new(max_message_bytes: usize, guard: Option<&Arc<Guard>>) -> Self {
+        Self { framing: Framing::new(max_message_bytes, Sender::Server), text: None, guard: None, held: None }
+            .with_guard(guard)
+    }
+
+    fn with_guard(mut self, guard: Option<&Arc<Guard>>) -> Self {
+        self.set_guard(guard);
+        self
+    }
+
+    /// A reload changed the route's sensitive-data rules (a message being held finishes
+    /// under the new ones).
+    pub fn set_guard(&mut self, guard: Option<&Arc<Guard>>) {
+        self.guard = guard.filter(|g| g.applies_to(Direction::UpstreamToClient)).cloned();
     }
 
     /// A reload changed `limits.max_message_bytes`.
@@ -77,6 +124,47 @@ impl Outbound {
         )
     }
 
+    /// A data frame on a route whose guard reads upstream messages: whole text messages are
+    /// scanned; fragmented ones are held until complete; binary ones pass.
+    fn guard_data(&mut self, h: &Header, frame: &[u8], payload: &[u8]) -> Outward {
+        let forward = Outward::Forward { payload: payload.len(), fin: h.fin };
+        match (h.opcode, h.fin) {
+            (wire::OP_TEXT, true) => self.scan(payload, forward),
+            (wire::OP_TEXT, false) => {
+                let mut frames = BytesMut::with_capacity(frame.len());
+                frames.extend_from_slice(frame);
+                self.held = Some(Held { payload: payload.to_vec(), frames });
+                Outward::None
+            }
+            (wire::OP_CONTINUATION, fin) => match self.held.as_mut() {
+                None => forward,
+                Some(held) => {
+                    held.payload.extend_from_slice(payload);
+                    held.frames.extend_from_slice(frame);
+                    if !fin {
+                        return Outward::None;
+                    }
+                    let Some(held) = self.held.take() else { return Outward::None };
+                    let forward = Outward::ForwardAssembled { payload: held.payload.len(), frames: held.frames };
+                    self.scan(&held.payload, forward)
+                }
+            },
+            _ => forward,
+        }
+    }
+
+    /// Scan a complete text message (valid UTF-8 already); `forward` when nothing is found.
+    fn scan(&self, payload: &[u8], forward: Outward) -> Outward {
+        let (Some(guard), Ok(text)) = (&self.guard, std::str::from_utf8(payload)) else { return forward };
+        let Some(found) = guard.scan(Direction::UpstreamToClient, text, &FINGERPRINTS) else { return forward };
+        let then = match found.action {
+            GuardAction::Log => forward,
+            GuardAction::Redact => redact(text, &found).map_or(Outward::Drop, Outward::Replace),
+            GuardAction::Block => Outward::Drop,
+        };
+        Outward::Sensitive { hits: found.hits, then: Box::new(then) }
+    }
+
     #[inline]
     fn on_frame(&mut self, h: &Header, frame: &[u8]) -> Outward {
         let payload = &frame[h.header_len..];
@@ -99,11 +187,13 @@ impl Outbound {
                         true
                     }
                 };
-                if text_ok {
-                    Outward::Forward { payload: payload.len(), fin: h.fin }
-                } else {
-                    Outward::Lost(SessionClose::UpstreamLost)
+                if !text_ok {
+                    return Outward::Lost(SessionClose::UpstreamLost);
                 }
+                if self.guard.is_none() {
+                    return Outward::Forward { payload: payload.len(), fin: h.fin };
+                }
+                self.guard_data(h, frame, payload)
             }
             wire::OP_PING => Outward::Pong { payload_at: h.header_len },
             wire::OP_CLOSE => match wire::parse_close(payload) {
@@ -117,8 +207,6 @@ impl Outbound {
 
 #[cfg(test)]
 mod tests {
-    use bytes::BytesMut;
-
     use super::*;
 
     fn frame(opcode: u8, fin: bool, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
@@ -136,7 +224,7 @@ mod tests {
 
     #[test]
     fn upstream_frames_forward_and_faults_close_1014_or_1009() {
-        let mut p = Outbound::new(64);
+        let mut p = Outbound::new(64, None);
         assert_eq!(act(&mut p, &frame(wire::OP_TEXT, true, b"hi", None)), Outward::Forward { payload: 2, fin: true });
         assert_eq!(
             act(&mut p, &frame(wire::OP_TEXT, false, b"\xe2\x82", None)),
@@ -148,17 +236,17 @@ mod tests {
         );
         assert_eq!(act(&mut p, &frame(wire::OP_TEXT, true, b"\xff", None)), Outward::Lost(SessionClose::UpstreamLost));
         // A masked frame from a server breaks RFC 6455: the upstream is lost.
-        let mut p = Outbound::new(64);
+        let mut p = Outbound::new(64, None);
         assert_eq!(
             act(&mut p, &frame(wire::OP_TEXT, true, b"x", Some([1, 2, 3, 4]))),
             Outward::Lost(SessionClose::UpstreamLost)
         );
-        let mut p = Outbound::new(64);
+        let mut p = Outbound::new(64, None);
         assert_eq!(
             act(&mut p, &frame(wire::OP_BINARY, true, &[0; 65], None)),
             Outward::Lost(SessionClose::MessageTooBig)
         );
-        let mut p = Outbound::new(64);
+        let mut p = Outbound::new(64, None);
         assert_eq!(act(&mut p, &frame(wire::OP_PING, true, b"p", None)), Outward::Pong { payload_at: 2 });
         assert_eq!(act(&mut p, &frame(wire::OP_PONG, true, b"", None)), Outward::None);
         assert_eq!(
