@@ -5,10 +5,12 @@
 #   haproxy  Debian HAProxy (mode http, timeout tunnel, 1 thread)
 #   wsgate   wsgate with the full pipeline (JWT, scopes, token bucket, JSON envelope + schema)
 #   wsgate-none  wsgate with envelope = "none"
+#   wsgate-guarded  the full pipeline plus the sensitive-data guard's default pack (every
+#                built-in rule, action log, both directions)
 # Servers pinned to CPU 0, the generator to CPU 1. Loopback only; every run is bounded.
 # Env: REPS (3), WINDOW (6 s), POINTS ("100:64:1 1000:64:1 100:4096:1 1000:4096:1 100:64:16"),
 #      IDLE (9000 idle connections for the RSS figure; 0 to skip), OUT (target/compare),
-#      TARGETS (all five).
+#      TARGETS (all six).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-3}; WINDOW=${WINDOW:-6}; IDLE=${IDLE:-9000}
@@ -93,9 +95,10 @@ start_gateway release "$OUT/wsgate.toml" "$OUT" env WSGATE_LOG=warn taskset -c 0
 WSGATE_PID=$GW_PID; WSGATE_ADDR=$GW_ADDR
 
 declare -A URL=( [direct]="ws://127.0.0.1:$ECHO_PORT/" [nginx]="ws://127.0.0.1:$NGINX_PORT/" [haproxy]="ws://127.0.0.1:$HAPROXY_PORT/"
-                 [wsgate]="ws://$WSGATE_ADDR/ws" [wsgate-none]="ws://$WSGATE_ADDR/raw" )
-declare -A CPU=( [direct]=$ECHO_PID [nginx]=$NGINX_WORKER [haproxy]=$HAPROXY_PID [wsgate]=$WSGATE_PID [wsgate-none]=$WSGATE_PID )
-TARGETS=${TARGETS:-"direct nginx haproxy wsgate wsgate-none"}
+                 [wsgate]="ws://$WSGATE_ADDR/ws" [wsgate-none]="ws://$WSGATE_ADDR/raw"
+                 [wsgate-guarded]="ws://$WSGATE_ADDR/guarded" )
+declare -A CPU=( [direct]=$ECHO_PID [nginx]=$NGINX_WORKER [haproxy]=$HAPROXY_PID [wsgate]=$WSGATE_PID [wsgate-none]=$WSGATE_PID [wsgate-guarded]=$WSGATE_PID )
+TARGETS=${TARGETS:-"direct nginx haproxy wsgate wsgate-none wsgate-guarded"}
 LT=./target/release/wsgate-loadtest
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(uname -r)" | tee "$OUT/summary.txt"
 for rep in $(seq 1 "$REPS"); do

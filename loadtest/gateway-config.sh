@@ -1,7 +1,8 @@
 # The gateway config of the benchmarks (loadtest/compare.sh, scripts/callgrind.sh): one
-# worker, limits out of the way, two routes on the same echo upstream — /ws with the full
+# worker, limits out of the way, three routes on the same echo upstream — /ws with the full
 # message pipeline (JSON envelope, a type with a scope and a JSON Schema), /raw with
-# `envelope = "none"`. `source` it, then:
+# `envelope = "none"`, /guarded like /ws plus the sensitive-data guard's default pack (every
+# built-in rule, action log, both directions). `source` it, then:
 #   bench_gateway_config PUBLIC_ADDR ADMIN_ADDR SECRET_ENV ECHO_PORT SCHEMA_FILE > wsgate.toml
 bench_gateway_config() {
   cat <<CONF
@@ -32,6 +33,17 @@ allow_missing_origin = true
 type = "chat.send"
 scope = "chat:write"
 schema_file = "$5"
+[[routes]]
+path = "/guarded"
+upstream = "ws://127.0.0.1:$4/"
+allow_missing_origin = true
+[[routes.messages]]
+type = "chat.send"
+scope = "chat:write"
+schema_file = "$5"
+$(for rule in card_number iban aws_access_key private_key_pem jwt password_field; do
+  printf '[[routes.sensitive]]\nrule = "%s"\n' "$rule"
+done)
 [[routes]]
 path = "/raw"
 upstream = "ws://127.0.0.1:$4/"

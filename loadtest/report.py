@@ -23,7 +23,7 @@ def ratio(point, target, ref, key):
             rs.append(a / b)
     return med(rs)
 
-targets = ["direct", "nginx", "haproxy", "wsgate", "wsgate-none"]
+targets = ["direct", "nginx", "haproxy", "wsgate", "wsgate-none", "wsgate-guarded"]
 print("\n| point (conns x bytes x depth) | target | msg/s | p50 us | p99 us | proxy CPU us/msg | CPU vs nginx | msg/s vs nginx | CPU vs haproxy |")
 print("|---|---|---|---|---|---|---|---|---|")
 cpu = lambda s: s.get("proxy_cpu_us_per_msg")
@@ -38,6 +38,13 @@ for point in sorted(runs):
               f"{fmt(med([s['rtt_us']['p50'] for s in reps]),0)} | {fmt(med([s['rtt_us']['p99'] for s in reps]),0)} | "
               f"{fmt(med([cpu(s) for s in reps]))} | {fmt(ratio(point, t, 'nginx', cpu), 2)} | "
               f"{fmt(ratio(point, t, 'nginx', rate), 2)} | {fmt(ratio(point, t, 'haproxy', cpu), 2)} |")
+guarded = [p for p in sorted(runs) if runs[p].get("wsgate-guarded") and runs[p].get("wsgate")]
+if guarded:
+    print("\n| point (conns x bytes x depth) | sensitive-data guard (default pack, log): CPU vs the full pipeline without it | msg/s vs it |")
+    print("|---|---|---|")
+    for point in guarded:
+        print(f"| {point[0]} x {point[1]} x {point[2]} | {fmt(ratio(point, 'wsgate-guarded', 'wsgate', cpu), 3)} | "
+              f"{fmt(ratio(point, 'wsgate-guarded', 'wsgate', rate), 3)} |")
 rss = [json.load(open(f)) for f in sorted(glob.glob(os.path.join(out, "rss-*.json")))]
 if rss:
     print("\n| proxy | idle connections | RSS before KiB | RSS with them KiB | KiB per connection |")

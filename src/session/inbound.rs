@@ -777,4 +777,73 @@ mod tests {
             Step::Frame { len: 0, action: Action::Close(SessionClose::MessageTooBig) }
         );
     }
+
+    fn guarded_route() -> Arc<Route> {
+        use crate::policy::sensitive::{Direction, Guard, GuardAction, RuleDef, RuleKind};
+        let rule = |name: &str, kind, action| RuleDef {
+            name: name.into(),
+            kind,
+            direction: Direction::ClientToUpstream,
+            action,
+            min_matches: 0,
+        };
+        let guard = Guard::compile(&[
+            rule("card_number", RuleKind::CardNumber, GuardAction::Block),
+            rule("password_field", RuleKind::PasswordField { names: Vec::new() }, GuardAction::Redact),
+            rule("aws_access_key", RuleKind::AwsAccessKey, GuardAction::Log),
+        ])
+        .expect("rules");
+        let mut r = (*route()).clone();
+        r.sensitive = Some(Arc::new(guard));
+        Arc::new(r)
+    }
+
+    fn sensitive(a: Action) -> (Vec<String>, Action) {
+        match a {
+            Action::Sensitive { hits, then } => (hits.into_iter().map(|h| h.rule).collect(), *then),
+            other => panic!("expected a guard hit, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_guard_logs_redacts_or_blocks_after_the_checks() {
+        let now = Instant::now();
+        let mut p = Inbound::new(guarded_route(), &limits(), now);
+        let f = text(r#"{"type":"chat.read","payload":{"k":"AKIAIOSFODNN7EXAMPLE"}}"#);
+        let (rules, then) = sensitive(act(&mut p, &f, now));
+        assert_eq!((rules, then), (vec!["aws_access_key".to_string()], Action::Forward { payload: f.len() - 6 }));
+        let (rules, then) = sensitive(act(&mut p, &text(r#"{"type":"chat.read","payload":{"password":"x1"}}"#), now));
+        assert_eq!(rules, vec!["password_field".to_string()]);
+        match then {
+            Action::Replace(t) => {
+                let v: serde_json::Value = serde_json::from_str(&t).expect("still JSON");
+                assert_eq!(v["payload"]["password"], "[REDACTED:password_field]");
+            }
+            other => panic!("{other:?}"),
+        }
+        let card = text(r#"{"type":"chat.read","payload":{"c":"4111-1111-1111-1111"},"id":"m1"}"#);
+        let (rules, then) = sensitive(act(&mut p, &card, now));
+        assert_eq!(rules, vec!["card_number".to_string()]);
+        let r = rejected(then);
+        assert_eq!(
+            (r.rejection.code(), r.id.as_deref(), r.kind.as_deref()),
+            ("sensitive_data", Some("m1"), Some("chat.read"))
+        );
+        // Assembled messages are read whole; a message refused by the checks never reaches it.
+        assert_eq!(
+            act(&mut p, &frame(wire::OP_TEXT, false, br#"{"type":"chat.read","payload":{"c":"4111 1111"#), now),
+            Action::None
+        );
+        let (_, then) = sensitive(act(&mut p, &frame(wire::OP_CONTINUATION, true, br#" 1111 1111"}}"#), now));
+        assert_eq!(rejected(then).rejection, Rejection::SensitiveData);
+        assert_eq!(
+            code_of(&act(&mut p, &text(r#"{"type":"nope","payload":{"c":"4111 1111 1111 1111"}}"#), now)),
+            Some("unknown_type")
+        );
+        // Clean messages pass untouched.
+        assert!(matches!(
+            act(&mut p, &text(r#"{"type":"chat.read","payload":{"n":"4111 1111 1111 1112"}}"#), now),
+            Action::Forward { .. }
+        ));
+    }
 }

@@ -257,4 +257,51 @@ mod tests {
         let f = frame(wire::OP_TEXT, true, b"abc", None);
         assert_eq!(p.next(&f[..2]), Step::Partial { want: 5 });
     }
+
+    #[test]
+    fn upstream_text_is_held_until_whole_when_the_guard_reads_it() {
+        use crate::policy::sensitive::{Direction, Guard, GuardAction, RuleDef, RuleKind};
+        let rule = RuleDef {
+            name: "card_number".into(),
+            kind: RuleKind::CardNumber,
+            direction: Direction::UpstreamToClient,
+            action: GuardAction::Block,
+            min_matches: 0,
+        };
+        let guard = Arc::new(Guard::compile(&[rule]).expect("rule"));
+        let mut p = Outbound::new(1024, Some(&guard));
+        let (a, b) = (
+            frame(wire::OP_TEXT, false, b"card 4111 1111", None),
+            frame(wire::OP_CONTINUATION, true, b" 1111 1111", None),
+        );
+        assert_eq!(act(&mut p, &a), Outward::None);
+        match act(&mut p, &b) {
+            Outward::Sensitive { hits, then } => {
+                assert_eq!(hits.len(), 1);
+                assert_eq!(*then, Outward::Drop);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Clean: the held frames go out as they came.
+        let (a, b) = (frame(wire::OP_TEXT, false, b"hello ", None), frame(wire::OP_CONTINUATION, true, b"world", None));
+        assert_eq!(act(&mut p, &a), Outward::None);
+        assert_eq!(
+            act(&mut p, &b),
+            Outward::ForwardAssembled { frames: BytesMut::from(&[&a[..], &b[..]].concat()[..]), payload: 11 }
+        );
+        // Binary messages are not held; a route whose rules read only client messages holds nothing.
+        assert_eq!(
+            act(&mut p, &frame(wire::OP_BINARY, true, b"4111 1111 1111 1111", None)),
+            Outward::Forward { payload: 19, fin: true }
+        );
+        let client_only = RuleDef {
+            name: "card_number".into(),
+            kind: RuleKind::CardNumber,
+            direction: Direction::ClientToUpstream,
+            action: GuardAction::Block,
+            min_matches: 0,
+        };
+        let mut p = Outbound::new(1024, Some(&Arc::new(Guard::compile(&[client_only]).expect("rule"))));
+        assert_eq!(act(&mut p, &a), Outward::Forward { payload: 6, fin: false });
+    }
 }
