@@ -6,11 +6,13 @@
 //! - [`ratelimit`]: the token bucket (time passed in).
 //! - [`validate`]: the per-message pipeline after the size check: JSON, envelope, type, scope, schema.
 //! - [`framing`]: a frame-header guard that refuses oversized frames before they are buffered.
+//! - [`sensitive`]: the sensitive-data guard's detection engine (cards, IBANs, keys, JWTs, secret fields, custom patterns; redaction).
 
 pub mod client_ip;
 pub mod framing;
 pub mod origin;
 pub mod proxy_protocol;
 pub mod ratelimit;
+pub mod sensitive;
 pub mod token_source;
 pub mod validate;
