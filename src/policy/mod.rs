@@ -6,6 +6,7 @@
 //! - [`ratelimit`]: the token bucket (time passed in).
 //! - [`validate`]: the per-message pipeline after the size check: JSON, envelope, type, scope, schema.
 //! - [`framing`]: a frame-header guard that refuses oversized frames before they are buffered.
+//! - [`sensitive`]: the sensitive-data guard's detection engine (cards, IBANs, keys, JWTs, secret fields, custom patterns; redaction).
 
 pub mod client_ip;
 pub mod framing;

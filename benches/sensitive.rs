@@ -1,0 +1,123 @@
+//! Question: what does the sensitive-data guard cost per text message? The default pack (every
+//! built-in rule, action log, both directions) over realistic chat envelopes
+//! (`{"type":"chat.send","payload":{"room":"ops","text":"…"}}`) of 64 B, 1 KiB and 16 KiB:
+//! clean (the prefilter alone: one Aho-Corasick pass, one digit-run scan, one memchr) and
+//! with one hit (a card number in the text: prefilter, walk, pointer, fingerprint). Beside
+//! them, a clean message whose text holds a `\n` escape (it is walked, as an escape can hide
+//! an anchor), and the floor: a `serde_json` syntax check of the same text.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use wsgate::policy::sensitive::{Direction, FingerprintKey, Guard, GuardAction, RuleDef, RuleKind};
+
+fn default_pack() -> Guard {
+    let rule = |name: &str, kind| RuleDef {
+        name: name.into(),
+        kind,
+        direction: Direction::Both,
+        action: GuardAction::Log,
+        min_matches: 0,
+    };
+    Guard::compile(&[
+        rule("card_number", RuleKind::CardNumber),
+        rule("iban", RuleKind::Iban),
+        rule("aws_access_key", RuleKind::AwsAccessKey),
+        rule("private_key_pem", RuleKind::PrivateKeyPem),
+        rule("jwt", RuleKind::Jwt),
+        rule("password_field", RuleKind::PasswordField { names: vec![] }),
+    ])
+    .expect("default pack")
+}
+
+const WORDS: &[&str] = &[
+    "the",
+    "deploy",
+    "of",
+    "build",
+    "42",
+    "went",
+    "out",
+    "at",
+    "10:30",
+    "and",
+    "the",
+    "canary",
+    "looks",
+    "fine,",
+    "latency",
+    "p99",
+    "is",
+    "118ms",
+    "on",
+    "eu-west-1;",
+    "I'll",
+    "ping",
+    "Asia",
+    "team",
+    "about",
+    "the",
+    "token",
+    "refresh",
+    "bug",
+    "(ticket",
+    "OPS-2291)",
+    "before",
+    "lunch.",
+    "Anyone",
+    "seen",
+    "the",
+    "password",
+    "reset",
+    "emails",
+    "bounce?",
+];
+
+/// A chat envelope of exactly `size` bytes; `secret` is placed in the middle of the text.
+fn chat(size: usize, secret: &str) -> String {
+    let head = r#"{"type":"chat.send","payload":{"room":"ops","text":""#;
+    let tail = r#""}}"#;
+    let want = size.saturating_sub(head.len() + tail.len());
+    let mut text = String::new();
+    let mut i = 0;
+    while text.len() < want {
+        text.push_str(WORDS[i % WORDS.len()]);
+        text.push(' ');
+        i += 1;
+    }
+    text.truncate(want);
+    if !secret.is_empty() {
+        let mid = (want.saturating_sub(secret.len())) / 2;
+        let mid = (0..=mid).rev().find(|&m| text.is_char_boundary(m)).unwrap_or(0);
+        text.replace_range(mid..(mid + secret.len()).min(text.len()), secret);
+        text.truncate(want);
+    }
+    format!("{head}{text}{tail}")
+}
+
+fn bench(c: &mut Criterion) {
+    let guard = default_pack();
+    let key = FingerprintKey::random();
+    let mut g = c.benchmark_group("sensitive");
+    for size in [64, 1024, 16 * 1024] {
+        let clean = chat(size, "");
+        let hit = chat(size, " 4111 1111 1111 1111 ");
+        let escaped = chat(size, r" a\nb ");
+        assert!(guard.scan(Direction::ClientToUpstream, &clean, &key).is_none(), "{clean}");
+        assert_eq!(guard.scan(Direction::ClientToUpstream, &hit, &key).map(|f| f.hits.len()), Some(1), "{hit}");
+        assert!(guard.scan(Direction::ClientToUpstream, &escaped, &key).is_none());
+        g.throughput(Throughput::Bytes(size as u64));
+        for (name, text) in [("clean", &clean), ("one_hit", &hit), ("clean_escaped", &escaped)] {
+            g.bench_with_input(BenchmarkId::new(name, size), text, |b, t| {
+                b.iter(|| guard.scan(Direction::ClientToUpstream, black_box(t), &key))
+            });
+        }
+        g.bench_with_input(BenchmarkId::new("baseline_serde_ignored", size), &clean, |b, t| {
+            b.iter(|| serde_json::from_str::<serde::de::IgnoredAny>(black_box(t)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

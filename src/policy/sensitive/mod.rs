@@ -1,0 +1,725 @@
+//! The sensitive-data guard's detection engine (DESIGN.md §10): rules that find card numbers,
+//! IBANs, AWS access key ids, PEM private keys, JWTs, secret-named JSON fields and custom
+//! patterns in a text message. Pure: no config types, no logging, no metrics.
+//!
+//! # Cost
+//!
+//! [`Guard::scan`] reads a text message in two stages:
+//!
+//! 1. **Prefilter** (every message): one Aho-Corasick pass over the anchors of the
+//!    direction's rules (the AWS prefixes, `-----BEGIN`, `eyJ`, the field names' endings,
+//!    the keywords' beginnings), one digit-run scan (eight bytes at a time) when a card or
+//!    IBAN rule is on, and one `memchr` for a backslash. Each anchor hit is checked on the
+//!    spot (Luhn, mod 97, the key's alphabet, the JWT header decode, the field name…). A
+//!    message with no confirmed candidate returns `None` here, without allocating.
+//! 2. **Walk** (only on a confirmed candidate, or when the text holds a backslash, since a
+//!    `\uXXXX` escape can hide an anchor): the text is walked as JSON ([`json`]); every
+//!    string value (unescaped) is searched again, member names are compared, and each hit
+//!    gets its JSON pointer and fingerprint. Text that is not JSON is searched as a whole,
+//!    with the pointer `""`.
+//!
+//! A custom [`RuleKind::Pattern`] with keywords runs its regex only when a keyword is in the
+//! message; one **without keywords runs its regex on every message** of its direction (about
+//! the regex crate's speed, often 0.1–1 GB/s: several times the prefilter's cost), and every
+//! message it matches is walked.
+//!
+//! # What a rule sees
+//!
+//! In JSON, the value rules (cards, IBANs, keys, JWTs, patterns) read one string value at a
+//! time (cards also JSON numbers); `password_field` reads member names. A regex therefore
+//! cannot match across members, and `^`/`$` are the string's ends.
+
+mod json;
+mod prefilter;
+mod rules;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::ops::ControlFlow;
+
+use aws_lc_rs::hmac;
+
+use json::{Event, Seg};
+use prefilter::{case_variants, Prefilter, Target};
+pub use rules::DEFAULT_FIELD_NAMES;
+
+/// Which messages a rule reads. `Both` only in rule definitions (and to [`Guard::scan`]: all
+/// rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    ClientToUpstream,
+    UpstreamToClient,
+    Both,
+}
+
+/// What a hit does; ordered `Log < Redact < Block`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GuardAction {
+    Log,
+    Redact,
+    Block,
+}
+
+/// What a rule looks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleKind {
+    CardNumber,
+    Iban,
+    AwsAccessKey,
+    PrivateKeyPem,
+    Jwt,
+    /// JSON members with these names (ASCII case-insensitive; empty = [`DEFAULT_FIELD_NAMES`]).
+    PasswordField {
+        names: Vec<String>,
+    },
+    /// A `regex` crate regex; with keywords, run only when one is in the message (ASCII
+    /// case-insensitive).
+    Pattern {
+        regex: String,
+        keywords: Vec<String>,
+    },
+}
+
+/// One rule as configured.
+#[derive(Debug, Clone)]
+pub struct RuleDef {
+    /// Built-ins: `card_number`, `iban`, …; custom rules: the user's name.
+    pub name: String,
+    pub kind: RuleKind,
+    pub direction: Direction,
+    pub action: GuardAction,
+    /// The rule reports only with at least this many hits in one message (0 or 1: any hit).
+    pub min_matches: u32,
+}
+
+/// A rule that does not compile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleError {
+    /// Index into the definitions.
+    pub rule: usize,
+    /// `"pattern"`, `"keywords"`, `"fields"` (password_field names) or `"rule"`.
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rule {}: {}: {}", self.rule, self.field, self.message)
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+/// The per-process key of the hits' fingerprints (HMAC-SHA256): equal values fingerprint
+/// alike within a process, and a fingerprint cannot be brute-forced without the key.
+pub struct FingerprintKey(hmac::Key);
+
+impl FingerprintKey {
+    /// A key from the OS random source.
+    pub fn random() -> Self {
+        let mut k = [0u8; 32];
+        if getrandom::fill(&mut k).is_err() {
+            // No OS randomness: the clock and an address still differ per process; a
+            // fingerprint stays a correlation id, never the value.
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+            let a = &k as *const _ as usize as u128;
+            k.iter_mut().enumerate().for_each(|(i, b)| *b = ((t ^ a.rotate_left(i as u32)) >> (8 * (i % 16))) as u8);
+        }
+        Self::from_bytes(&k)
+    }
+
+    /// A fixed key (tests, or fingerprints shared across processes).
+    pub fn from_bytes(key: &[u8]) -> Self {
+        FingerprintKey(hmac::Key::new(hmac::HMAC_SHA256, key))
+    }
+
+    /// Hex of the first 8 bytes of HMAC-SHA256(key, value).
+    pub fn fingerprint(&self, value: &[u8]) -> String {
+        let tag = hmac::sign(&self.0, value);
+        tag.as_ref().iter().take(8).fold(String::with_capacity(16), |mut s, b| {
+            let _ = fmt::Write::write_fmt(&mut s, format_args!("{b:02x}"));
+            s
+        })
+    }
+}
+
+impl fmt::Debug for FingerprintKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("FingerprintKey(..)")
+    }
+}
+
+/// What one message held. Never the values themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Findings {
+    pub hits: Vec<Hit>,
+    /// The strongest action among the hits.
+    pub action: GuardAction,
+}
+
+/// One match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub rule: String,
+    pub action: GuardAction,
+    /// RFC 6901 pointer of the string value (or, for `password_field`, the member) holding
+    /// the match; `""` when the text is not JSON.
+    pub pointer: String,
+    /// Byte length of the matched value (as unescaped).
+    pub len: usize,
+    /// Hex of the first 8 bytes of HMAC-SHA256(key, value); cards and IBANs without their
+    /// separators, so one number fingerprints alike however it is grouped.
+    pub fingerprint: String,
+}
+
+/// At most this many rules per guard (the fast path's per-message bitset).
+pub const MAX_RULES: usize = 256;
+/// At most this many hits are kept per message (the rest still count for `min_matches`).
+pub const MAX_HITS: usize = 1024;
+/// At most this many pointer bytes per message (deep nesting × many hits): hits past it are
+/// dropped like those past [`MAX_HITS`].
+const MAX_POINTER_BYTES: usize = 256 * 1024;
+
+#[derive(Debug)]
+enum Kind {
+    Card,
+    Iban,
+    Aws,
+    Pem,
+    Jwt,
+    Fields { names: Vec<Box<[u8]>>, longest: usize },
+    Pattern { re: regex::Regex, anchored: bool, keyworded: bool },
+}
+
+#[derive(Debug)]
+struct Rule {
+    name: String,
+    action: GuardAction,
+    min_matches: u32,
+    kind: Kind,
+}
+
+/// The rules of one direction, their automaton and which kinds are on.
+#[derive(Debug, Default)]
+struct Plan {
+    rules: Vec<usize>,
+    pre: Prefilter,
+    digits: bool,
+    card: Vec<usize>,
+    iban: Vec<usize>,
+    aws: Vec<usize>,
+    pem: Vec<usize>,
+    jwt: Vec<usize>,
+    fields: Vec<usize>,
+    /// Patterns without keywords: their regex runs on every message.
+    always: Vec<usize>,
+    patterns: Vec<usize>,
+}
+
+/// The compiled rules. `Send + Sync`; share it in an `Arc`.
+#[derive(Debug)]
+pub struct Guard {
+    rules: Vec<Rule>,
+    /// Client to upstream, upstream to client, all rules.
+    plans: [Plan; 3],
+}
+
+/// A built-in kind, as the stage-1 checks report it.
+#[derive(Debug, Clone, Copy)]
+enum Builtin {
+    Card,
+    Iban,
+    Aws,
+    Pem,
+    Jwt,
+}
+
+/// What [`Guard::search`] reports.
+enum Found<'a> {
+    Value { kind: Builtin, len: usize, value: &'a [u8] },
+    Keyword { rule: usize },
+    Name,
+}
+
+/// Where the searched bytes come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// The whole raw text, no backslash in it (field names checked on the spot).
+    Raw,
+    /// One string value, or a text that is not JSON.
+    Value,
+    /// A member name: keywords only.
+    Key,
+}
+
+fn plan_index(dir: Direction) -> usize {
+    match dir {
+        Direction::ClientToUpstream => 0,
+        Direction::UpstreamToClient => 1,
+        Direction::Both => 2,
+    }
+}
+
+fn compile_rule(i: usize, def: &RuleDef) -> Result<Kind, RuleError> {
+    let err = |field, message: String| RuleError { rule: i, field, message };
+    Ok(match &def.kind {
+        RuleKind::CardNumber => Kind::Card,
+        RuleKind::Iban => Kind::Iban,
+        RuleKind::AwsAccessKey => Kind::Aws,
+        RuleKind::PrivateKeyPem => Kind::Pem,
+        RuleKind::Jwt => Kind::Jwt,
+        RuleKind::PasswordField { names } => {
+            let list: Vec<&str> = if names.is_empty() {
+                DEFAULT_FIELD_NAMES.to_vec()
+            } else {
+                names.iter().map(String::as_str).collect()
+            };
+            let mut out: Vec<Box<[u8]>> = Vec::new();
+            for n in list {
+                if n.is_empty() || n.len() > 128 || n.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20) {
+                    return Err(err(
+                        "fields",
+                        format!(
+                            "{n:?}: a field name is 1 to 128 bytes without quotes, backslashes or control characters"
+                        ),
+                    ));
+                }
+                out.push(n.to_ascii_lowercase().into_bytes().into_boxed_slice());
+            }
+            let longest = out.iter().map(|n| n.len()).max().unwrap_or(0);
+            Kind::Fields { names: out, longest }
+        }
+        RuleKind::Pattern { regex, keywords } => {
+            if regex.is_empty() {
+                return Err(err("pattern", "the pattern is empty".into()));
+            }
+            let re = regex::RegexBuilder::new(regex)
+                .size_limit(1 << 20)
+                .dfa_size_limit(2 << 20)
+                .build()
+                .map_err(|e| err("pattern", e.to_string()))?;
+            if re.is_match("") {
+                return Err(err("pattern", "the pattern matches the empty string".into()));
+            }
+            let anchored = regex_syntax::Parser::new()
+                .parse(regex)
+                .map_or(true, |hir| hir.properties().look_set().contains_anchor());
+            for k in keywords {
+                if k.is_empty() || k.len() > 256 {
+                    return Err(err("keywords", format!("{k:?}: a keyword is 1 to 256 bytes")));
+                }
+            }
+            Kind::Pattern { re, anchored, keyworded: !keywords.is_empty() }
+        }
+    })
+}
+
+fn build_plan(rules: &[Rule], defs: &[RuleDef], ids: Vec<usize>) -> Result<Plan, RuleError> {
+    let mut plan = Plan::default();
+    let mut pairs: Vec<(Vec<u8>, Target)> = Vec::new();
+    for &i in &ids {
+        let Some(rule) = rules.get(i) else { continue };
+        match &rule.kind {
+            Kind::Card => plan.card.push(i),
+            Kind::Iban => plan.iban.push(i),
+            Kind::Aws => {
+                plan.aws.push(i);
+                pairs.extend(rules::AWS_PREFIXES.iter().map(|p| (p.as_bytes().to_vec(), Target::Aws)));
+            }
+            Kind::Pem => {
+                plan.pem.push(i);
+                pairs.push((rules::PEM_ANCHOR.as_bytes().to_vec(), Target::Pem));
+            }
+            Kind::Jwt => {
+                plan.jwt.push(i);
+                pairs.push((rules::JWT_ANCHOR.as_bytes().to_vec(), Target::Jwt));
+            }
+            Kind::Fields { names, .. } => {
+                plan.fields.push(i);
+                for n in names {
+                    let tail = n.get(n.len().saturating_sub(2)..).unwrap_or(n);
+                    for mut v in case_variants(tail) {
+                        v.push(b'"');
+                        pairs.push((v, Target::Name { rule: i }));
+                    }
+                }
+            }
+            Kind::Pattern { keyworded, .. } => {
+                plan.patterns.push(i);
+                if !keyworded {
+                    plan.always.push(i);
+                }
+                if let Some(RuleDef { kind: RuleKind::Pattern { keywords, .. }, .. }) = defs.get(i) {
+                    for k in keywords {
+                        let word = k.to_ascii_lowercase().into_bytes().into_boxed_slice();
+                        let head = word.get(..3).unwrap_or(&word);
+                        for v in case_variants(head) {
+                            pairs.push((v, Target::Keyword { rule: i, word: word.clone() }));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    plan.digits = !plan.card.is_empty() || !plan.iban.is_empty();
+    plan.pre = Prefilter::build(pairs).map_err(|e| RuleError {
+        rule: ids.last().copied().unwrap_or(0),
+        field: "keywords",
+        message: format!("the prefilter does not build: {e}"),
+    })?;
+    plan.rules = ids;
+    Ok(plan)
+}
+
+impl Guard {
+    /// Compile the rules (regexes, the prefilter automata of both directions).
+    pub fn compile(defs: &[RuleDef]) -> Result<Guard, RuleError> {
+        if defs.len() > MAX_RULES {
+            return Err(RuleError {
+                rule: MAX_RULES,
+                field: "rule",
+                message: format!("at most {MAX_RULES} rules per route"),
+            });
+        }
+        let mut rules = Vec::with_capacity(defs.len());
+        for (i, d) in defs.iter().enumerate() {
+            rules.push(Rule {
+                name: d.name.clone(),
+                action: d.action,
+                min_matches: d.min_matches,
+                kind: compile_rule(i, d)?,
+            });
+        }
+        let ids = |keep: &dyn Fn(Direction) -> bool| -> Vec<usize> {
+            defs.iter().enumerate().filter(|(_, d)| keep(d.direction)).map(|(i, _)| i).collect()
+        };
+        let c2u = ids(&|d| d != Direction::UpstreamToClient);
+        let u2c = ids(&|d| d != Direction::ClientToUpstream);
+        let all = ids(&|_| true);
+        let plans = [build_plan(&rules, defs, c2u)?, build_plan(&rules, defs, u2c)?, build_plan(&rules, defs, all)?];
+        Ok(Guard { rules, plans })
+    }
+
+    /// No rules at all.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Whether any rule reads messages of `dir` (`Both`: any rule at all).
+    pub fn applies_to(&self, dir: Direction) -> bool {
+        !self.plans[plan_index(dir)].rules.is_empty()
+    }
+
+    /// Search a text message of direction `dir` (`Both`: every rule). `None`: nothing found.
+    pub fn scan(&self, dir: Direction, text: &str, key: &FingerprintKey) -> Option<Findings> {
+        let plan = &self.plans[plan_index(dir)];
+        if plan.rules.is_empty() {
+            return None;
+        }
+        if memchr::memchr(b'\\', text.as_bytes()).is_none() && !self.candidate(plan, text) {
+            return None;
+        }
+        self.walk(plan, text, key)
+    }
+
+    /// Stage 1 on the raw text (no backslash in it): any confirmed candidate?
+    fn candidate(&self, plan: &Plan, text: &str) -> bool {
+        let mut tried = [0u64; MAX_RULES / 64];
+        let flow = self.search(plan, text.as_bytes(), Mode::Raw, &mut |found| match found {
+            Found::Value { .. } | Found::Name => ControlFlow::Break(()),
+            Found::Keyword { rule } => {
+                let (w, bit) = (rule / 64, 1u64 << (rule % 64));
+                match tried.get_mut(w) {
+                    Some(t) if *t & bit == 0 => {
+                        *t |= bit;
+                        if self.pattern_may_match(rule, text) {
+                            ControlFlow::Break(())
+                        } else {
+                            ControlFlow::Continue(())
+                        }
+                    }
+                    _ => ControlFlow::Continue(()),
+                }
+            }
+        });
+        flow.is_break() || plan.always.iter().any(|&r| self.pattern_may_match(r, text))
+    }
+
+    /// Whether a pattern can match one of the text's strings (a superset of stage 2's answer):
+    /// an unanchored regex matching inside a string also matches the whole text.
+    fn pattern_may_match(&self, rule: usize, text: &str) -> bool {
+        let Some(Rule { kind: Kind::Pattern { re, anchored, .. }, .. }) = self.rules.get(rule) else { return false };
+        if re.is_match(text) {
+            return true;
+        }
+        if !anchored {
+            return false;
+        }
+        // every quoted piece (no backslash: quotes only delimit strings)
+        let b = text.as_bytes();
+        let mut quotes = memchr::memchr_iter(b'"', b);
+        while let (Some(a), Some(z)) = (quotes.next(), quotes.next()) {
+            if text.get(a + 1..z).is_some_and(|s| re.is_match(s)) {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// One pass of the anchors and the digit scan over `b`, reporting what checks out.
+    fn search(
+        &self,
+        plan: &Plan,
+        b: &[u8],
+        mode: Mode,
+        sink: &mut dyn FnMut(Found<'_>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        // the end of the last hit of Aws, Pem, Jwt: hits of one kind do not overlap
+        let mut done = [0usize; 3];
+        plan.pre.each(b, |s, lit_len, target| {
+            match target {
+                Target::Keyword { rule, word }
+                    if b.get(s..s + word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word)) =>
+                {
+                    sink(Found::Keyword { rule: *rule })?;
+                }
+                _ if mode == Mode::Key => {}
+                Target::Aws if s >= done[0] => {
+                    if let Some(e) = rules::aws_at(b, s) {
+                        done[0] = e;
+                        sink(Found::Value { kind: Builtin::Aws, len: e - s, value: b.get(s..e).unwrap_or_default() })?;
+                    }
+                }
+                Target::Pem if s >= done[1] => {
+                    if let Some(h) = rules::pem_header_at(b, s) {
+                        let e = if mode == Mode::Raw { h } else { rules::pem_block_end(b, h) };
+                        done[1] = e;
+                        sink(Found::Value { kind: Builtin::Pem, len: e - s, value: b.get(s..e).unwrap_or_default() })?;
+                    }
+                }
+                Target::Jwt if s >= done[2] => {
+                    if let Some(e) = rules::jwt_at(b, s) {
+                        done[2] = e;
+                        sink(Found::Value { kind: Builtin::Jwt, len: e - s, value: b.get(s..e).unwrap_or_default() })?;
+                    }
+                }
+                Target::Name { rule } if mode == Mode::Raw => {
+                    if let Some(Rule { kind: Kind::Fields { names, longest }, .. }) = self.rules.get(*rule) {
+                        if rules::name_candidate(b, s + lit_len - 1, names, *longest) {
+                            sink(Found::Name)?;
+                        }
+                    }
+                }
+                _ => {}
+            }
+            ControlFlow::Continue(())
+        })?;
+        if !plan.digits || mode == Mode::Key {
+            return ControlFlow::Continue(());
+        }
+        let (cards, ibans) = (!plan.card.is_empty(), !plan.iban.is_empty());
+        let mut i = 0;
+        while let Some(d) = prefilter::next_digit(b, i) {
+            let (end, digits) = rules::digit_run(b, d);
+            if ibans && d >= 2 && rules::iban_start(b, d - 2) {
+                let mut buf = [0u8; 34];
+                if let Some((e, n)) = rules::iban_at(b, d - 2, &mut buf) {
+                    sink(Found::Value {
+                        kind: Builtin::Iban,
+                        len: e - (d - 2),
+                        value: buf.get(..n).unwrap_or_default(),
+                    })?;
+                    i = e.max(end);
+                    continue;
+                }
+            }
+            if cards {
+                rules::cards_in_run(b, d, end, digits, |s, e| {
+                    let mut buf = [0u8; 19];
+                    let n = rules::card_digits(b.get(s..e).unwrap_or_default(), &mut buf);
+                    sink(Found::Value { kind: Builtin::Card, len: e - s, value: buf.get(..n).unwrap_or_default() })
+                })?;
+            }
+            i = end.max(d + 1);
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Stage 2: walk the text (as JSON, else as a whole), collect the hits.
+    fn walk(&self, plan: &Plan, text: &str, key: &FingerprintKey) -> Option<Findings> {
+        let mut c = Collector::new(self, key);
+        let mut triggered = vec![false; self.rules.len()];
+        let json = json::walk(text, |path, ptr, ev, _| {
+            let (s, mode) = match ev {
+                Event::Key(k) => (k, Mode::Key),
+                Event::Str(s) => (s, Mode::Value),
+                Event::Num(n) => (n, Mode::Value),
+            };
+            let _ = self.search(plan, s.as_bytes(), mode, &mut |found| {
+                match found {
+                    Found::Value { kind, len, value } => c.builtin(plan, kind, ptr, len, value),
+                    Found::Keyword { rule } => triggered[rule] = true,
+                    Found::Name => {}
+                }
+                ControlFlow::Continue(())
+            });
+            if let (Event::Str(_) | Event::Num(_), Some(Seg::Key(name))) = (ev, path.last()) {
+                if !s.is_empty() {
+                    for &r in &plan.fields {
+                        if let Some(Rule { kind: Kind::Fields { names, .. }, .. }) = self.rules.get(r) {
+                            if names.iter().any(|n| n.eq_ignore_ascii_case(name.as_bytes())) {
+                                c.hit(r, ptr, s.len(), s.as_bytes());
+                            }
+                        }
+                    }
+                }
+            }
+        })
+        .is_ok();
+        if !json {
+            c.clear();
+            triggered.iter_mut().for_each(|t| *t = false);
+            let _ = self.search(plan, text.as_bytes(), Mode::Value, &mut |found| {
+                match found {
+                    Found::Value { kind, len, value } => c.builtin(plan, kind, "", len, value),
+                    Found::Keyword { rule } => triggered[rule] = true,
+                    Found::Name => {}
+                }
+                ControlFlow::Continue(())
+            });
+        }
+        for &r in &plan.patterns {
+            let Some(Rule { kind: Kind::Pattern { re, keyworded, .. }, .. }) = self.rules.get(r) else { continue };
+            if *keyworded && !triggered.get(r).copied().unwrap_or(false) {
+                continue;
+            }
+            let mut run = |ptr: &str, s: &str| {
+                for m in re.find_iter(s) {
+                    if !m.is_empty() {
+                        c.hit(r, ptr, m.len(), m.as_str().as_bytes());
+                    }
+                }
+            };
+            if json {
+                let _ = json::walk(text, |_, ptr, ev, _| {
+                    if let Event::Str(s) = ev {
+                        run(ptr, s);
+                    }
+                });
+            } else {
+                run("", text);
+            }
+        }
+        c.finish()
+    }
+}
+
+/// Stage 2's hits, counted per rule.
+struct Collector<'g> {
+    guard: &'g Guard,
+    key: &'g FingerprintKey,
+    hits: Vec<(usize, Hit)>,
+    counts: Vec<u32>,
+    /// A hit of a redact or block rule was dropped (too many hits): redaction would miss it.
+    dropped_redact: bool,
+    pointer_bytes: usize,
+}
+
+impl<'g> Collector<'g> {
+    fn new(guard: &'g Guard, key: &'g FingerprintKey) -> Self {
+        Collector {
+            guard,
+            key,
+            hits: Vec::new(),
+            counts: vec![0; guard.rules.len()],
+            dropped_redact: false,
+            pointer_bytes: 0,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.hits.clear();
+        self.counts.iter_mut().for_each(|n| *n = 0);
+        self.dropped_redact = false;
+        self.pointer_bytes = 0;
+    }
+
+    fn builtin(&mut self, plan: &Plan, kind: Builtin, ptr: &str, len: usize, value: &[u8]) {
+        let rules = match kind {
+            Builtin::Card => &plan.card,
+            Builtin::Iban => &plan.iban,
+            Builtin::Aws => &plan.aws,
+            Builtin::Pem => &plan.pem,
+            Builtin::Jwt => &plan.jwt,
+        };
+        for &r in rules {
+            self.hit(r, ptr, len, value);
+        }
+    }
+
+    fn hit(&mut self, rule: usize, ptr: &str, len: usize, value: &[u8]) {
+        let Some(r) = self.guard.rules.get(rule) else { return };
+        if let Some(n) = self.counts.get_mut(rule) {
+            *n = n.saturating_add(1);
+        }
+        if self.hits.len() >= MAX_HITS || self.pointer_bytes >= MAX_POINTER_BYTES {
+            self.dropped_redact |= r.action >= GuardAction::Redact;
+            return;
+        }
+        let pointer = ptr.to_string();
+        self.pointer_bytes = self.pointer_bytes.saturating_add(pointer.len());
+        let hit =
+            Hit { rule: r.name.clone(), action: r.action, pointer, len, fingerprint: self.key.fingerprint(value) };
+        self.hits.push((rule, hit));
+    }
+
+    fn finish(self) -> Option<Findings> {
+        let counts = self.counts;
+        let rules = &self.guard.rules;
+        let hits: Vec<Hit> = self
+            .hits
+            .into_iter()
+            .filter(|(r, _)| {
+                let min = rules.get(*r).map_or(1, |r| r.min_matches.max(1));
+                counts.get(*r).copied().unwrap_or(0) >= min
+            })
+            .map(|(_, h)| h)
+            .collect();
+        let mut action = hits.iter().map(|h| h.action).max()?;
+        if self.dropped_redact && action == GuardAction::Redact {
+            // more hits than can be listed: redaction would leave some in place
+            action = GuardAction::Block;
+        }
+        Some(Findings { hits, action })
+    }
+}
+
+/// The text with each string value that held a hit of a redact or block rule (for
+/// `password_field`: the member's value) replaced by `"[REDACTED:<rule>]"`; everything else is
+/// kept byte for byte (member order, duplicates, whitespace). `None` when the text is not JSON
+/// (the caller then blocks instead).
+pub fn redact(text: &str, findings: &Findings) -> Option<String> {
+    let targets: Vec<&Hit> = findings.hits.iter().filter(|h| h.action >= GuardAction::Redact).collect();
+    let mut spans: Vec<(std::ops::Range<usize>, &str)> = Vec::new();
+    json::walk(text, |_, ptr, ev, span| {
+        if matches!(ev, Event::Key(_)) {
+            return;
+        }
+        // equal lengths, then from the end: siblings deep in one tree differ at the tail
+        let same = |h: &&&Hit| h.pointer.len() == ptr.len() && h.pointer.bytes().rev().eq(ptr.bytes().rev());
+        if let Some(h) = targets.iter().find(same) {
+            spans.push((span, h.rule.as_str()));
+        }
+    })
+    .ok()?;
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for (span, rule) in spans {
+        out.push_str(text.get(at..span.start)?);
+        out.push_str(&serde_json::to_string(&format!("[REDACTED:{rule}]")).ok()?);
+        at = span.end;
+    }
+    out.push_str(text.get(at..)?);
+    Some(out)
+}
