@@ -13,6 +13,7 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::error::{HandshakeRefusal, SessionClose};
+use crate::policy::sensitive::{Direction, GuardAction};
 use crate::policy::validate::Rejection;
 
 /// Metric names (docs/observability.md).
@@ -345,29 +346,17 @@ impl SessionMetrics {
 
 /// Pre-register a route's sensitive-data label sets at 0: each rule, in each direction it
 /// reads, with its action.
-pub fn register_sensitive(
-    route: &str,
-    rules: &[(String, crate::config::SensitiveDirection, crate::config::SensitiveAction)],
-) {
-    use crate::config::SensitiveDirection as D;
+pub fn register_sensitive(route: &str, rules: &[(String, Direction, GuardAction)]) {
     for (rule, direction, action) in rules {
         let dirs: &[&'static str] = match direction {
-            D::ClientToUpstream => &["in"],
-            D::UpstreamToClient => &["out"],
-            D::Both => &["in", "out"],
+            Direction::ClientToUpstream => &["in"],
+            Direction::UpstreamToClient => &["out"],
+            Direction::Both => &["in", "out"],
         };
         for dir in dirs {
-            counter!(names::SENSITIVE_HITS_TOTAL, "route" => route.to_string(), "rule" => rule.clone(), "direction" => *dir, "action" => sensitive_action(*action)).increment(0);
+            counter!(names::SENSITIVE_HITS_TOTAL, "route" => route.to_string(), "rule" => rule.clone(), "direction" => *dir, "action" => action.label())
+                .increment(0);
         }
-    }
-}
-
-/// The metric label of a guard action.
-pub fn sensitive_action(action: crate::config::SensitiveAction) -> &'static str {
-    match action {
-        crate::config::SensitiveAction::Log => "log",
-        crate::config::SensitiveAction::Redact => "redact",
-        crate::config::SensitiveAction::Block => "block",
     }
 }
 

@@ -162,7 +162,7 @@ pub struct Route {
     pub sensitive: Option<Arc<Guard>>,
     /// The names of the route's sensitive-data rules, their directions and actions, as
     /// configured (for the metric labels).
-    pub sensitive_rules: Vec<(String, SensitiveDirection, SensitiveAction)>,
+    pub sensitive_rules: Vec<(String, Direction, GuardAction)>,
 }
 
 /// Message type -> rule, looked up once per client frame. foldhash instead of SipHash: the
@@ -615,6 +615,7 @@ fn validate_route(i: usize, r: RawRoute, auth: &AuthConfig, base: &Path) -> Resu
             return Err(ConfigError::invalid(format!("{mkey}.type"), format!("duplicate type {:?}", m.kind)));
         }
     }
+    let mut sensitive_rules = Vec::new();
     Ok(Route {
         path: r.path,
         upstream: r.upstream,
@@ -630,8 +631,8 @@ fn validate_route(i: usize, r: RawRoute, auth: &AuthConfig, base: &Path) -> Resu
         forward_identity: r.forward_identity,
         extra_fields: r.extra_fields,
         messages,
-        sensitive_rules: r.sensitive.iter().map(|s| (s.rule.clone(), s.direction, s.action)).collect(),
-        sensitive: sensitive_guard(i, &r.sensitive)?,
+        sensitive: sensitive_guard(i, &r.sensitive, &mut sensitive_rules)?,
+        sensitive_rules,
     })
 }
 
@@ -640,7 +641,12 @@ pub const SENSITIVE_BUILT_INS: [&str; 6] =
     ["card_number", "iban", "aws_access_key", "private_key_pem", "jwt", "password_field"];
 
 /// Compile a route's `[[routes.sensitive]]` rules (`None` when there are none).
-fn sensitive_guard(i: usize, rules: &[raw::RawSensitive]) -> Result<Option<Arc<Guard>>, ConfigError> {
+/// `labels` gets each rule's name, direction and action (the metric's label sets).
+fn sensitive_guard(
+    i: usize,
+    rules: &[raw::RawSensitive],
+    labels: &mut Vec<(String, Direction, GuardAction)>,
+) -> Result<Option<Arc<Guard>>, ConfigError> {
     if rules.is_empty() {
         return Ok(None);
     }
@@ -691,6 +697,7 @@ fn sensitive_guard(i: usize, rules: &[raw::RawSensitive]) -> Result<Option<Arc<G
             SensitiveAction::Redact => GuardAction::Redact,
             SensitiveAction::Block => GuardAction::Block,
         };
+        labels.push((s.rule.clone(), direction, action));
         defs.push(RuleDef { name: s.rule.clone(), kind, direction, action, min_matches: s.min_matches });
     }
     Guard::compile(&defs)

@@ -13,7 +13,7 @@ use super::{Session, FORWARD_TIME_SAMPLE};
 use crate::auth::{jwt, unix_now};
 use crate::error::SessionClose;
 use crate::metrics as m;
-use crate::policy::sensitive::{GuardAction, Hit};
+use crate::policy::sensitive::Hit;
 use crate::policy::validate::{self, Refused, Rejection};
 use crate::wire;
 
@@ -166,7 +166,7 @@ impl Session {
     /// connection's budget with `message_refused`.
     fn report_sensitive(&mut self, hits: &[Hit], direction: &'static str) {
         for hit in hits {
-            let action = guard_action_label(hit.action);
+            let action = hit.action.label();
             m::sensitive_hit(&self.p.route.path, &hit.rule, direction, action);
             if let Some(suppressed) = self.refused_log.admit(Instant::now()) {
                 session_event!(
@@ -265,14 +265,5 @@ impl Session {
                 }
             }
         }
-    }
-}
-
-/// The metric label of a guard action.
-pub(super) fn guard_action_label(action: GuardAction) -> &'static str {
-    match action {
-        GuardAction::Log => "log",
-        GuardAction::Redact => "redact",
-        GuardAction::Block => "block",
     }
 }

@@ -61,6 +61,17 @@ pub enum GuardAction {
     Block,
 }
 
+impl GuardAction {
+    /// The name in the config, the log and the metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Log => "log",
+            Self::Redact => "redact",
+            Self::Block => "block",
+        }
+    }
+}
+
 /// What a rule looks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RuleKind {
