@@ -1,6 +1,7 @@
-//! The sensitive-data guard's detection engine (DESIGN.md §10): rules that find card numbers,
-//! IBANs, AWS access key ids, PEM private keys, JWTs, secret-named JSON fields and custom
-//! patterns in a text message. Pure: no config types, no logging, no metrics.
+//! The sensitive-data guard's detection engine (docs/configuration.md, "Sensitive-data
+//! guard"): rules that find card numbers, IBANs, AWS access key ids, PEM private keys, JWTs,
+//! secret-named JSON fields and custom patterns in a text message. Pure: no config types, no
+//! logging, no metrics.
 //!
 //! # Cost
 //!

@@ -337,3 +337,37 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn password_fields_need_a_value_and_numbers_or_non_json_are_handled() {
+    let g = Guard::compile(&[RuleDef {
+        name: "password_field".into(),
+        kind: RuleKind::PasswordField { names: Vec::new() },
+        direction: Direction::Both,
+        action: GuardAction::Log,
+        min_matches: 0,
+    }])
+    .expect("rule");
+    let k = FingerprintKey::random();
+    let hits = |g: &Guard, t: &str| g.scan(Direction::ClientToUpstream, t, &k).map_or(0, |f| f.hits.len());
+    for t in [r#"{"password":""}"#, r#"{"password":null}"#, r#"{"password":true}"#, r#"{"password":{"a":1}}"#] {
+        assert_eq!(hits(&g, t), 0, "{t}");
+    }
+    for t in [r#"{"password":123}"#, r#"{"password":"x"}"#] {
+        assert_eq!(hits(&g, t), 1, "{t}");
+    }
+    let card = Guard::compile(&[RuleDef {
+        name: "card_number".into(),
+        kind: RuleKind::CardNumber,
+        direction: Direction::Both,
+        action: GuardAction::Redact,
+        min_matches: 0,
+    }])
+    .expect("rule");
+    let number = r#"{"n":4111111111111111}"#;
+    let found = card.scan(Direction::ClientToUpstream, number, &k).expect("a card as a JSON number");
+    assert_eq!(redact(number, &found).as_deref(), Some(r#"{"n":"[REDACTED:card_number]"}"#));
+    let plain = "not json 4111 1111 1111 1111";
+    let found = card.scan(Direction::ClientToUpstream, plain, &k).expect("a card in plain text");
+    assert_eq!(redact(plain, &found), None, "text that is not JSON cannot be redacted");
+}
