@@ -31,7 +31,9 @@
 #         token with scopes at the handshake (the config of loadtest/gateway-config.sh, the
 #         same as loadtest/compare.sh's)
 #   none  route /raw: envelope = "none" (same auth, limits, framing and UTF-8 checks)
-# Output: one line per run, `case=<none|full> size=<bytes> ir_per_msg=<n>` followed by
+#   guarded  route /guarded: the full pipeline plus the sensitive-data guard's default pack
+#         (not in the default CASES; e.g. CASES="full:64 guarded:64 full:4096 guarded:4096")
+# Output: one line per run, `case=<none|full|guarded> size=<bytes> ir_per_msg=<n>` followed by
 # `rep= msgs= ir=` detail, then the median per case. Files in OUT (target/callgrind): the
 # config, logs, the callgrind out files (callgrind_annotate them to see where the Ir go).
 # Env: REPS, CASES, CONNS, WARM, WINDOW, SETTLE, OUT, PIN (1: gateway on CPU 0, echo and
@@ -115,7 +117,7 @@ WSGATE_CG_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 run_one() {
   local case=$1 size=$2 rep=$3 path
   local tag="$case-$size-$rep"
-  case $case in full) path=/ws ;; none) path=/raw ;; *) echo "unknown case $case" >&2; return 1 ;; esac
+  case $case in full) path=/ws ;; none) path=/raw ;; guarded) path=/guarded ;; *) echo "unknown case $case" >&2; return 1 ;; esac
   local route="route=\"$path\""
   PUBLIC_PORT=$(free_port); ADMIN_PORT=$(free_port)
   bench_gateway_config "127.0.0.1:$PUBLIC_PORT" "127.0.0.1:$ADMIN_PORT" WSGATE_CG_SECRET "$ECHO_PORT" "$OUT/chat.send.json" \
