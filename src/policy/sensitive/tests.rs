@@ -337,3 +337,10 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn guard_is_shareable() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Guard>();
+    shared::<FingerprintKey>();
+}
