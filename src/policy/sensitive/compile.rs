@@ -116,9 +116,14 @@ fn build_plan(rules: &[Rule], defs: &[RuleDef], ids: Vec<usize>) -> Result<Plan,
             Kind::Fields { names, .. } => {
                 plan.fields.push(i);
                 for n in names {
-                    let tail = n.get(n.len().saturating_sub(2)..).unwrap_or(n);
-                    for mut v in case_variants(tail) {
-                        v.push(b'"');
+                    // the opening quote and two letters: a quote is rare outside JSON's
+                    // structure, so the SIMD search rarely stops (a one-letter name: `"x"`)
+                    let mut lit = vec![b'"'];
+                    lit.extend_from_slice(n.get(..2).unwrap_or(n));
+                    if n.len() < 2 {
+                        lit.push(b'"');
+                    }
+                    for v in case_variants(&lit) {
                         pairs.push((v, Target::Name { rule: i }));
                     }
                 }

@@ -304,7 +304,7 @@ impl Guard {
     ) -> ControlFlow<()> {
         // the end of the last hit of Aws, Pem, Jwt: hits of one kind do not overlap
         let mut done = [0usize; 3];
-        plan.pre.each(b, |s, lit_len, target| {
+        plan.pre.each(b, |s, _, target| {
             match target {
                 Target::Keyword { rule, word }
                     if b.get(s..s + word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word)) =>
@@ -333,7 +333,7 @@ impl Guard {
                 }
                 Target::Name { rule } if mode == Mode::Raw => {
                     if let Some(Rule { kind: Kind::Fields { names, longest }, .. }) = self.rules.get(*rule) {
-                        if rules::name_candidate(b, s + lit_len - 1, names, *longest) {
+                        if rules::name_candidate(b, s, names, *longest) {
                             sink(Found::Name)?;
                         }
                     }
@@ -348,8 +348,17 @@ impl Guard {
         let (cards, ibans) = (!plan.card.is_empty(), !plan.iban.is_empty());
         let mut i = 0;
         while let Some(d) = prefilter::next_digit(b, i) {
+            let iban_here = ibans && d >= 2 && rules::iban_start(b, d - 2);
+            if !iban_here && !(cards && rules::may_be_card(b, d)) {
+                // most digit runs (times, counts, versions) end here
+                i = d + 1;
+                while b.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                continue;
+            }
             let (end, digits) = rules::digit_run(b, d);
-            if ibans && d >= 2 && rules::iban_start(b, d - 2) {
+            if iban_here {
                 let mut buf = [0u8; 34];
                 if let Some((e, n)) = rules::iban_at(b, d - 2, &mut buf) {
                     sink(Found::Value {
