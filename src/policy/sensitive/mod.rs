@@ -349,7 +349,7 @@ impl Guard {
         let mut i = 0;
         while let Some(d) = prefilter::next_digit(b, i) {
             let iban_here = ibans && d >= 2 && rules::iban_start(b, d - 2);
-            if !iban_here && !(cards && rules::may_be_card(b, d)) {
+            if !(iban_here || (cards && rules::may_be_card(b, d))) {
                 // most digit runs (times, counts, versions) end here
                 i = d + 1;
                 while b.get(i).is_some_and(u8::is_ascii_digit) {
