@@ -30,6 +30,8 @@
 //! time (cards also JSON numbers); `password_field` reads member names. A regex therefore
 //! cannot match across members, and `^`/`$` are the string's ends.
 
+mod collect;
+mod compile;
 mod json;
 mod prefilter;
 mod rules;
@@ -41,8 +43,11 @@ use std::ops::ControlFlow;
 
 use aws_lc_rs::hmac;
 
+pub use collect::redact;
+use collect::Collector;
+use compile::{Kind, Plan, Rule};
 use json::{Event, Seg};
-use prefilter::{case_variants, Prefilter, Target};
+use prefilter::Target;
 pub use rules::DEFAULT_FIELD_NAMES;
 
 /// Which messages a rule reads. `Both` only in rule definitions (and to [`Guard::scan`]: all
@@ -189,45 +194,6 @@ pub struct Hit {
 pub const MAX_RULES: usize = 256;
 /// At most this many hits are kept per message (the rest still count for `min_matches`).
 pub const MAX_HITS: usize = 1024;
-/// At most this many pointer bytes per message (deep nesting × many hits): hits past it are
-/// dropped like those past [`MAX_HITS`].
-const MAX_POINTER_BYTES: usize = 256 * 1024;
-
-#[derive(Debug)]
-enum Kind {
-    Card,
-    Iban,
-    Aws,
-    Pem,
-    Jwt,
-    Fields { names: Vec<Box<[u8]>>, longest: usize },
-    Pattern { re: regex::Regex, anchored: bool, keyworded: bool },
-}
-
-#[derive(Debug)]
-struct Rule {
-    name: String,
-    action: GuardAction,
-    min_matches: u32,
-    kind: Kind,
-}
-
-/// The rules of one direction, their automaton and which kinds are on.
-#[derive(Debug, Default)]
-struct Plan {
-    rules: Vec<usize>,
-    pre: Prefilter,
-    digits: bool,
-    card: Vec<usize>,
-    iban: Vec<usize>,
-    aws: Vec<usize>,
-    pem: Vec<usize>,
-    jwt: Vec<usize>,
-    fields: Vec<usize>,
-    /// Patterns without keywords: their regex runs on every message.
-    always: Vec<usize>,
-    patterns: Vec<usize>,
-}
 
 /// The compiled rules. `Send + Sync`; share it in an `Arc`.
 #[derive(Debug)]
@@ -273,146 +239,7 @@ fn plan_index(dir: Direction) -> usize {
     }
 }
 
-fn compile_rule(i: usize, def: &RuleDef) -> Result<Kind, RuleError> {
-    let err = |field, message: String| RuleError { rule: i, field, message };
-    Ok(match &def.kind {
-        RuleKind::CardNumber => Kind::Card,
-        RuleKind::Iban => Kind::Iban,
-        RuleKind::AwsAccessKey => Kind::Aws,
-        RuleKind::PrivateKeyPem => Kind::Pem,
-        RuleKind::Jwt => Kind::Jwt,
-        RuleKind::PasswordField { names } => {
-            let list: Vec<&str> = if names.is_empty() {
-                DEFAULT_FIELD_NAMES.to_vec()
-            } else {
-                names.iter().map(String::as_str).collect()
-            };
-            let mut out: Vec<Box<[u8]>> = Vec::new();
-            for n in list {
-                if n.is_empty() || n.len() > 128 || n.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20) {
-                    return Err(err(
-                        "fields",
-                        format!(
-                            "{n:?}: a field name is 1 to 128 bytes without quotes, backslashes or control characters"
-                        ),
-                    ));
-                }
-                out.push(n.to_ascii_lowercase().into_bytes().into_boxed_slice());
-            }
-            let longest = out.iter().map(|n| n.len()).max().unwrap_or(0);
-            Kind::Fields { names: out, longest }
-        }
-        RuleKind::Pattern { regex, keywords } => {
-            if regex.is_empty() {
-                return Err(err("pattern", "the pattern is empty".into()));
-            }
-            let re = regex::RegexBuilder::new(regex)
-                .size_limit(1 << 20)
-                .dfa_size_limit(2 << 20)
-                .build()
-                .map_err(|e| err("pattern", e.to_string()))?;
-            if re.is_match("") {
-                return Err(err("pattern", "the pattern matches the empty string".into()));
-            }
-            let anchored = regex_syntax::Parser::new()
-                .parse(regex)
-                .map_or(true, |hir| hir.properties().look_set().contains_anchor());
-            for k in keywords {
-                if k.is_empty() || k.len() > 256 {
-                    return Err(err("keywords", format!("{k:?}: a keyword is 1 to 256 bytes")));
-                }
-            }
-            Kind::Pattern { re, anchored, keyworded: !keywords.is_empty() }
-        }
-    })
-}
-
-fn build_plan(rules: &[Rule], defs: &[RuleDef], ids: Vec<usize>) -> Result<Plan, RuleError> {
-    let mut plan = Plan::default();
-    let mut pairs: Vec<(Vec<u8>, Target)> = Vec::new();
-    for &i in &ids {
-        let Some(rule) = rules.get(i) else { continue };
-        match &rule.kind {
-            Kind::Card => plan.card.push(i),
-            Kind::Iban => plan.iban.push(i),
-            Kind::Aws => {
-                plan.aws.push(i);
-                pairs.extend(rules::AWS_PREFIXES.iter().map(|p| (p.as_bytes().to_vec(), Target::Aws)));
-            }
-            Kind::Pem => {
-                plan.pem.push(i);
-                pairs.push((rules::PEM_ANCHOR.as_bytes().to_vec(), Target::Pem));
-            }
-            Kind::Jwt => {
-                plan.jwt.push(i);
-                pairs.push((rules::JWT_ANCHOR.as_bytes().to_vec(), Target::Jwt));
-            }
-            Kind::Fields { names, .. } => {
-                plan.fields.push(i);
-                for n in names {
-                    let tail = n.get(n.len().saturating_sub(2)..).unwrap_or(n);
-                    for mut v in case_variants(tail) {
-                        v.push(b'"');
-                        pairs.push((v, Target::Name { rule: i }));
-                    }
-                }
-            }
-            Kind::Pattern { keyworded, .. } => {
-                plan.patterns.push(i);
-                if !keyworded {
-                    plan.always.push(i);
-                }
-                if let Some(RuleDef { kind: RuleKind::Pattern { keywords, .. }, .. }) = defs.get(i) {
-                    for k in keywords {
-                        let word = k.to_ascii_lowercase().into_bytes().into_boxed_slice();
-                        let head = word.get(..3).unwrap_or(&word);
-                        for v in case_variants(head) {
-                            pairs.push((v, Target::Keyword { rule: i, word: word.clone() }));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    plan.digits = !plan.card.is_empty() || !plan.iban.is_empty();
-    plan.pre = Prefilter::build(pairs).map_err(|e| RuleError {
-        rule: ids.last().copied().unwrap_or(0),
-        field: "keywords",
-        message: format!("the prefilter does not build: {e}"),
-    })?;
-    plan.rules = ids;
-    Ok(plan)
-}
-
 impl Guard {
-    /// Compile the rules (regexes, the prefilter automata of both directions).
-    pub fn compile(defs: &[RuleDef]) -> Result<Guard, RuleError> {
-        if defs.len() > MAX_RULES {
-            return Err(RuleError {
-                rule: MAX_RULES,
-                field: "rule",
-                message: format!("at most {MAX_RULES} rules per route"),
-            });
-        }
-        let mut rules = Vec::with_capacity(defs.len());
-        for (i, d) in defs.iter().enumerate() {
-            rules.push(Rule {
-                name: d.name.clone(),
-                action: d.action,
-                min_matches: d.min_matches,
-                kind: compile_rule(i, d)?,
-            });
-        }
-        let ids = |keep: &dyn Fn(Direction) -> bool| -> Vec<usize> {
-            defs.iter().enumerate().filter(|(_, d)| keep(d.direction)).map(|(i, _)| i).collect()
-        };
-        let c2u = ids(&|d| d != Direction::UpstreamToClient);
-        let u2c = ids(&|d| d != Direction::ClientToUpstream);
-        let all = ids(&|_| true);
-        let plans = [build_plan(&rules, defs, c2u)?, build_plan(&rules, defs, u2c)?, build_plan(&rules, defs, all)?];
-        Ok(Guard { rules, plans })
-    }
-
     /// No rules at all.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
@@ -489,7 +316,7 @@ impl Guard {
     ) -> ControlFlow<()> {
         // the end of the last hit of Aws, Pem, Jwt: hits of one kind do not overlap
         let mut done = [0usize; 3];
-        plan.pre.each(b, |s, lit_len, target| {
+        plan.pre.each(b, |s, _, target| {
             match target {
                 Target::Keyword { rule, word }
                     if b.get(s..s + word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word)) =>
@@ -518,7 +345,7 @@ impl Guard {
                 }
                 Target::Name { rule } if mode == Mode::Raw => {
                     if let Some(Rule { kind: Kind::Fields { names, longest }, .. }) = self.rules.get(*rule) {
-                        if rules::name_candidate(b, s + lit_len - 1, names, *longest) {
+                        if rules::name_candidate(b, s, names, *longest) {
                             sink(Found::Name)?;
                         }
                     }
@@ -533,8 +360,17 @@ impl Guard {
         let (cards, ibans) = (!plan.card.is_empty(), !plan.iban.is_empty());
         let mut i = 0;
         while let Some(d) = prefilter::next_digit(b, i) {
+            let iban_here = ibans && d >= 2 && rules::iban_start(b, d - 2);
+            if !(iban_here || (cards && rules::may_be_card(b, d))) {
+                // most digit runs (times, counts, versions) end here
+                i = d + 1;
+                while b.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                continue;
+            }
             let (end, digits) = rules::digit_run(b, d);
-            if ibans && d >= 2 && rules::iban_start(b, d - 2) {
+            if iban_here {
                 let mut buf = [0u8; 34];
                 if let Some((e, n)) = rules::iban_at(b, d - 2, &mut buf) {
                     sink(Found::Value {
@@ -625,113 +461,4 @@ impl Guard {
         }
         c.finish()
     }
-}
-
-/// Stage 2's hits, counted per rule.
-struct Collector<'g> {
-    guard: &'g Guard,
-    key: &'g FingerprintKey,
-    hits: Vec<(usize, Hit)>,
-    counts: Vec<u32>,
-    /// A hit of a redact or block rule was dropped (too many hits): redaction would miss it.
-    dropped_redact: bool,
-    pointer_bytes: usize,
-}
-
-impl<'g> Collector<'g> {
-    fn new(guard: &'g Guard, key: &'g FingerprintKey) -> Self {
-        Collector {
-            guard,
-            key,
-            hits: Vec::new(),
-            counts: vec![0; guard.rules.len()],
-            dropped_redact: false,
-            pointer_bytes: 0,
-        }
-    }
-
-    fn clear(&mut self) {
-        self.hits.clear();
-        self.counts.iter_mut().for_each(|n| *n = 0);
-        self.dropped_redact = false;
-        self.pointer_bytes = 0;
-    }
-
-    fn builtin(&mut self, plan: &Plan, kind: Builtin, ptr: &str, len: usize, value: &[u8]) {
-        let rules = match kind {
-            Builtin::Card => &plan.card,
-            Builtin::Iban => &plan.iban,
-            Builtin::Aws => &plan.aws,
-            Builtin::Pem => &plan.pem,
-            Builtin::Jwt => &plan.jwt,
-        };
-        for &r in rules {
-            self.hit(r, ptr, len, value);
-        }
-    }
-
-    fn hit(&mut self, rule: usize, ptr: &str, len: usize, value: &[u8]) {
-        let Some(r) = self.guard.rules.get(rule) else { return };
-        if let Some(n) = self.counts.get_mut(rule) {
-            *n = n.saturating_add(1);
-        }
-        if self.hits.len() >= MAX_HITS || self.pointer_bytes >= MAX_POINTER_BYTES {
-            self.dropped_redact |= r.action >= GuardAction::Redact;
-            return;
-        }
-        let pointer = ptr.to_string();
-        self.pointer_bytes = self.pointer_bytes.saturating_add(pointer.len());
-        let hit =
-            Hit { rule: r.name.clone(), action: r.action, pointer, len, fingerprint: self.key.fingerprint(value) };
-        self.hits.push((rule, hit));
-    }
-
-    fn finish(self) -> Option<Findings> {
-        let counts = self.counts;
-        let rules = &self.guard.rules;
-        let hits: Vec<Hit> = self
-            .hits
-            .into_iter()
-            .filter(|(r, _)| {
-                let min = rules.get(*r).map_or(1, |r| r.min_matches.max(1));
-                counts.get(*r).copied().unwrap_or(0) >= min
-            })
-            .map(|(_, h)| h)
-            .collect();
-        let mut action = hits.iter().map(|h| h.action).max()?;
-        if self.dropped_redact && action == GuardAction::Redact {
-            // more hits than can be listed: redaction would leave some in place
-            action = GuardAction::Block;
-        }
-        Some(Findings { hits, action })
-    }
-}
-
-/// The text with each string value that held a hit of a redact or block rule (for
-/// `password_field`: the member's value) replaced by `"[REDACTED:<rule>]"`; everything else is
-/// kept byte for byte (member order, duplicates, whitespace). `None` when the text is not JSON
-/// (the caller then blocks instead).
-pub fn redact(text: &str, findings: &Findings) -> Option<String> {
-    let targets: Vec<&Hit> = findings.hits.iter().filter(|h| h.action >= GuardAction::Redact).collect();
-    let mut spans: Vec<(std::ops::Range<usize>, &str)> = Vec::new();
-    json::walk(text, |_, ptr, ev, span| {
-        if matches!(ev, Event::Key(_)) {
-            return;
-        }
-        // equal lengths, then from the end: siblings deep in one tree differ at the tail
-        let same = |h: &&&Hit| h.pointer.len() == ptr.len() && h.pointer.bytes().rev().eq(ptr.bytes().rev());
-        if let Some(h) = targets.iter().find(same) {
-            spans.push((span, h.rule.as_str()));
-        }
-    })
-    .ok()?;
-    let mut out = String::with_capacity(text.len());
-    let mut at = 0;
-    for (span, rule) in spans {
-        out.push_str(text.get(at..span.start)?);
-        out.push_str(&serde_json::to_string(&format!("[REDACTED:{rule}]")).ok()?);
-        at = span.end;
-    }
-    out.push_str(text.get(at..)?);
-    Some(out)
 }

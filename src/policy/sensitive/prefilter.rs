@@ -4,8 +4,9 @@
 //! searcher for case-sensitive literal sets, and falls back to a byte-at-a-time automaton
 //! (several times slower) when ASCII case-insensitivity is asked for. The case-insensitive
 //! anchors (field names, keywords) are therefore short pieces of the word in every ASCII case
-//! variant — the last two characters of a field name and its closing quote (`rd"`, `RD"`,
-//! `Rd"`, `rD"`), the first three of a keyword — and the whole word is compared at the hit.
+//! variant — a field name's opening quote and first two characters (`"pa`, `"PA`, `"Pa`,
+//! `"pA`; a quote is rare outside JSON's structure, so the search seldom stops), a keyword's
+//! first three characters — and the whole word is compared at the hit.
 
 use std::ops::ControlFlow;
 
@@ -17,7 +18,7 @@ pub(super) enum Target {
     Aws,
     Pem,
     Jwt,
-    /// A field name's last characters and its closing quote (the literal's last byte).
+    /// A field name's opening quote (the literal's first byte) and first characters.
     Name {
         rule: usize,
     },

@@ -85,6 +85,15 @@ pub fn digit_run(b: &[u8], start: usize) -> (usize, usize) {
     (end, digits)
 }
 
+/// Whether a run of 13 digits or more can start at the digit `d`: such a run (single
+/// separators between digits) covers `d..=d + 12` with digits and separators only, so one
+/// look at three of those bytes turns most digit runs away before they are walked.
+#[inline]
+pub fn may_be_card(b: &[u8], d: usize) -> bool {
+    let ok = |i: usize| b.get(i).is_some_and(|&c| c.is_ascii_digit() || is_sep(c));
+    ok(d + 12) && ok(d + 1) && ok(d + 6)
+}
+
 /// Luhn over the digits of `span` (separators skipped).
 fn luhn(span: &[u8]) -> bool {
     let mut sum = 0u32;
@@ -413,14 +422,14 @@ pub fn jwt_at(b: &[u8], s: usize) -> Option<usize> {
 
 // === field names ===
 
-/// Whether the quoted member name ending with the quote at `q` (no backslash in the text) is
-/// one of `names` and is followed by `:` and a non-empty string or a number. The raw fast
-/// path's check; the walk over the parsed JSON decides.
-pub fn name_candidate(b: &[u8], q: usize, names: &[Box<[u8]>], longest: usize) -> bool {
-    let lo = q.saturating_sub(longest + 1);
-    let Some(window) = b.get(lo..q) else { return false };
-    let Some(open) = memchr::memrchr(b'"', window).map(|k| lo + k) else { return false };
-    let Some(name) = b.get(open + 1..q) else { return false };
+/// Whether the quoted member name opening with the quote at `open` (no backslash in the text)
+/// is one of `names` and is followed by `:` and a non-empty string or a number. The raw fast
+/// path's check; the walk over the text decides.
+pub fn name_candidate(b: &[u8], open: usize, names: &[Box<[u8]>], longest: usize) -> bool {
+    let from = open + 1;
+    let Some(window) = b.get(from..b.len().min(from + longest + 1)) else { return false };
+    let Some(q) = memchr::memchr(b'"', window).map(|k| from + k) else { return false };
+    let Some(name) = b.get(from..q) else { return false };
     if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
         return false;
     }

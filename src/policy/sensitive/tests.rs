@@ -371,3 +371,10 @@ fn password_fields_need_a_value_and_numbers_or_non_json_are_handled() {
     let found = card.scan(Direction::ClientToUpstream, plain, &k).expect("a card in plain text");
     assert_eq!(redact(plain, &found), None, "text that is not JSON cannot be redacted");
 }
+
+#[test]
+fn guard_is_shareable() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Guard>();
+    shared::<FingerprintKey>();
+}
