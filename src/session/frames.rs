@@ -145,7 +145,8 @@ impl Session {
             }
             Outward::None | Outward::Drop => {}
             Outward::Lost(close) => self.upstream_ended(close),
-            Outward::ForwardAssembled { frames, payload } => {
+            Outward::ForwardAssembled(held) => {
+                let (frames, payload) = *held;
                 self.client.out.extend_from_slice(&frames);
                 self.forwarded_out(payload);
             }
@@ -153,9 +154,10 @@ impl Session {
                 wire::encode(&mut self.client.out, wire::OP_TEXT, true, text.as_bytes(), None);
                 self.forwarded_out(text.len());
             }
-            Outward::Sensitive { hits, then } => {
+            Outward::Sensitive(found) => {
+                let (hits, then) = *found;
                 self.report_sensitive(&hits, "out");
-                self.on_upstream_action(*then, frame);
+                self.on_upstream_action(then, frame);
             }
         }
     }

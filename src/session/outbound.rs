@@ -42,24 +42,17 @@ pub enum Outward {
     None,
     /// The upstream broke the protocol: close the client with this code.
     Lost(SessionClose),
-    /// Forward a held (fragmented) text message to the client: its frames as received.
-    ForwardAssembled {
-        /// The frames.
-        frames: BytesMut,
-        /// The message's payload length.
-        payload: usize,
-    },
+    /// Forward a held (fragmented) text message to the client: its frames as received, and
+    /// the message's payload length. (The guard's variants are boxed, so the common ones stay
+    /// small.)
+    ForwardAssembled(Box<(BytesMut, usize)>),
     /// Send the client this text instead of the message received (its redacted form).
-    Replace(String),
+    Replace(Box<str>),
     /// Drop the message: a `block` rule found sensitive data in it.
     Drop,
-    /// The sensitive-data guard found `hits` (the session logs and counts them), then `then`.
-    Sensitive {
-        /// What was found (never the values).
-        hits: Vec<Hit>,
-        /// What happens to the message.
-        then: Box<Outward>,
-    },
+    /// The sensitive-data guard found these hits (the session logs and counts them), then
+    /// the message meets the second.
+    Sensitive(Box<(Vec<Hit>, Outward)>),
 }
 
 /// A fragmented upstream text message held for the guard until it is complete.
@@ -145,7 +138,7 @@ impl Outbound {
                         return Outward::None;
                     }
                     let Some(held) = self.held.take() else { return Outward::None };
-                    let forward = Outward::ForwardAssembled { payload: held.payload.len(), frames: held.frames };
+                    let forward = Outward::ForwardAssembled(Box::new((held.frames, held.payload.len())));
                     self.scan(&held.payload, forward)
                 }
             },
@@ -159,10 +152,10 @@ impl Outbound {
         let Some(found) = guard.scan(Direction::UpstreamToClient, text, &FINGERPRINTS) else { return forward };
         let then = match found.action {
             GuardAction::Log => forward,
-            GuardAction::Redact => redact(text, &found).map_or(Outward::Drop, Outward::Replace),
+            GuardAction::Redact => redact(text, &found).map_or(Outward::Drop, |t| Outward::Replace(t.into())),
             GuardAction::Block => Outward::Drop,
         };
-        Outward::Sensitive { hits: found.hits, then: Box::new(then) }
+        Outward::Sensitive(Box::new((found.hits, then)))
     }
 
     #[inline]
@@ -276,9 +269,9 @@ mod tests {
         );
         assert_eq!(act(&mut p, &a), Outward::None);
         match act(&mut p, &b) {
-            Outward::Sensitive { hits, then } => {
-                assert_eq!(hits.len(), 1);
-                assert_eq!(*then, Outward::Drop);
+            Outward::Sensitive(found) => {
+                assert_eq!(found.0.len(), 1);
+                assert_eq!(found.1, Outward::Drop);
             }
             other => panic!("{other:?}"),
         }
@@ -287,7 +280,7 @@ mod tests {
         assert_eq!(act(&mut p, &a), Outward::None);
         assert_eq!(
             act(&mut p, &b),
-            Outward::ForwardAssembled { frames: BytesMut::from(&[&a[..], &b[..]].concat()[..]), payload: 11 }
+            Outward::ForwardAssembled(Box::new((BytesMut::from(&[&a[..], &b[..]].concat()[..]), 11)))
         );
         // Binary messages are not held; a route whose rules read only client messages holds nothing.
         assert_eq!(
