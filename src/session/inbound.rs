@@ -443,8 +443,17 @@ impl Inbound {
     /// What a message that passed the checks becomes: `forward` when the guard found nothing;
     /// else the guard's hits, then `forward` (log), the redacted text (redact) or a refusal
     /// (block, or a redaction of a message that is not JSON).
+    #[inline]
     fn guarded(&mut self, found: Option<Box<Findings>>, forward: Action, payload: &[u8], now: Instant) -> Action {
-        let Some(found) = found else { return forward };
+        match found {
+            None => forward,
+            Some(found) => self.found(found, forward, payload, now),
+        }
+    }
+
+    /// The guard found something (see [`Self::guarded`]).
+    #[cold]
+    fn found(&mut self, found: Box<Findings>, forward: Action, payload: &[u8], now: Instant) -> Action {
         let then = match found.action {
             GuardAction::Log => forward,
             GuardAction::Redact => match std::str::from_utf8(payload).ok().and_then(|t| redact(t, &found)) {
