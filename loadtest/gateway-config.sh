@@ -4,6 +4,20 @@
 # `envelope = "none"`, /guarded like /ws plus the sensitive-data guard's default pack (every
 # built-in rule, action log, both directions). `source` it, then:
 #   bench_gateway_config PUBLIC_ADDR ADMIN_ADDR SECRET_ENV ECHO_PORT SCHEMA_FILE > wsgate.toml
+# bench_full_route PATH ECHO_PORT SCHEMA_FILE: a route with the full message pipeline.
+bench_full_route() {
+  cat <<CONF
+[[routes]]
+path = "$1"
+upstream = "ws://127.0.0.1:$2/"
+allow_missing_origin = true
+[[routes.messages]]
+type = "chat.send"
+scope = "chat:write"
+schema_file = "$3"
+CONF
+}
+
 bench_gateway_config() {
   cat <<CONF
 [server]
@@ -25,22 +39,8 @@ bytes_per_second = 10000000000
 [timeouts]
 idle_seconds = 0
 ping_interval_seconds = 0
-[[routes]]
-path = "/ws"
-upstream = "ws://127.0.0.1:$4/"
-allow_missing_origin = true
-[[routes.messages]]
-type = "chat.send"
-scope = "chat:write"
-schema_file = "$5"
-[[routes]]
-path = "/guarded"
-upstream = "ws://127.0.0.1:$4/"
-allow_missing_origin = true
-[[routes.messages]]
-type = "chat.send"
-scope = "chat:write"
-schema_file = "$5"
+$(bench_full_route /ws "$4" "$5")
+$(bench_full_route /guarded "$4" "$5")
 $(for rule in card_number iban aws_access_key private_key_pem jwt password_field; do
   printf '[[routes.sensitive]]\nrule = "%s"\n' "$rule"
 done)

@@ -212,15 +212,7 @@ async fn a_reload_applies_new_rules_to_open_connections_and_a_bad_config_is_refu
         .replace("origins = [", &format!("origins = [\"{newcomer}\", "));
     std::fs::write(gw.config_path(), reloaded).expect("rewrite config");
     gw.signal("HUP");
-    let mut applied = false;
-    for _ in 0..100 {
-        if gw.log().contains("\"event\":\"config_reloaded\"") {
-            applied = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(applied, "{}", gw.log());
+    wait_for_log(&gw, "\"event\":\"config_reloaded\"", 1).await;
     send_json(&mut ws, &typing).await;
     assert_eq!(recv_json(&mut ws).await, typing, "the open connection forwards the new type");
     let mut fresh = gw.connect_with("/ws", Some(newcomer), Some(&token()), &[]).await.expect("new origin allowed");

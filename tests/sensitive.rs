@@ -168,17 +168,20 @@ async fn a_reload_changes_the_rules_of_open_connections() {
     assert_eq!(recv_json(&mut ws).await, card, "no rule yet");
     std::fs::write(gw.config_path(), setup.route(&rules("both")).toml()).expect("rewrite config");
     gw.signal("HUP");
-    let mut applied = false;
-    for _ in 0..100 {
-        if gw.log().contains("\"event\":\"config_reloaded\"") {
-            applied = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(applied, "{}", gw.log());
+    wait_for_log(&gw, "\"event\":\"config_reloaded\"", 1).await;
     send_json(&mut ws, &card).await;
     assert_eq!(recv_json(&mut ws).await["payload"]["code"], "sensitive_data", "the open connection takes the rule");
+}
+
+/// `wsgate check-config` on the config of `setup`.
+fn check_config(setup: &Setup) -> std::process::Output {
+    let (_dir, path) = write_config(&setup.toml());
+    std::process::Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .env("WSGATE_TEST_SECRET", SECRET)
+        .output()
+        .expect("run")
 }
 
 #[test]
@@ -191,23 +194,11 @@ fn check_config_names_the_key_of_a_bad_rule() {
         ("rule = \"iban\"\nfields = [\"a\"]\n", "routes[0].sensitive[0].fields"),
         ("rule = \"card_number\"\naction = \"shred\"\n", "routes[0].sensitive[0].action"),
     ] {
-        let (_dir, path) = write_config(&base.clone().route(&format!("[[routes.sensitive]]\n{rule}")).toml());
-        let out = std::process::Command::new(bin())
-            .args(["check-config", "--config"])
-            .arg(&path)
-            .env("WSGATE_TEST_SECRET", SECRET)
-            .output()
-            .expect("run");
+        let out = check_config(&base.clone().route(&format!("[[routes.sensitive]]\n{rule}")));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success() && stderr.contains(key), "{rule}: {stderr}");
     }
     let ok = "[[routes.sensitive]]\nrule = \"employee_id\"\npattern = \"EMP-[0-9]{6}\"\nkeywords = [\"emp-\"]\n";
-    let (_dir, path) = write_config(&base.route(ok).toml());
-    let out = std::process::Command::new(bin())
-        .args(["check-config", "--config"])
-        .arg(&path)
-        .env("WSGATE_TEST_SECRET", SECRET)
-        .output()
-        .expect("run");
+    let out = check_config(&base.route(ok));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

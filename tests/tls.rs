@@ -136,16 +136,6 @@ async fn exchange(ws: &mut Ws, text: &str) {
     assert_eq!(recv_json(ws).await, msg);
 }
 
-async fn wait_for_log(gw: &Gateway, needle: &str, times: usize) {
-    for _ in 0..200 {
-        if gw.log().matches(needle).count() >= times {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("{needle} not logged {times} time(s):\n{}", gw.log());
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_certificate_is_reloaded_while_open_connections_keep_exchanging() {
     let (a, b, c) = (make_cert(), make_cert(), make_cert());

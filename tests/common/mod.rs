@@ -692,3 +692,15 @@ impl RawClient {
         }
     }
 }
+
+/// Wait until the gateway has logged `needle` at least `times` times (the log is written
+/// asynchronously); panics with the log after 10 s.
+pub async fn wait_for_log(gw: &Gateway, needle: &str, times: usize) {
+    for _ in 0..200 {
+        if gw.log().matches(needle).count() >= times {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{needle} not logged {times} time(s):\n{}", gw.log());
+}
