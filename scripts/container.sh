@@ -410,7 +410,10 @@ pass "container up: GET /healthz -> $(curl -fsS -m 2 "http://127.0.0.1:$ADMIN_PO
 phase "checks"
 code=$(curl -s -o /dev/null -w '%{http_code}' -m 2 "http://127.0.0.1:$ADMIN_PORT/readyz")
 [ "$code" = 200 ] && pass "GET /readyz -> 200" || fail "GET /readyz -> $code"
-curl -fsS -m 2 "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -q '^wsgate_' && pass "GET /metrics has wsgate_ series" || fail "GET /metrics"
+# Read whole, then searched: `curl | grep -q` under pipefail fails once the body outgrows the
+# pipe buffer (grep exits at the first match and curl gets SIGPIPE).
+metrics=$(curl -fsS -m 2 "http://127.0.0.1:$ADMIN_PORT/metrics" || true)
+grep -q '^wsgate_' <<<"$metrics" && pass "GET /metrics has wsgate_ series" || fail "GET /metrics"
 if hc_out=$(timeout 30 "${PODMAN[@]}" healthcheck run "$CTR" 2>&1); then
   pass "podman healthcheck run (the image's HEALTHCHECK, no shell): ${hc_out:-exit 0}"
 else
@@ -504,7 +507,7 @@ else
 fi
 # FAIL lines printed by the client are counted once above (its exit status).
 logs=$(podman logs "$CTR" 2>&1)
-if printf '%s' "$logs" | grep -q "$WSGATE_JWT_SECRET"; then fail "the HMAC secret appears in the container log"; else pass "the secret is not in the container log"; fi
+if grep -qF -- "$WSGATE_JWT_SECRET" <<<"$logs"; then fail "the HMAC secret appears in the container log"; else pass "the secret is not in the container log"; fi
 
 # --- 10. stop ----------------------------------------------------------------------------------------
 phase "stop (SIGTERM, drain)"
