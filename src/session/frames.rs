@@ -65,7 +65,13 @@ impl Session {
                 self.on_client_action(*then, frame, started, now);
             }
             Action::Pong(payload) => wire::encode(&mut self.client.out, wire::OP_PONG, true, &payload, None),
-            Action::Reject(r) => self.reject(&r),
+            Action::Reject(r) => {
+                // An `auth.refresh` over the allowance is a control message all the same.
+                if r.kind.as_deref() == Some(validate::AUTH_REFRESH) {
+                    self.metrics.control();
+                }
+                self.reject(&r);
+            }
             Action::Refresh { token, id } => self.refresh(&token, id.as_deref(), now),
             Action::ClientClose { code } => {
                 self.client.close_seen = true;

@@ -211,6 +211,9 @@ impl Session {
         {
             self.send_expiring();
         }
+        // A reload or a revocation that landed while the handshake dialed the upstream: the
+        // session was not in the index yet, so nobody told it.
+        self.catch_up();
     }
 
     /// The session ended: out of the index, counted, logged.

@@ -183,7 +183,9 @@ impl Outbound {
                 if !text_ok {
                     return Outward::Lost(SessionClose::UpstreamLost);
                 }
-                if self.guard.is_none() {
+                // A message already held finishes as held, even after a reload removed the
+                // rules (its first frames are in `held`).
+                if self.guard.is_none() && self.held.is_none() {
                     return Outward::Forward { payload: payload.len(), fin: h.fin };
                 }
                 self.guard_data(h, frame, payload)
@@ -295,6 +297,28 @@ mod tests {
             min_matches: 0,
         };
         let mut p = Outbound::new(1024, Some(&Arc::new(Guard::compile(&[client_only]).expect("rule"))));
+        assert_eq!(act(&mut p, &a), Outward::Forward { payload: 6, fin: false });
+    }
+
+    #[test]
+    fn a_held_message_finishes_as_held_when_a_reload_removes_the_rules() {
+        use crate::policy::sensitive::{Direction, Guard, GuardAction, RuleDef, RuleKind};
+        let rule = RuleDef {
+            name: "card_number".into(),
+            kind: RuleKind::CardNumber,
+            direction: Direction::Both,
+            action: GuardAction::Block,
+            min_matches: 0,
+        };
+        let mut p = Outbound::new(1024, Some(&Arc::new(Guard::compile(&[rule]).expect("rule"))));
+        let (a, b) = (frame(wire::OP_TEXT, false, b"hello ", None), frame(wire::OP_CONTINUATION, true, b"world", None));
+        assert_eq!(act(&mut p, &a), Outward::None);
+        p.set_guard(None);
+        assert_eq!(
+            act(&mut p, &b),
+            Outward::ForwardAssembled(Box::new((BytesMut::from(&[&a[..], &b[..]].concat()[..]), 11)))
+        );
+        // The next message is not held any more.
         assert_eq!(act(&mut p, &a), Outward::Forward { payload: 6, fin: false });
     }
 }

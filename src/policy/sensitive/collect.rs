@@ -13,8 +13,9 @@ pub(super) struct Collector<'g> {
     key: &'g FingerprintKey,
     hits: Vec<(usize, Hit)>,
     counts: Vec<u32>,
-    /// A hit of a redact or block rule was dropped (too many hits): redaction would miss it.
-    dropped_redact: bool,
+    /// Per rule: one of its hits was dropped (too many hits or pointer bytes). The rule still
+    /// acts; a redaction would leave that hit in place, so it blocks.
+    dropped: Vec<bool>,
     pointer_bytes: usize,
 }
 
@@ -25,7 +26,7 @@ impl<'g> Collector<'g> {
             key,
             hits: Vec::new(),
             counts: vec![0; guard.rules.len()],
-            dropped_redact: false,
+            dropped: vec![false; guard.rules.len()],
             pointer_bytes: 0,
         }
     }
@@ -33,7 +34,7 @@ impl<'g> Collector<'g> {
     pub(super) fn clear(&mut self) {
         self.hits.clear();
         self.counts.iter_mut().for_each(|n| *n = 0);
-        self.dropped_redact = false;
+        self.dropped.iter_mut().for_each(|d| *d = false);
         self.pointer_bytes = 0;
     }
 
@@ -56,7 +57,9 @@ impl<'g> Collector<'g> {
             *n = n.saturating_add(1);
         }
         if self.hits.len() >= MAX_HITS || self.pointer_bytes >= MAX_POINTER_BYTES {
-            self.dropped_redact |= r.action >= GuardAction::Redact;
+            if let Some(d) = self.dropped.get_mut(rule) {
+                *d = true;
+            }
             return;
         }
         let pointer = ptr.to_string();
@@ -78,12 +81,18 @@ impl<'g> Collector<'g> {
             })
             .map(|(_, h)| h)
             .collect();
-        let mut action = hits.iter().map(|h| h.action).max()?;
-        if self.dropped_redact && action == GuardAction::Redact {
-            // more hits than can be listed: redaction would leave some in place
-            action = GuardAction::Block;
+        let mut action = hits.iter().map(|h| h.action).max();
+        // A rule whose hits could not all be listed acts all the same (an attacker must not
+        // push a block rule's hit out of the list with a flood of log hits); redaction would
+        // leave the unlisted ones in place, so redact becomes block.
+        for (i, r) in rules.iter().enumerate() {
+            let over = counts.get(i).copied().unwrap_or(0) >= r.min_matches.max(1);
+            if self.dropped.get(i).copied().unwrap_or(false) && over {
+                let a = if r.action >= GuardAction::Redact { GuardAction::Block } else { r.action };
+                action = Some(action.map_or(a, |x| x.max(a)));
+            }
         }
-        Some(Findings { hits, action })
+        Some(Findings { hits, action: action? })
     }
 }
 

@@ -378,3 +378,26 @@ fn guard_is_shareable() {
     shared::<Guard>();
     shared::<FingerprintKey>();
 }
+
+#[test]
+fn a_flood_of_log_hits_cannot_push_a_block_hit_out_of_the_list() {
+    let rule = |name: &str, kind, action| RuleDef {
+        name: name.into(),
+        kind,
+        direction: Direction::Both,
+        action,
+        min_matches: 0,
+    };
+    let g = Guard::compile(&[
+        rule("aws_access_key", RuleKind::AwsAccessKey, GuardAction::Log),
+        rule("card_number", RuleKind::CardNumber, GuardAction::Block),
+    ])
+    .expect("rules");
+    let k = FingerprintKey::random();
+    let mut items: Vec<String> = (0..MAX_HITS + 10).map(|_| "\"AKIAIOSFODNN7EXAMPLE\"".to_string()).collect();
+    items.push("\"4111 1111 1111 1111\"".to_string());
+    let text = format!("[{}]", items.join(","));
+    let found = g.scan(Direction::ClientToUpstream, &text, &k).expect("hits");
+    assert!(found.hits.len() <= MAX_HITS);
+    assert_eq!(found.action, GuardAction::Block, "the unlisted card still blocks");
+}
