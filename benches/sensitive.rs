@@ -12,13 +12,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use wsgate::policy::sensitive::{Direction, FingerprintKey, Guard, GuardAction, RuleDef, RuleKind};
 
 fn pack() -> Vec<RuleDef> {
-    let rule = |name: &str, kind| RuleDef {
-        name: name.into(),
-        kind,
-        direction: Direction::Both,
-        action: GuardAction::Log,
-        min_matches: 0,
-    };
+    let rule = |name: &str, kind| RuleDef::new(name, kind, Direction::Both, GuardAction::Log);
     vec![
         rule("card_number", RuleKind::CardNumber),
         rule("iban", RuleKind::Iban),

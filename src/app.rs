@@ -90,7 +90,7 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
     crate::metrics::connections_max(config.limits.max_connections);
     for r in &config.routes {
         crate::metrics::register_route(&r.path);
-        crate::metrics::register_sensitive(&r.path, &r.sensitive_rules);
+        crate::metrics::register_sensitive(&r.path, r.sensitive.as_deref());
     }
     actix_web::rt::spawn(async move {
         let mut tick = tokio::time::interval(METRICS_UPKEEP_INTERVAL);

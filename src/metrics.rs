@@ -13,7 +13,7 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::error::{HandshakeRefusal, SessionClose};
-use crate::policy::sensitive::{Direction, GuardAction};
+use crate::policy::sensitive::{Direction, Guard};
 use crate::policy::validate::Rejection;
 
 /// Metric names (docs/observability.md).
@@ -346,17 +346,11 @@ impl SessionMetrics {
 
 /// Pre-register a route's sensitive-data label sets at 0: each rule, in each direction it
 /// reads, with its action.
-pub fn register_sensitive(route: &str, rules: &[(String, Direction, GuardAction)]) {
-    for (rule, direction, action) in rules {
-        let dirs: &[&'static str] = match direction {
-            Direction::ClientToUpstream => &["in"],
-            Direction::UpstreamToClient => &["out"],
-            Direction::Both => &["in", "out"],
-        };
-        for dir in dirs {
-            counter!(names::SENSITIVE_HITS_TOTAL, "route" => route.to_string(), "rule" => rule.clone(), "direction" => *dir, "action" => action.label())
-                .increment(0);
-        }
+pub fn register_sensitive(route: &str, guard: Option<&Guard>) {
+    for (rule, direction, action) in guard.into_iter().flat_map(Guard::labels) {
+        let dir = if direction == Direction::UpstreamToClient { "out" } else { "in" };
+        counter!(names::SENSITIVE_HITS_TOTAL, "route" => route.to_string(), "rule" => rule.to_string(), "direction" => dir, "action" => action.label())
+            .increment(0);
     }
 }
 

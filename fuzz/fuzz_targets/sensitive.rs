@@ -11,7 +11,7 @@ use wsgate::policy::sensitive::{redact, Direction, FingerprintKey, Guard, GuardA
 fn guard() -> &'static (Guard, FingerprintKey) {
     static G: OnceLock<(Guard, FingerprintKey)> = OnceLock::new();
     G.get_or_init(|| {
-        let rule = |name: &str, kind, action| RuleDef { name: name.into(), kind, direction: Direction::Both, action, min_matches: 0 };
+        let rule = |name: &str, kind, action| RuleDef::new(name, kind, Direction::Both, action);
         let defs = vec![
             rule("card_number", RuleKind::CardNumber, GuardAction::Redact),
             rule("iban", RuleKind::Iban, GuardAction::Redact),

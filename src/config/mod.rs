@@ -160,9 +160,6 @@ pub struct Route {
     pub messages: MessageRules,
     /// The sensitive-data guard's compiled rules (`None`: the route has none).
     pub sensitive: Option<Arc<Guard>>,
-    /// The names of the route's sensitive-data rules, their directions and actions, as
-    /// configured (for the metric labels).
-    pub sensitive_rules: Vec<(String, Direction, GuardAction)>,
 }
 
 /// Message type -> rule, looked up once per client frame. foldhash instead of SipHash: the
@@ -263,7 +260,6 @@ impl Route {
             extra_fields: ExtraFields::Reject,
             messages: MessageRules::default(),
             sensitive: None,
-            sensitive_rules: Vec::new(),
         }
     }
 }
@@ -615,7 +611,6 @@ fn validate_route(i: usize, r: RawRoute, auth: &AuthConfig, base: &Path) -> Resu
             return Err(ConfigError::invalid(format!("{mkey}.type"), format!("duplicate type {:?}", m.kind)));
         }
     }
-    let mut sensitive_rules = Vec::new();
     Ok(Route {
         path: r.path,
         upstream: r.upstream,
@@ -631,8 +626,7 @@ fn validate_route(i: usize, r: RawRoute, auth: &AuthConfig, base: &Path) -> Resu
         forward_identity: r.forward_identity,
         extra_fields: r.extra_fields,
         messages,
-        sensitive: sensitive_guard(i, &r.sensitive, &mut sensitive_rules)?,
-        sensitive_rules,
+        sensitive: sensitive_guard(i, &r.sensitive)?,
     })
 }
 
@@ -641,12 +635,7 @@ pub const SENSITIVE_BUILT_INS: [&str; 6] =
     ["card_number", "iban", "aws_access_key", "private_key_pem", "jwt", "password_field"];
 
 /// Compile a route's `[[routes.sensitive]]` rules (`None` when there are none).
-/// `labels` gets each rule's name, direction and action (the metric's label sets).
-fn sensitive_guard(
-    i: usize,
-    rules: &[raw::RawSensitive],
-    labels: &mut Vec<(String, Direction, GuardAction)>,
-) -> Result<Option<Arc<Guard>>, ConfigError> {
+fn sensitive_guard(i: usize, rules: &[raw::RawSensitive]) -> Result<Option<Arc<Guard>>, ConfigError> {
     if rules.is_empty() {
         return Ok(None);
     }
@@ -697,7 +686,6 @@ fn sensitive_guard(
             SensitiveAction::Redact => GuardAction::Redact,
             SensitiveAction::Block => GuardAction::Block,
         };
-        labels.push((s.rule.clone(), direction, action));
         defs.push(RuleDef { name: s.rule.clone(), kind, direction, action, min_matches: s.min_matches });
     }
     Guard::compile(&defs)

@@ -123,7 +123,7 @@ fn load_and_apply(gw: &Reloader) -> Result<Reloaded, String> {
     crate::metrics::connections_max(config.limits.max_connections);
     for r in &config.routes {
         crate::metrics::register_route(&r.path);
-        crate::metrics::register_sensitive(&r.path, &r.sensitive_rules);
+        crate::metrics::register_sensitive(&r.path, r.sensitive.as_deref());
     }
     let config = Arc::new(config);
     let reloaded =

@@ -25,7 +25,9 @@ impl Session {
         while !self.is_closing() {
             // The gateway time of one message in FORWARD_TIME_SAMPLE is timed (two clock reads
             // and a histogram insert cost about as much as the rest of the no-envelope path).
-            let started = self.messages_in.is_multiple_of(FORWARD_TIME_SAMPLE).then(Instant::now);
+            // (Not when the buffer is used up: the last pass of a read finds no frame.)
+            let sampled = pos < buf.len() && self.messages_in.is_multiple_of(FORWARD_TIME_SAMPLE);
+            let started = sampled.then(Instant::now);
             match self.inbound.next(&buf[pos..], &self.p.claims.scopes, now) {
                 Step::NeedMore => break,
                 Step::Partial { want } => return (pos, want),

@@ -789,13 +789,7 @@ mod tests {
 
     fn guarded_route() -> Arc<Route> {
         use crate::policy::sensitive::{Direction, Guard, GuardAction, RuleDef, RuleKind};
-        let rule = |name: &str, kind, action| RuleDef {
-            name: name.into(),
-            kind,
-            direction: Direction::ClientToUpstream,
-            action,
-            min_matches: 0,
-        };
+        let rule = |name: &str, kind, action| RuleDef::new(name, kind, Direction::ClientToUpstream, action);
         let guard = Guard::compile(&[
             rule("card_number", RuleKind::CardNumber, GuardAction::Block),
             rule("password_field", RuleKind::PasswordField { names: Vec::new() }, GuardAction::Redact),

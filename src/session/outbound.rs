@@ -256,13 +256,7 @@ mod tests {
     #[test]
     fn upstream_text_is_held_until_whole_when_the_guard_reads_it() {
         use crate::policy::sensitive::{Direction, Guard, GuardAction, RuleDef, RuleKind};
-        let rule = RuleDef {
-            name: "card_number".into(),
-            kind: RuleKind::CardNumber,
-            direction: Direction::UpstreamToClient,
-            action: GuardAction::Block,
-            min_matches: 0,
-        };
+        let rule = RuleDef::new("card_number", RuleKind::CardNumber, Direction::UpstreamToClient, GuardAction::Block);
         let guard = Arc::new(Guard::compile(&[rule]).expect("rule"));
         let mut p = Outbound::new(1024, Some(&guard));
         let (a, b) = (
@@ -289,13 +283,8 @@ mod tests {
             act(&mut p, &frame(wire::OP_BINARY, true, b"4111 1111 1111 1111", None)),
             Outward::Forward { payload: 19, fin: true }
         );
-        let client_only = RuleDef {
-            name: "card_number".into(),
-            kind: RuleKind::CardNumber,
-            direction: Direction::ClientToUpstream,
-            action: GuardAction::Block,
-            min_matches: 0,
-        };
+        let client_only =
+            RuleDef::new("card_number", RuleKind::CardNumber, Direction::ClientToUpstream, GuardAction::Block);
         let mut p = Outbound::new(1024, Some(&Arc::new(Guard::compile(&[client_only]).expect("rule"))));
         assert_eq!(act(&mut p, &a), Outward::Forward { payload: 6, fin: false });
     }
@@ -303,13 +292,7 @@ mod tests {
     #[test]
     fn a_held_message_finishes_as_held_when_a_reload_removes_the_rules() {
         use crate::policy::sensitive::{Direction, Guard, GuardAction, RuleDef, RuleKind};
-        let rule = RuleDef {
-            name: "card_number".into(),
-            kind: RuleKind::CardNumber,
-            direction: Direction::Both,
-            action: GuardAction::Block,
-            min_matches: 0,
-        };
+        let rule = RuleDef::new("card_number", RuleKind::CardNumber, Direction::Both, GuardAction::Block);
         let mut p = Outbound::new(1024, Some(&Arc::new(Guard::compile(&[rule]).expect("rule"))));
         let (a, b) = (frame(wire::OP_TEXT, false, b"hello ", None), frame(wire::OP_CONTINUATION, true, b"world", None));
         assert_eq!(act(&mut p, &a), Outward::None);

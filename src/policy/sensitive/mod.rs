@@ -110,6 +110,13 @@ pub struct RuleDef {
     pub min_matches: u32,
 }
 
+impl RuleDef {
+    /// A rule that acts on any hit (`min_matches` 0).
+    pub fn new(name: &str, kind: RuleKind, direction: Direction, action: GuardAction) -> Self {
+        Self { name: name.to_string(), kind, direction, action, min_matches: 0 }
+    }
+}
+
 /// A rule that does not compile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleError {
@@ -248,6 +255,17 @@ impl Guard {
     /// Whether any rule reads messages of `dir` (`Both`: any rule at all).
     pub fn applies_to(&self, dir: Direction) -> bool {
         !self.plans[plan_index(dir)].rules.is_empty()
+    }
+
+    /// Each rule's name and action, with the one direction it reads (a rule reading both is
+    /// listed once per direction): the label sets of its metric.
+    pub fn labels(&self) -> impl Iterator<Item = (&str, Direction, GuardAction)> {
+        [Direction::ClientToUpstream, Direction::UpstreamToClient].into_iter().flat_map(move |dir| {
+            self.plans[plan_index(dir)]
+                .rules
+                .iter()
+                .filter_map(move |&i| self.rules.get(i).map(|r| (r.name.as_str(), dir, r.action)))
+        })
     }
 
     /// Search a text message of direction `dir` (`Both`: every rule). `None`: nothing found.

@@ -7,7 +7,7 @@ const C2U: Direction = Direction::ClientToUpstream;
 const U2C: Direction = Direction::UpstreamToClient;
 
 fn def(name: &str, kind: RuleKind, action: GuardAction) -> RuleDef {
-    RuleDef { name: name.into(), kind, direction: Direction::Both, action, min_matches: 0 }
+    RuleDef::new(name, kind, Direction::Both, action)
 }
 
 /// The default pack: every built-in, log, both directions.
@@ -340,13 +340,12 @@ proptest! {
 
 #[test]
 fn password_fields_need_a_value_and_numbers_or_non_json_are_handled() {
-    let g = Guard::compile(&[RuleDef {
-        name: "password_field".into(),
-        kind: RuleKind::PasswordField { names: Vec::new() },
-        direction: Direction::Both,
-        action: GuardAction::Log,
-        min_matches: 0,
-    }])
+    let g = Guard::compile(&[RuleDef::new(
+        "password_field",
+        RuleKind::PasswordField { names: Vec::new() },
+        Direction::Both,
+        GuardAction::Log,
+    )])
     .expect("rule");
     let k = FingerprintKey::random();
     let hits = |g: &Guard, t: &str| g.scan(Direction::ClientToUpstream, t, &k).map_or(0, |f| f.hits.len());
@@ -356,14 +355,9 @@ fn password_fields_need_a_value_and_numbers_or_non_json_are_handled() {
     for t in [r#"{"password":123}"#, r#"{"password":"x"}"#] {
         assert_eq!(hits(&g, t), 1, "{t}");
     }
-    let card = Guard::compile(&[RuleDef {
-        name: "card_number".into(),
-        kind: RuleKind::CardNumber,
-        direction: Direction::Both,
-        action: GuardAction::Redact,
-        min_matches: 0,
-    }])
-    .expect("rule");
+    let card =
+        Guard::compile(&[RuleDef::new("card_number", RuleKind::CardNumber, Direction::Both, GuardAction::Redact)])
+            .expect("rule");
     let number = r#"{"n":4111111111111111}"#;
     let found = card.scan(Direction::ClientToUpstream, number, &k).expect("a card as a JSON number");
     assert_eq!(redact(number, &found).as_deref(), Some(r#"{"n":"[REDACTED:card_number]"}"#));
@@ -381,13 +375,7 @@ fn guard_is_shareable() {
 
 #[test]
 fn a_flood_of_log_hits_cannot_push_a_block_hit_out_of_the_list() {
-    let rule = |name: &str, kind, action| RuleDef {
-        name: name.into(),
-        kind,
-        direction: Direction::Both,
-        action,
-        min_matches: 0,
-    };
+    let rule = |name: &str, kind, action| RuleDef::new(name, kind, Direction::Both, action);
     let g = Guard::compile(&[
         rule("aws_access_key", RuleKind::AwsAccessKey, GuardAction::Log),
         rule("card_number", RuleKind::CardNumber, GuardAction::Block),
@@ -400,4 +388,22 @@ fn a_flood_of_log_hits_cannot_push_a_block_hit_out_of_the_list() {
     let found = g.scan(Direction::ClientToUpstream, &text, &k).expect("hits");
     assert!(found.hits.len() <= MAX_HITS);
     assert_eq!(found.action, GuardAction::Block, "the unlisted card still blocks");
+}
+
+#[test]
+fn labels_list_each_rule_once_per_direction_it_reads() {
+    let g = Guard::compile(&[
+        RuleDef::new("card_number", RuleKind::CardNumber, Direction::Both, GuardAction::Block),
+        RuleDef::new("jwt", RuleKind::Jwt, Direction::UpstreamToClient, GuardAction::Log),
+    ])
+    .expect("rules");
+    let labels: Vec<_> = g.labels().collect();
+    assert_eq!(
+        labels,
+        vec![
+            ("card_number", Direction::ClientToUpstream, GuardAction::Block),
+            ("card_number", Direction::UpstreamToClient, GuardAction::Block),
+            ("jwt", Direction::UpstreamToClient, GuardAction::Log),
+        ]
+    );
 }
