@@ -68,8 +68,7 @@ impl Session {
             }
             Action::Pong(payload) => wire::encode(&mut self.client.out, wire::OP_PONG, true, &payload, None),
             Action::Reject(r) => {
-                // An `auth.refresh` over the allowance is a control message all the same.
-                if r.kind.as_deref() == Some(validate::AUTH_REFRESH) {
+                if r.control {
                     self.metrics.control();
                 }
                 self.reject(&r);

@@ -138,6 +138,8 @@ pub struct Rejected {
     pub kind: Option<String>,
     /// `Some` when the violation count reached `violations_before_close`.
     pub close: Option<SessionClose>,
+    /// The message was a gateway control message (an `auth.refresh` over its allowance).
+    pub control: bool,
 }
 
 /// How a complete message stands with the buckets.
@@ -476,7 +478,11 @@ impl Inbound {
     fn refresh(&mut self, token: String, id: Option<String>, now: Instant) -> Action {
         if self.refreshes.as_mut().is_some_and(|b| b.try_take(1, now).is_err()) {
             let kind = Some(validate::AUTH_REFRESH.to_string());
-            return self.reject(Refused { rejection: Rejection::RateLimited, id, kind }, now);
+            let mut refused = self.reject(Refused { rejection: Rejection::RateLimited, id, kind }, now);
+            if let Action::Reject(r) = &mut refused {
+                r.control = true;
+            }
+            return refused;
         }
         Action::Refresh { token, id }
     }
@@ -498,7 +504,13 @@ impl Inbound {
                 });
             }
         }
-        Action::Reject(Box::new(Rejected { rejection: refused.rejection, id: refused.id, kind: refused.kind, close }))
+        Action::Reject(Box::new(Rejected {
+            rejection: refused.rejection,
+            id: refused.id,
+            kind: refused.kind,
+            close,
+            control: false,
+        }))
     }
 }
 
@@ -744,15 +756,17 @@ mod tests {
         let mut p = Inbound::new(route(), &l, now);
         let f = text(r#"{"type":"auth.refresh","payload":{"token":"t.t.t"},"id":"r1"}"#);
         assert_eq!(act(&mut p, &f, now), Action::Refresh { token: "t.t.t".into(), id: Some("r1".into()) });
-        match act(&mut p, &f, now) {
-            Action::Reject(r) => {
-                assert_eq!(
-                    (r.rejection, r.id.as_deref(), r.kind.as_deref()),
-                    (Rejection::RateLimited, Some("r1"), Some("auth.refresh"))
-                );
-            }
-            other => panic!("{other:?}"),
-        }
+        let r = rejected(act(&mut p, &f, now));
+        assert_eq!(
+            (r.rejection, r.id.as_deref(), r.kind.as_deref(), r.control),
+            (Rejection::RateLimited, Some("r1"), Some("auth.refresh"), true)
+        );
+        // An ordinary message over the rate is no control message.
+        let l = Limits { message_burst: 1, messages_per_second: 1, violations_before_close: 0, ..limits() };
+        let mut p = Inbound::new(route(), &l, now);
+        let chat = text(r#"{"type":"chat.read","payload":{}}"#);
+        assert!(matches!(act(&mut p, &chat, now), Action::Forward { .. }));
+        assert!(!rejected(act(&mut p, &chat, now)).control);
         // A refusal decided outside (a failed verification) counts like any other.
         let l = Limits { violations_before_close: 1, ..limits() };
         let mut p = Inbound::new(route(), &l, now);
