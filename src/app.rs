@@ -27,7 +27,11 @@ use crate::http::ws::{self, Entry, EntryHandles};
 use crate::session::index::Sessions;
 use crate::session::SessionHandles;
 use crate::state::{control_channel, Control, JwksDemand, Policy, PolicyCell};
-use crate::store::admission::{Admission, MemoryAdmission};
+use crate::store::admission::{Admission, AdmissionStore, MemoryAdmission};
+use crate::store::fleet::admission::{RedisAdmission, Settings};
+use crate::store::fleet::link::Link;
+use crate::store::fleet::revocation::RedisRevocations;
+use crate::store::fleet::{node_id, Keys};
 use crate::store::revocation::{LocalRevocations, RevocationStore};
 use crate::tls::ReloadableCert;
 
@@ -55,6 +59,43 @@ fn open_revocations(config: &Config) -> Result<LocalRevocations> {
             Ok(LocalRevocations::in_memory())
         }
     }
+}
+
+/// The stores a config asks for: in memory (and `state_dir`) for a single node, shared
+/// through Redis with `[fleet]`.
+struct Stores {
+    admission: Arc<dyn AdmissionStore>,
+    revocations: Arc<dyn RevocationStore>,
+    fleet: Option<Arc<RedisRevocations>>,
+}
+
+fn open_stores(config: &Config) -> Result<Stores> {
+    let cache = open_revocations(config)?;
+    let Some(f) = &config.fleet else {
+        return Ok(Stores {
+            admission: Arc::new(MemoryAdmission::new(config.limits.clone())),
+            revocations: Arc::new(cache),
+            fleet: None,
+        });
+    };
+    let link = Link::new(f).map_err(Error::Fleet)?;
+    let node = node_id(&f.node_name);
+    let keys = Keys::new(&f.key_prefix);
+    let settings = Settings {
+        node: node.clone(),
+        keys: keys.clone(),
+        heartbeat: f.heartbeat,
+        reconcile: f.reconcile,
+        on_redis_down: f.on_redis_down,
+    };
+    crate::metrics::register_fleet();
+    tracing::info!(node = %node, "fleet mode: caps, handshake rate, revocations and kicks are shared through redis");
+    let fleet = Arc::new(RedisRevocations::new(Arc::clone(&link), keys, node, cache));
+    Ok(Stores {
+        admission: Arc::new(RedisAdmission::new(link, settings, config.limits.clone())),
+        revocations: Arc::clone(&fleet) as Arc<dyn RevocationStore>,
+        fleet: Some(fleet),
+    })
 }
 
 /// Bind `addr`, the value of config key `key`.
@@ -101,7 +142,8 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
     });
 
     let config = Arc::new(config);
-    let revocations: Arc<dyn RevocationStore> = Arc::new(open_revocations(&config)?);
+    let stores = open_stores(&config)?;
+    let revocations = Arc::clone(&stores.revocations);
     let cert = match &config.tls {
         Some(files) => Some(ReloadableCert::load(&files.cert_file, &files.key_file)?),
         None => None,
@@ -116,12 +158,18 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
         },
         None => None,
     };
-    let (admission, releases) = Admission::new(Arc::new(MemoryAdmission::new(config.limits.clone())));
+    let (admission, releases) = Admission::new(stores.admission);
     Registry::new(Arc::clone(&admission), releases, Arc::clone(&revocations)).start();
     let (drain, stop, mut control_rx) = control_channel();
     let policy = PolicyCell::new(Policy { config: Arc::clone(&config), keys: Arc::new(keys) });
     let sessions = Arc::new(Sessions::new());
     crate::control::revoke::follow(revocations.as_ref(), Arc::clone(&sessions));
+    if let Some(fleet) = &stores.fleet {
+        let (commands, inbox) = tokio::sync::mpsc::unbounded_channel();
+        actix_web::rt::spawn(Arc::clone(fleet).follow(commands));
+        crate::control::fleet::serve(Arc::clone(fleet), Arc::clone(&sessions), inbox);
+    }
+    let node: Option<Arc<str>> = stores.fleet.as_ref().map(|f| Arc::from(f.node()));
     let session = SessionHandles {
         policy: Arc::clone(&policy),
         revocations: Arc::clone(&revocations),
@@ -129,10 +177,11 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
         drain: Arc::clone(&drain),
     };
     let jwks = config.auth.jwks_url.is_some().then(JwksDemand::new);
-    let entry_handles = EntryHandles { session, admission: Arc::clone(&admission), jwks: jwks.clone(), demo_page };
+    let entry_handles =
+        EntryHandles { session, admission: Arc::clone(&admission), jwks: jwks.clone(), demo_page, node: node.clone() };
     let reloader = Arc::new(Reloader {
         policy: Arc::clone(&policy),
-        admission,
+        admission: Arc::clone(&admission),
         sessions: Arc::clone(&sessions),
         cert: cert.clone(),
         source,
@@ -221,6 +270,8 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
         reloader: Arc::clone(&reloader),
         drain: Arc::clone(&drain),
         token: admin_token,
+        admission,
+        fleet: stores.fleet.clone(),
     });
     let admin = HttpServer::new(move || App::new().app_data(admin_state.clone()).configure(admin::configure))
         .workers(1)

@@ -44,6 +44,9 @@ pub enum Error {
     /// The metrics recorder could not be installed.
     #[error("metrics: {0}")]
     Metrics(String),
+    /// Fleet mode could not be set up (`[fleet]`).
+    #[error("fleet: {0}")]
+    Fleet(String),
 }
 
 /// The OS error of a failed bind, in the words an operator searches for.
@@ -107,6 +110,9 @@ pub enum HandshakeRefusal {
     UpstreamFailed,
     /// The upstream did not accept the WebSocket within the connect timeout.
     UpstreamTimeout,
+    /// Fleet mode with `on_redis_down = "refuse"`: Redis cannot be reached, so no fleet-wide
+    /// cap or rate can be checked.
+    FleetUnavailable,
     /// The gateway hit an internal error.
     Internal,
 }
@@ -115,7 +121,7 @@ pub enum HandshakeRefusal {
 
 impl HandshakeRefusal {
     /// Every refusal (metric labels are registered from this list).
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 23] = [
         Self::Overloaded,
         Self::Draining,
         Self::HandshakeRate,
@@ -137,6 +143,7 @@ impl HandshakeRefusal {
         Self::SubjectConnections,
         Self::UpstreamFailed,
         Self::UpstreamTimeout,
+        Self::FleetUnavailable,
         Self::Internal,
     ];
 
@@ -164,6 +171,7 @@ impl HandshakeRefusal {
             Self::SubjectConnections => "subject_connections",
             Self::UpstreamFailed => "upstream_failed",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::FleetUnavailable => "fleet_unavailable",
             Self::Internal => "internal",
         }
     }
@@ -171,7 +179,7 @@ impl HandshakeRefusal {
     /// The HTTP status answered.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Overloaded | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded | Self::Draining | Self::FleetUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::HandshakeRate | Self::IpConnections | Self::SubjectConnections => StatusCode::TOO_MANY_REQUESTS,
             Self::BadUpgrade | Self::BadRequest | Self::Subprotocol | Self::MultipleTokens => StatusCode::BAD_REQUEST,
             Self::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -209,6 +217,7 @@ impl HandshakeRefusal {
             Self::IpConnections | Self::SubjectConnections => "too many connections",
             Self::UpstreamFailed => "upstream unavailable",
             Self::UpstreamTimeout => "upstream timeout",
+            Self::FleetUnavailable => "gateway is temporarily unavailable",
             Self::Internal => "internal error",
         }
     }

@@ -57,9 +57,21 @@ pub mod names {
     pub const DRAINING: &str = "wsgate_draining";
     /// Counter: sensitive-data guard hits by route, rule, direction and action.
     pub const SENSITIVE_HITS_TOTAL: &str = "wsgate_sensitive_hits_total";
+    /// Histogram: Redis call time in fleet mode, by operation.
+    pub const FLEET_REDIS_SECONDS: &str = "wsgate_fleet_redis_seconds";
+    /// Counter: failed Redis calls (error, timeout, breaker open) by operation.
+    pub const FLEET_REDIS_ERRORS_TOTAL: &str = "wsgate_fleet_redis_errors_total";
+    /// Gauge: 1 while the Redis circuit breaker is open (calls skipped), else 0.
+    pub const FLEET_BREAKER_OPEN: &str = "wsgate_fleet_breaker_open";
+    /// Gauge: live nodes of the fleet as this node last saw them.
+    pub const FLEET_NODES: &str = "wsgate_fleet_nodes";
+    /// Counter: handshakes admitted against local counts while Redis was unreachable.
+    pub const FLEET_FALLBACK_ADMISSIONS_TOTAL: &str = "wsgate_fleet_fallback_admissions_total";
+    /// Gauge: age of the newest revocation-feed entry when it was read (0 when idle).
+    pub const REVOCATION_FEED_LAG_SECONDS: &str = "wsgate_revocation_feed_lag_seconds";
 
     /// Every name above (the metrics table of docs/observability.md and the admin test check against it).
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 25] = [
         CONNECTIONS_ACTIVE,
         HANDSHAKES_TOTAL,
         MESSAGES_TOTAL,
@@ -79,6 +91,12 @@ pub mod names {
         JWKS_FETCHES_TOTAL,
         DRAINING,
         SENSITIVE_HITS_TOTAL,
+        FLEET_REDIS_SECONDS,
+        FLEET_REDIS_ERRORS_TOTAL,
+        FLEET_BREAKER_OPEN,
+        FLEET_NODES,
+        FLEET_FALLBACK_ADMISSIONS_TOTAL,
+        REVOCATION_FEED_LAG_SECONDS,
     ];
 }
 
@@ -126,12 +144,14 @@ pub fn install() -> Result<&'static PrometheusHandle, String> {
     }
     let frame = [5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 5e-2];
     let dial = [1e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+    let redis = [5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0];
     let life = [1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0];
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(names::MESSAGE_FORWARD_SECONDS.into()), &frame)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(names::HANDSHAKE_SECONDS.into()), &dial))
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(names::UPSTREAM_CONNECT_SECONDS.into()), &dial))
         .and_then(|b| b.set_buckets_for_metric(Matcher::Full(names::CONNECTION_DURATION_SECONDS.into()), &life))
+        .and_then(|b| b.set_buckets_for_metric(Matcher::Full(names::FLEET_REDIS_SECONDS.into()), &redis))
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())?;
@@ -196,6 +216,24 @@ fn describe() {
     describe_counter!(names::TLS_RELOADS_TOTAL, Unit::Count, "Certificate reloads by the timed file check, by result.");
     describe_counter!(names::JWKS_FETCHES_TOTAL, Unit::Count, "JWKS URL fetches by result.");
     describe_gauge!(names::DRAINING, Unit::Count, "1 while the gateway drains (readyz 503), else 0.");
+    describe_histogram!(names::FLEET_REDIS_SECONDS, Unit::Seconds, "Fleet mode: Redis call time by operation.");
+    describe_counter!(
+        names::FLEET_REDIS_ERRORS_TOTAL,
+        Unit::Count,
+        "Fleet mode: failed Redis calls (error, timeout, or skipped while the breaker is open) by operation."
+    );
+    describe_gauge!(names::FLEET_BREAKER_OPEN, Unit::Count, "Fleet mode: 1 while the Redis circuit breaker is open.");
+    describe_gauge!(names::FLEET_NODES, Unit::Count, "Fleet mode: live nodes as this node last saw them.");
+    describe_counter!(
+        names::FLEET_FALLBACK_ADMISSIONS_TOTAL,
+        Unit::Count,
+        "Fleet mode: handshakes admitted against this node's own counts while Redis was unreachable."
+    );
+    describe_gauge!(
+        names::REVOCATION_FEED_LAG_SECONDS,
+        Unit::Seconds,
+        "Fleet mode: age of the last revocation-feed entry when this node read it."
+    );
     for kind in UPSTREAM_ERROR_KINDS {
         counter!(names::UPSTREAM_ERRORS_TOTAL, "kind" => kind).increment(0);
     }
@@ -357,6 +395,52 @@ pub fn register_sensitive(route: &str, guard: Option<&Guard>) {
 /// A sensitive-data rule hit on `route` (`direction` "in" or "out").
 pub fn sensitive_hit(route: &str, rule: &str, direction: &'static str, action: &'static str) {
     counter!(names::SENSITIVE_HITS_TOTAL, "route" => route.to_string(), "rule" => rule.to_string(), "direction" => direction, "action" => action).increment(1);
+}
+
+/// Redis operations of fleet mode (the `op` label).
+pub const FLEET_OPS: [&str; 9] =
+    ["acquire", "release", "heartbeat", "reconcile", "revoke", "feed", "resync", "command", "connect"];
+
+/// Fleet mode is on: its series start at 0.
+pub fn register_fleet() {
+    for op in FLEET_OPS {
+        counter!(names::FLEET_REDIS_ERRORS_TOTAL, "op" => op).increment(0);
+    }
+    gauge!(names::FLEET_BREAKER_OPEN).set(0.0);
+    gauge!(names::FLEET_NODES).set(0.0);
+    gauge!(names::REVOCATION_FEED_LAG_SECONDS).set(0.0);
+    counter!(names::FLEET_FALLBACK_ADMISSIONS_TOTAL).increment(0);
+}
+
+/// A Redis call of `op` succeeded after `elapsed`.
+pub fn fleet_redis(op: &'static str, elapsed: Duration) {
+    histogram!(names::FLEET_REDIS_SECONDS, "op" => op).record(elapsed.as_secs_f64());
+}
+
+/// A Redis call of `op` failed (or was skipped by the open breaker).
+pub fn fleet_redis_error(op: &'static str) {
+    counter!(names::FLEET_REDIS_ERRORS_TOTAL, "op" => op).increment(1);
+}
+
+/// The breaker opened or closed.
+pub fn fleet_breaker(open: bool) {
+    gauge!(names::FLEET_BREAKER_OPEN).set(if open { 1.0 } else { 0.0 });
+}
+
+/// Live nodes seen by the last heartbeat.
+pub fn fleet_nodes(n: u64) {
+    #[allow(clippy::cast_precision_loss)]
+    gauge!(names::FLEET_NODES).set(n as f64);
+}
+
+/// A handshake was admitted on local counts while Redis was unreachable.
+pub fn fleet_fallback_admission() {
+    counter!(names::FLEET_FALLBACK_ADMISSIONS_TOTAL).increment(1);
+}
+
+/// The revocation feed delivered an entry `lag` after it was written.
+pub fn revocation_feed_lag(lag: Duration) {
+    gauge!(names::REVOCATION_FEED_LAG_SECONDS).set(lag.as_secs_f64());
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! that can be made before the gateway starts. A bad file fails with the key's dotted path and
 //! the reason. Does not own: loading key material (auth/keys.rs) or TLS files (tls.rs).
 
+pub mod fleet;
 mod raw;
 
 use std::collections::HashMap;
@@ -13,6 +14,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use fleet::{Fleet, RedisDown, RedisTarget, HEARTBEATS_TO_DEATH};
 
 use crate::policy::origin::OriginPolicy;
 use crate::policy::sensitive::{Direction, Guard, GuardAction, RuleDef, RuleKind};
@@ -292,6 +295,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Routes, matched by exact path.
     pub routes: Vec<Arc<Route>>,
+    /// Fleet mode; `None` = a single node.
+    pub fleet: Option<Fleet>,
 }
 
 // === impl Config ===
@@ -333,6 +338,7 @@ impl Config {
             trusted_proxies.push(net);
         }
         let auth = validate_auth(raw.auth, base)?;
+        let fleet = raw.fleet.map(|f| fleet::validate(f, base)).transpose()?;
         validate_limits(&raw.limits)?;
         validate_timeouts(&raw.timeouts)?;
         if raw.server.tls.as_ref().is_some_and(|t| t.reload_check_seconds > MAX_TIMEOUT_SECONDS) {
@@ -372,6 +378,7 @@ impl Config {
             limits: raw.limits,
             timeouts: timeouts(&raw.timeouts),
             routes,
+            fleet,
         })
     }
 

@@ -62,6 +62,8 @@ pub(super) struct RawConfig {
     pub(super) timeouts: Timeouts,
     #[serde(default)]
     pub(super) routes: Vec<RawRoute>,
+    /// Fleet mode (several nodes sharing caps, rates and revocations through Redis).
+    pub(super) fleet: Option<super::fleet::RawFleet>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

@@ -15,12 +15,15 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
+use super::fleet::{page_json, parse_conn_id, ConnRef};
 use super::reload::Reloader;
 use super::revoke::{self, RevokeError, Target};
 use crate::auth::unix_now;
 use crate::session::index::Sessions;
 use crate::state::DrainSignal;
-use crate::store::revocation::RevocationStore;
+use crate::store::admission::Admission;
+use crate::store::fleet::revocation::RedisRevocations;
+use crate::store::revocation::{AddError, RevocationStore};
 
 /// Rows per page of `GET /admin/connections` unless `limit` says otherwise.
 const DEFAULT_PAGE: usize = 100;
@@ -41,6 +44,10 @@ pub struct AdminState {
     pub drain: Arc<DrainSignal>,
     /// The bearer token of `/admin/*`; `None` disables them.
     pub token: Option<String>,
+    /// Admission (`/readyz` is 503 while it refuses every handshake).
+    pub admission: Arc<Admission>,
+    /// Fleet mode: the shared revocation store, which also reaches the other nodes.
+    pub fleet: Option<Arc<RedisRevocations>>,
 }
 
 /// Register the admin routes.
@@ -99,6 +106,11 @@ async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
     if state.drain.is_draining() {
         return HttpResponse::ServiceUnavailable().content_type("text/plain").body("draining\n");
     }
+    if !state.admission.ready() {
+        return HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("fleet store unreachable (on_redis_down = refuse)\n");
+    }
     HttpResponse::Ok().content_type("text/plain").body("ready\n")
 }
 
@@ -107,6 +119,7 @@ async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
 struct Page {
     limit: Option<usize>,
     after: Option<u64>,
+    fleet: Option<String>,
 }
 
 async fn list_connections(
@@ -118,27 +131,78 @@ async fn list_connections(
         return refusal;
     }
     let Ok(page) = query else {
-        return json_error(StatusCode::BAD_REQUEST, "query: limit and after must be non-negative integers");
+        return json_error(
+            StatusCode::BAD_REQUEST,
+            "query: limit and after must be non-negative integers; fleet must be 1 (no other parameter)",
+        );
     };
     let limit = page.limit.unwrap_or(DEFAULT_PAGE);
     if limit == 0 || limit > MAX_PAGE {
         return json_error(StatusCode::BAD_REQUEST, format!("limit must be between 1 and {MAX_PAGE}"));
     }
-    let (rows, next) = state.sessions.page(page.after.unwrap_or(0), limit, unix_now());
-    HttpResponse::Ok().json(serde_json::json!({"connections": rows, "next": next}))
+    let whole_fleet = match page.fleet.as_deref() {
+        None | Some("0") => false,
+        Some("1") => true,
+        Some(_) => return json_error(StatusCode::BAD_REQUEST, "fleet must be 1 or 0"),
+    };
+    let after = page.after.unwrap_or(0);
+    let (rows, next) = state.sessions.page(after, limit, unix_now());
+    let Some(fleet) = &state.fleet else {
+        if whole_fleet {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "fleet=1: this gateway is not in fleet mode ([fleet] is not set)",
+            );
+        }
+        return HttpResponse::Ok().json(serde_json::json!({"connections": rows, "next": next}));
+    };
+    let local = page_json(fleet.node(), rows, next);
+    if !whole_fleet {
+        return HttpResponse::Ok().json(local);
+    }
+    match fleet.list_remote(limit, after).await {
+        Ok((answers, missing)) => {
+            let mut nodes = vec![local];
+            nodes.extend(answers.iter().filter_map(|a| serde_json::from_str::<serde_json::Value>(a).ok()));
+            HttpResponse::Ok().json(serde_json::json!({"nodes": nodes, "missing": missing}))
+        }
+        Err(e) => HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "error": format!("fleet store unreachable: only this node is listed ({e})"),
+            "nodes": [local],
+        })),
+    }
 }
 
 async fn kick(req: HttpRequest, state: web::Data<AdminState>, id: web::Path<String>) -> HttpResponse {
     if let Some(refusal) = refuse_unauthorized(&req, &state) {
         return refusal;
     }
-    let Ok(id) = id.parse::<u64>() else {
-        return json_error(StatusCode::BAD_REQUEST, "connection id must be an integer");
+    let this = state.fleet.as_ref().map(|f| f.node());
+    let Some(target) = parse_conn_id(&id, this) else {
+        let want = if this.is_some() { "<node>-<number> or a number" } else { "an integer" };
+        return json_error(StatusCode::BAD_REQUEST, format!("connection id must be {want}"));
     };
-    if !revoke::kick(&state.sessions, id) {
-        return json_error(StatusCode::NOT_FOUND, format!("no live connection {id}"));
+    let (node, id) = match (target, &state.fleet) {
+        (ConnRef::Local(id), _) => {
+            if !revoke::kick(&state.sessions, id) {
+                return json_error(StatusCode::NOT_FOUND, format!("no live connection {id}"));
+            }
+            return HttpResponse::Ok().json(serde_json::json!({"closed": 1}));
+        }
+        (ConnRef::Remote { node, id }, Some(fleet)) => match fleet.live_nodes().await {
+            Ok(live) if live.contains(&node) => (node, id),
+            Ok(_) => return json_error(StatusCode::NOT_FOUND, format!("no live node {node}")),
+            Err(e) => return json_error(StatusCode::SERVICE_UNAVAILABLE, format!("fleet store unreachable: {e}")),
+        },
+        (ConnRef::Remote { .. }, None) => return json_error(StatusCode::NOT_FOUND, "no such connection"),
+    };
+    let Some(fleet) = &state.fleet else { return json_error(StatusCode::NOT_FOUND, "no such connection") };
+    match fleet.kick_remote(&node, id).await {
+        Ok(Some(true)) => HttpResponse::Ok().json(serde_json::json!({"closed": 1, "node": node})),
+        Ok(Some(false)) => json_error(StatusCode::NOT_FOUND, format!("no live connection {node}-{id}")),
+        Ok(None) => json_error(StatusCode::GATEWAY_TIMEOUT, format!("node {node} did not answer in time")),
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, format!("fleet store unreachable: {e}")),
     }
-    HttpResponse::Ok().json(serde_json::json!({"closed": 1}))
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,14 +234,15 @@ async fn revoke(req: HttpRequest, state: web::Data<AdminState>, body: web::Bytes
         Ok(r) => r,
         Err(e) => return json_error(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    match revoked.persisted {
+    match revoked.stored {
         Ok(()) => HttpResponse::Ok().json(serde_json::json!({"closed": revoked.closed})),
         Err(e) => {
-            tracing::error!(error = %e, "revocation is in force but could not be persisted");
-            HttpResponse::InternalServerError().json(serde_json::json!({
-                "error": format!("revocation in force but not persisted (lost on restart): {e}"),
-                "closed": revoked.closed,
-            }))
+            tracing::error!(error = %e, "revocation is in force on this node but not stored as asked");
+            let status = match e {
+                AddError::NotPersisted(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                AddError::NotShared(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            HttpResponse::build(status).json(serde_json::json!({"error": e.to_string(), "closed": revoked.closed}))
         }
     }
 }

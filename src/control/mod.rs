@@ -5,10 +5,12 @@
 //! - [`jwks`]: the JWKS URL fetcher.
 //! - [`registry`]: the `Registry` actor (admission releases and upkeep, revocation log upkeep).
 //! - [`revoke`]: the revoke and kick use cases, and the follower of the revocation feed.
+//! - [`fleet`]: fleet mode: commands from other nodes, node-qualified connection ids.
 //! - [`admin`]: the admin HTTP API (metrics, health, connections, revoke, kick, reload, drain).
 
 pub mod admin;
 pub mod drain;
+pub mod fleet;
 pub mod jwks;
 pub mod registry;
 pub mod reload;

@@ -1,6 +1,7 @@
 //! The `Registry` actor: the node's admission bookkeeping over time. It performs the releases
-//! that dropped leases queued (never inside `Drop`), forgets idle handshake buckets and
-//! compacts the revocation log as entries expire.
+//! that dropped leases queued (never inside `Drop`), forgets idle handshake buckets, runs a
+//! shared store's upkeep (fleet heartbeat, retried releases, reconcile) and compacts the
+//! revocation log as entries expire.
 //!
 //! Owns: the release queue and the periodic upkeep of the stores. Does not own: the admission
 //! decision itself (the handshake calls the store directly: a mailbox round trip per call costs
@@ -49,6 +50,20 @@ impl Actor for Registry {
             }));
         }
         ctx.run_interval(SWEEP_INTERVAL, |this, _| this.admission.sweep());
+        if let Some(every) = self.admission.upkeep_interval() {
+            // Heartbeat, retried releases, reconcile: at once, then every period. A slow round
+            // is not doubled up (the store skips a round while the previous one runs).
+            let admission = Arc::clone(&self.admission);
+            ctx.spawn(actix::fut::wrap_future(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let a = Arc::clone(&admission);
+                    actix_web::rt::spawn(async move { a.upkeep().await });
+                }
+            }));
+        }
         ctx.run_interval(COMPACT_INTERVAL, |this, _| {
             if let Err(e) = this.revocations.compact(unix_now()) {
                 tracing::error!(error = %e, "revocation log compaction failed; the old log stays in use");

@@ -72,6 +72,9 @@ fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.admin_token_env != new.admin_token_env {
         changed.push("admin.token_env");
     }
+    if old.fleet != new.fleet {
+        changed.push("fleet");
+    }
     changed
 }
 

@@ -16,7 +16,7 @@ use crate::error::SessionClose;
 use crate::session::index::Sessions;
 use crate::session::messages::RevocationsChanged;
 use crate::store::admission::ConnId;
-use crate::store::revocation::{Revocation, RevocationStore, DEFAULT_KEEP_SECONDS};
+use crate::store::revocation::{AddError, Revocation, RevocationStore, DEFAULT_KEEP_SECONDS};
 
 /// What an operator asks to revoke.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,8 +45,8 @@ pub struct Revoked {
     pub entry: Revocation,
     /// Live sessions of this node it covers (each closes with 4003).
     pub closed: usize,
-    /// `Err` when the entry is in force but could not be persisted.
-    pub persisted: std::io::Result<()>,
+    /// `Err` when the entry is in force here but could not be persisted or shared.
+    pub stored: Result<(), AddError>,
 }
 
 /// Revoke `target` until `exp` (unix seconds; by default the latest `exp` among the live
@@ -78,7 +78,7 @@ pub async fn revoke(
         return Err(RevokeError::InThePast);
     }
     let closed = sessions.count_matching(|sub, t| entry.covers(sub, t.jti.as_deref(), t.iat));
-    let persisted = store.add(entry.clone()).await;
+    let stored = store.add(entry.clone()).await;
     crate::metrics::revocation();
     match &entry {
         Revocation::Token { jti, until } => {
@@ -88,7 +88,7 @@ pub async fn revoke(
             tracing::warn!(event = "revocation_added", subject = %sub, before, until, closed, "subject revoked");
         }
     }
-    Ok(Revoked { entry, closed, persisted })
+    Ok(Revoked { entry, closed, stored })
 }
 
 /// Close live session `id` with 4003; false when no such session is live.

@@ -44,6 +44,8 @@ pub struct EntryHandles {
     pub jwks: Option<Arc<JwksDemand>>,
     /// `wsgate demo` only: the demo's browser page is served at `/`.
     pub demo_page: bool,
+    /// Fleet mode: this node's id, which prefixes connection ids (`<node>-<n>`).
+    pub node: Option<Arc<str>>,
 }
 
 impl EntryHandles {
@@ -428,7 +430,7 @@ pub(crate) async fn negotiate(
         }
     }
     // 8: per-IP / per-subject / global caps.
-    let lease = gw.admission.try_acquire(admitted, &claims.sub).await?;
+    let lease = gw.admission.try_acquire(admitted, &claims).await?;
     // 9: the upstream.
     let identity = Identity { subject: &claims.sub, scopes: &claims.scopes, client_ip: ip };
     let timeout = policy.config.timeouts.upstream_connect;

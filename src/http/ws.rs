@@ -225,7 +225,10 @@ fn start_session(
         head.extend_from_slice(b"\r\nsec-websocket-protocol: ");
         head.extend_from_slice(p.as_bytes());
     }
-    head.extend_from_slice(format!("\r\nx-wsgate-connection-id: {id}\r\n\r\n").as_bytes());
+    match &gw.node {
+        Some(node) => head.extend_from_slice(format!("\r\nx-wsgate-connection-id: {node}-{id}\r\n\r\n").as_bytes()),
+        None => head.extend_from_slice(format!("\r\nx-wsgate-connection-id: {id}\r\n\r\n").as_bytes()),
+    }
     m::handshake(&a.route.path, "accepted", attempt.started.elapsed());
     let (origin, user_agent) = (attempt.origin_log().into_owned(), attempt.user_agent_log().into_owned());
     tracing::info!(event = "connection_opened", conn_id = id, route = %a.route.path, client_ip = %attempt.ip, origin = origin.as_str(), user_agent = user_agent.as_str(), token_source = a.token_source, subprotocol = &*log_text(a.selected.as_deref().unwrap_or("").as_bytes()));

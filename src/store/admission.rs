@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::{self, BoxFuture};
 use tokio::sync::mpsc;
 
+use crate::auth::Claims;
 use crate::config::Limits;
 use crate::error::HandshakeRefusal;
 use crate::policy::client_ip::limit_key;
@@ -48,7 +49,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn at_cap(denied: HandshakeRefusal) -> Self {
+    pub(crate) fn at_cap(denied: HandshakeRefusal) -> Self {
         Self { denied, retry_after: Some(CAP_RETRY_AFTER) }
     }
 }
@@ -61,6 +62,20 @@ pub struct Slot {
     pub ip: IpAddr,
     /// The token's subject.
     pub subject: String,
+    /// Where the slot is counted.
+    pub counted: Counted,
+}
+
+/// Where a slot is counted (what its release must undo).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counted {
+    /// This process only (a single node).
+    Local,
+    /// This node and the fleet's shared counts.
+    Shared,
+    /// This node only, admitted while the shared store was unreachable; a reconcile of the
+    /// shared counts numbered above this one has counted it there too.
+    Fallback(u64),
 }
 
 /// A handshake from this client passed early admission (stage 1–2); the proof
@@ -77,7 +92,8 @@ pub trait AdmissionStore: Send + Sync {
     /// handshake bucket.
     fn admit(&self, ip: IpAddr) -> BoxFuture<'_, Result<Admitted, Refusal>>;
     /// Check the global, per-IP and per-subject caps and count the slot, atomically.
-    fn try_acquire<'a>(&'a self, admitted: Admitted, subject: &'a str) -> BoxFuture<'a, Result<Slot, Refusal>>;
+    /// A shared store also checks the token's revocation markers in the same round trip.
+    fn try_acquire<'a>(&'a self, admitted: Admitted, claims: &'a Claims) -> BoxFuture<'a, Result<Slot, Refusal>>;
     /// Give a slot back (entries reaching zero are removed).
     fn release(&self, slot: Slot) -> BoxFuture<'_, ()>;
     /// A reload changed the limits: they apply to the next handshakes; live connections over
@@ -87,6 +103,30 @@ pub trait AdmissionStore: Send + Sync {
     fn sweep(&self, now: Instant);
     /// Live connections this node counts.
     fn local_total(&self) -> u64;
+    /// Periodic work of a shared store (heartbeat, retried releases, reconcile), run every
+    /// [`AdmissionStore::upkeep_interval`] by the registry.
+    fn upkeep(&self) -> BoxFuture<'_, ()> {
+        Box::pin(future::ready(()))
+    }
+    /// How often [`AdmissionStore::upkeep`] runs; `None`: never.
+    fn upkeep_interval(&self) -> Option<Duration> {
+        None
+    }
+    /// False while new handshakes are all refused because the store cannot decide them.
+    fn ready(&self) -> bool {
+        true
+    }
+}
+
+/// A copy of a store's counts.
+#[derive(Debug, Clone, Default)]
+pub struct CountSnapshot {
+    /// Live connections.
+    pub total: u64,
+    /// Per per-IP key.
+    pub ips: Vec<(IpAddr, u32)>,
+    /// Per subject.
+    pub subjects: Vec<(String, u32)>,
 }
 
 /// The counts of the in-memory store.
@@ -119,7 +159,11 @@ impl MemoryAdmission {
         self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn admit_now(&self, ip: IpAddr, now: Instant) -> Result<Admitted, Refusal> {
+    pub(crate) fn limits(&self) -> Arc<Limits> {
+        self.limits.load_full()
+    }
+
+    pub(crate) fn admit_now(&self, ip: IpAddr, now: Instant) -> Result<Admitted, Refusal> {
         let limits = self.limits.load();
         let ip = limit_key(ip, limits.ipv6_prefix_length);
         let mut counts = self.counts();
@@ -144,7 +188,17 @@ impl MemoryAdmission {
     }
 
     fn acquire_now(&self, admitted: Admitted, subject: &str) -> Result<Slot, Refusal> {
-        let limits = self.limits.load();
+        self.acquire_with(admitted, subject, &self.limits.load(), Counted::Local)
+    }
+
+    /// Check `limits`' caps against this store's counts and count the slot, atomically.
+    pub(crate) fn acquire_with(
+        &self,
+        admitted: Admitted,
+        subject: &str,
+        limits: &Limits,
+        counted: Counted,
+    ) -> Result<Slot, Refusal> {
         let ip = admitted.ip;
         let mut counts = self.counts();
         if limits.max_connections > 0 && counts.total >= limits.max_connections {
@@ -161,10 +215,20 @@ impl MemoryAdmission {
         counts.total += 1;
         *counts.ips.entry(ip).or_insert(0) += 1;
         *counts.subjects.entry(subject.to_string()).or_insert(0) += 1;
-        Ok(Slot { ip, subject: subject.to_string() })
+        Ok(Slot { ip, subject: subject.to_string(), counted })
     }
 
-    fn release_now(&self, slot: &Slot) {
+    /// Every count: the total, per IP key, per subject.
+    pub(crate) fn snapshot(&self) -> CountSnapshot {
+        let c = self.counts();
+        CountSnapshot {
+            total: c.total,
+            ips: c.ips.iter().map(|(k, v)| (*k, *v)).collect(),
+            subjects: c.subjects.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        }
+    }
+
+    pub(crate) fn release_now(&self, slot: &Slot) {
         let mut counts = self.counts();
         counts.total = counts.total.saturating_sub(1);
         if let Some(n) = counts.ips.get_mut(&slot.ip) {
@@ -187,8 +251,8 @@ impl AdmissionStore for MemoryAdmission {
         Box::pin(future::ready(self.admit_now(ip, Instant::now())))
     }
 
-    fn try_acquire<'a>(&'a self, admitted: Admitted, subject: &'a str) -> BoxFuture<'a, Result<Slot, Refusal>> {
-        Box::pin(future::ready(self.acquire_now(admitted, subject)))
+    fn try_acquire<'a>(&'a self, admitted: Admitted, claims: &'a Claims) -> BoxFuture<'a, Result<Slot, Refusal>> {
+        Box::pin(future::ready(self.acquire_now(admitted, &claims.sub)))
     }
 
     fn release(&self, slot: Slot) -> BoxFuture<'_, ()> {
@@ -247,8 +311,8 @@ impl Admission {
     ///
     /// # Errors
     /// [`Refusal`] at the global, per-IP or per-subject cap.
-    pub async fn try_acquire(&self, admitted: Admitted, subject: &str) -> Result<Lease, Refusal> {
-        let slot = self.store.try_acquire(admitted, subject).await?;
+    pub async fn try_acquire(&self, admitted: Admitted, claims: &Claims) -> Result<Lease, Refusal> {
+        let slot = self.store.try_acquire(admitted, claims).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         Ok(Lease { id, slot: Some(slot), releases: self.releases.clone() })
     }
@@ -271,6 +335,21 @@ impl Admission {
     /// Live connections this node counts (released slots included once their release ran).
     pub fn local_total(&self) -> u64 {
         self.store.local_total()
+    }
+
+    /// The store's periodic work (see [`AdmissionStore::upkeep`]).
+    pub async fn upkeep(&self) {
+        self.store.upkeep().await;
+    }
+
+    /// How often [`Admission::upkeep`] runs.
+    pub fn upkeep_interval(&self) -> Option<Duration> {
+        self.store.upkeep_interval()
+    }
+
+    /// False while the store refuses every handshake (fleet mode, Redis down, `refuse`).
+    pub fn ready(&self) -> bool {
+        self.store.ready()
     }
 }
 
@@ -327,9 +406,13 @@ mod tests {
         }
     }
 
+    fn claims(subject: &str) -> Claims {
+        Claims { sub: subject.into(), exp: 2_000, iat: None, jti: None, scopes: Vec::new() }
+    }
+
     fn take(a: &Admission, addr: &str, subject: &str) -> Result<Lease, HandshakeRefusal> {
         let admitted = ready(a.admit(ip(addr))).map_err(|r| r.denied)?;
-        ready(a.try_acquire(admitted, subject)).map_err(|r| r.denied)
+        ready(a.try_acquire(admitted, &claims(subject))).map_err(|r| r.denied)
     }
 
     #[test]
@@ -367,9 +450,9 @@ mod tests {
         // Two handshakes admitted early for the last subject slot: only one acquires it.
         let first = ready(a.admit(ip("10.0.0.1"))).expect("admitted");
         let second = ready(a.admit(ip("10.0.0.2"))).expect("admitted");
-        let _one = ready(a.try_acquire(first, "carol")).expect("slot");
+        let _one = ready(a.try_acquire(first, &claims("carol"))).expect("slot");
         assert_eq!(
-            ready(a.try_acquire(second, "carol")).err().map(|r| r.denied),
+            ready(a.try_acquire(second, &claims("carol"))).err().map(|r| r.denied),
             Some(HandshakeRefusal::SubjectConnections)
         );
         let _two = take(&a, "10.0.0.3", "dave").expect("slot");

@@ -38,9 +38,9 @@ pub trait RevocationStore: Send + Sync {
     /// the feed.
     ///
     /// # Errors
-    /// Persisting failed; the revocation is then in force in memory only and the caller must
-    /// report that it will not survive a restart.
-    fn add(&self, r: Revocation) -> BoxFuture<'_, std::io::Result<()>>;
+    /// [`AddError`]: the revocation is then in force on this node (its live sessions it covers
+    /// close), but the caller must report what it lacks.
+    fn add(&self, r: Revocation) -> BoxFuture<'_, Result<(), AddError>>;
     /// True when `claims` are revoked at `now` (unix seconds). A local lookup, never a network
     /// call: it runs on the data path.
     fn check(&self, claims: &Claims, now: u64) -> bool;
@@ -54,6 +54,18 @@ pub trait RevocationStore: Send + Sync {
     /// # Errors
     /// The rewrite failed (the old log stays in place and in use).
     fn compact(&self, now: u64) -> std::io::Result<()>;
+}
+
+/// A revocation in force on this node that could not be made everything it should be.
+#[derive(Debug, thiserror::Error)]
+pub enum AddError {
+    /// Writing `server.state_dir` failed: it is forgotten on restart.
+    #[error("revocation in force but not persisted (lost on restart): {0}")]
+    NotPersisted(#[from] std::io::Error),
+    /// The fleet store could not be reached: in force on this node only (retried in the
+    /// background, and by the caller).
+    #[error("revocation in force on this node only: the fleet store is unreachable ({0})")]
+    NotShared(String),
 }
 
 /// One revocation, as stored (one JSON line).
@@ -112,16 +124,31 @@ struct Set {
 }
 
 impl Set {
-    fn insert(&mut self, r: &Revocation) {
+    /// Put `r` in force; false when it changed nothing.
+    fn insert(&mut self, r: &Revocation) -> bool {
         match r {
-            Revocation::Token { jti, until } => {
-                let e = self.tokens.entry(jti.clone()).or_insert(*until);
-                *e = (*e).max(*until);
-            }
-            Revocation::Subject { sub, before, until } => {
-                let e = self.subjects.entry(sub.clone()).or_insert((*before, *until));
-                *e = (e.0.max(*before), e.1.max(*until));
-            }
+            Revocation::Token { jti, until } => match self.tokens.get_mut(jti) {
+                Some(e) if *e >= *until => false,
+                Some(e) => {
+                    *e = *until;
+                    true
+                }
+                None => {
+                    self.tokens.insert(jti.clone(), *until);
+                    true
+                }
+            },
+            Revocation::Subject { sub, before, until } => match self.subjects.get_mut(sub) {
+                Some(e) if e.0 >= *before && e.1 >= *until => false,
+                Some(e) => {
+                    *e = (e.0.max(*before), e.1.max(*until));
+                    true
+                }
+                None => {
+                    self.subjects.insert(sub.clone(), (*before, *until));
+                    true
+                }
+            },
         }
     }
 
@@ -208,7 +235,9 @@ impl LocalRevocations {
                         continue;
                     }
                     match serde_json::from_str::<Revocation>(&line) {
-                        Ok(r) => set.insert(&r),
+                        Ok(r) => {
+                            set.insert(&r);
+                        }
                         Err(e) => {
                             tracing::warn!(file = %path.display(), line = n + 1, error = %e, "skipping unreadable revocation entry")
                         }
@@ -262,6 +291,22 @@ impl LocalRevocations {
         persisted
     }
 
+    /// Put `r` in force and announce it, without persisting it (an entry another node
+    /// revoked, read from the fleet's feed); false when it was already in force.
+    pub fn learn(&self, r: Revocation) -> bool {
+        if !self.write().insert(&r) {
+            return false;
+        }
+        self.generation.fetch_add(1, Ordering::Release);
+        let _ = self.feed.send(r);
+        true
+    }
+
+    /// Every entry in force at `now`.
+    pub fn entries(&self, now: u64) -> Vec<Revocation> {
+        self.read().entries().into_iter().filter(|r| r.until() >= now).collect()
+    }
+
     /// Changes with every revocation added (0 while there is none).
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
@@ -304,8 +349,8 @@ impl LocalRevocations {
 }
 
 impl RevocationStore for LocalRevocations {
-    fn add(&self, r: Revocation) -> BoxFuture<'_, std::io::Result<()>> {
-        Box::pin(future::ready(LocalRevocations::add(self, r)))
+    fn add(&self, r: Revocation) -> BoxFuture<'_, Result<(), AddError>> {
+        Box::pin(future::ready(LocalRevocations::add(self, r).map_err(AddError::from)))
     }
 
     fn check(&self, claims: &Claims, now: u64) -> bool {

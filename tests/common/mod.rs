@@ -267,6 +267,12 @@ impl Gateway {
         self.dir.path().join("wsgate.toml")
     }
 
+    /// SIGKILL the gateway process (nothing of its shutdown runs) and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Send the gateway process a signal (`"HUP"`, `"TERM"`).
     pub fn signal(&self, name: &str) {
         let ok = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();

@@ -1,0 +1,346 @@
+//! The connection to Redis: found directly or through Sentinel, reconnected on demand, every
+//! call bounded by `op_timeout_ms`, and a circuit breaker that stops calling for a while after
+//! repeated failures (so an outage does not cost every handshake the full timeout).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use redis::aio::MultiplexedConnection;
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::{AsyncConnectionConfig, Client, ConnectionAddr, FromRedisValue, IntoConnectionInfo};
+
+use crate::config::{Fleet, RedisTarget};
+
+/// Consecutive failures that open the breaker.
+const BREAKER_FAILURES: u32 = 3;
+/// First open period of the breaker; doubled on each failed probe, up to [`BREAKER_MAX`].
+const BREAKER_BASE: Duration = Duration::from_millis(500);
+/// Longest open period.
+const BREAKER_MAX: Duration = Duration::from_secs(5);
+
+/// Why a Redis call did not give an answer.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum FleetError {
+    /// The breaker is open: the call was not made.
+    #[error("redis calls paused after repeated failures (circuit breaker open)")]
+    Breaker,
+    /// No answer within `op_timeout_ms`.
+    #[error("redis did not answer within the op timeout")]
+    Timeout,
+    /// Another task is (re)connecting; this call does not wait for it.
+    #[error("redis connection is being re-established")]
+    Connecting,
+    /// Redis or the connection failed.
+    #[error("redis: {0}")]
+    Redis(String),
+}
+
+/// How one try of a call failed.
+enum Attempt {
+    /// The connection was dead: worth one more try on a new one.
+    Broken(FleetError),
+    Failed(FleetError),
+}
+
+/// Where connections come from.
+enum Source {
+    Direct(Client),
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
+/// The circuit breaker.
+#[derive(Debug)]
+struct Breaker {
+    failures: AtomicU32,
+    /// Milliseconds since `origin` until which calls are skipped.
+    open_until: AtomicU64,
+    backoff_ms: AtomicU64,
+    open: AtomicBool,
+    origin: Instant,
+}
+
+impl Breaker {
+    fn new() -> Self {
+        Self {
+            failures: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            backoff_ms: AtomicU64::new(millis(BREAKER_BASE)),
+            open: AtomicBool::new(false),
+            origin: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        millis(self.origin.elapsed())
+    }
+
+    fn allows(&self) -> bool {
+        self.now_ms() >= self.open_until.load(Ordering::Acquire)
+    }
+
+    fn succeeded(&self) {
+        self.failures.store(0, Ordering::Release);
+        self.backoff_ms.store(millis(BREAKER_BASE), Ordering::Release);
+        if self.open.swap(false, Ordering::AcqRel) {
+            crate::metrics::fleet_breaker(false);
+            tracing::info!(event = "fleet_breaker_closed", "redis answers again: fleet calls resumed");
+        }
+    }
+
+    /// A failure; true when it opened (or re-opened) the breaker.
+    fn failed(&self) -> bool {
+        let n = self.failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
+        if n < BREAKER_FAILURES {
+            return false;
+        }
+        let backoff = self.backoff_ms.load(Ordering::Acquire);
+        self.open_until.store(self.now_ms().saturating_add(backoff), Ordering::Release);
+        self.backoff_ms.store(backoff.saturating_mul(2).min(millis(BREAKER_MAX)), Ordering::Release);
+        if !self.open.swap(true, Ordering::AcqRel) {
+            crate::metrics::fleet_breaker(true);
+            tracing::error!(
+                event = "fleet_breaker_open",
+                backoff_ms = backoff,
+                "redis failed repeatedly: fleet calls paused"
+            );
+        }
+        true
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The shared connection to Redis.
+pub struct Link {
+    source: Source,
+    conn: ArcSwapOption<MultiplexedConnection>,
+    connecting: tokio::sync::Mutex<()>,
+    op_timeout: Duration,
+    breaker: Breaker,
+    /// Bumped by every new connection (a reconnect: the registry reconciles its counts).
+    connects: AtomicU64,
+}
+
+// === impl Link ===
+
+impl Link {
+    /// A link for `fleet` (nothing is connected yet).
+    ///
+    /// # Errors
+    /// The URL does not parse, the password variable is unset, the CA file is unreadable.
+    pub fn new(fleet: &Fleet) -> Result<Arc<Self>, String> {
+        let password = match &fleet.password_env {
+            Some(var) => match std::env::var(var) {
+                Ok(p) if !p.is_empty() => Some(p),
+                _ => return Err(format!("fleet.redis_password_env names an unset or empty variable {var}")),
+            },
+            None => None,
+        };
+        let source = match &fleet.target {
+            RedisTarget::Url(url) => {
+                let mut info = url.as_str().into_connection_info().map_err(|e| format!("fleet.redis_url: {e}"))?;
+                if let Some(p) = &password {
+                    let settings = info.redis_settings().clone().set_password(p);
+                    info = info.set_redis_settings(settings);
+                }
+                let client = match &fleet.ca_file {
+                    Some(ca) => {
+                        let root =
+                            std::fs::read(ca).map_err(|e| format!("fleet.redis_ca_file {}: {e}", ca.display()))?;
+                        Client::build_with_tls(info, redis::TlsCertificates { client_tls: None, root_cert: Some(root) })
+                    }
+                    None => Client::open(info),
+                }
+                .map_err(|e| format!("fleet.redis_url: {e}"))?;
+                Source::Direct(client)
+            }
+            RedisTarget::Sentinel { master, addrs, db } => {
+                let mut nodes = Vec::with_capacity(addrs.len());
+                for a in addrs {
+                    let (host, port) = a.rsplit_once(':').ok_or_else(|| format!("fleet.sentinel.addrs: {a:?}"))?;
+                    let port = port.parse::<u16>().map_err(|_| format!("fleet.sentinel.addrs: {a:?}"))?;
+                    nodes.push(ConnectionAddr::Tcp(host.to_string(), port));
+                }
+                let mut b = SentinelClientBuilder::new(nodes, master, SentinelServerType::Master)
+                    .map_err(|e| format!("fleet.sentinel: {e}"))?
+                    .set_client_to_redis_db(*db);
+                if let Some(p) = &password {
+                    b = b.set_client_to_redis_password(p);
+                }
+                Source::Sentinel(tokio::sync::Mutex::new(b.build().map_err(|e| format!("fleet.sentinel: {e}"))?))
+            }
+        };
+        Ok(Arc::new(Self {
+            source,
+            conn: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(()),
+            op_timeout: fleet.op_timeout,
+            breaker: Breaker::new(),
+            connects: AtomicU64::new(0),
+        }))
+    }
+
+    /// The bound of every call.
+    pub fn op_timeout(&self) -> Duration {
+        self.op_timeout
+    }
+
+    /// Connections made so far (changes on every reconnect).
+    pub fn connects(&self) -> u64 {
+        self.connects.load(Ordering::Acquire)
+    }
+
+    /// True while the breaker skips calls.
+    pub fn breaker_open(&self) -> bool {
+        !self.breaker.allows()
+    }
+
+    /// A new connection of its own (the feed reader's blocking reads must not stall the
+    /// shared one), whose answers may take up to `response_timeout`.
+    ///
+    /// # Errors
+    /// Redis cannot be reached (or Sentinel names no primary).
+    pub async fn open(&self, response_timeout: Duration) -> Result<MultiplexedConnection, FleetError> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.op_timeout.max(Duration::from_millis(200))))
+            .set_response_timeout(Some(response_timeout));
+        let client = match &self.source {
+            Source::Direct(c) => c.clone(),
+            Source::Sentinel(s) => {
+                let mut s = s.lock().await;
+                s.async_get_client().await.map_err(|e| FleetError::Redis(e.to_string()))?
+            }
+        };
+        client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| FleetError::Redis(e.to_string()))
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, FleetError> {
+        if let Some(c) = self.conn.load_full() {
+            return Ok((*c).clone());
+        }
+        let Ok(_guard) = self.connecting.try_lock() else {
+            return Err(FleetError::Connecting);
+        };
+        if let Some(c) = self.conn.load_full() {
+            return Ok((*c).clone());
+        }
+        let started = Instant::now();
+        let opened = tokio::time::timeout(self.op_timeout.max(Duration::from_millis(200)), self.open(self.op_timeout))
+            .await
+            .unwrap_or(Err(FleetError::Timeout));
+        match opened {
+            Ok(c) => {
+                crate::metrics::fleet_redis("connect", started.elapsed());
+                self.conn.store(Some(Arc::new(c.clone())));
+                self.connects.fetch_add(1, Ordering::AcqRel);
+                tracing::info!(event = "fleet_redis_connected", "connected to redis");
+                Ok(c)
+            }
+            Err(e) => {
+                crate::metrics::fleet_redis_error("connect");
+                Err(e)
+            }
+        }
+    }
+
+    /// Run `f` on the shared connection within the op timeout, unless the breaker is open.
+    /// A failed call counts towards the breaker; a broken connection is dropped so the next
+    /// call reconnects (asking Sentinel again for the primary).
+    ///
+    /// # Errors
+    /// [`FleetError`].
+    pub async fn call<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, FleetError>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.breaker.allows() {
+            crate::metrics::fleet_redis_error(op);
+            return Err(FleetError::Breaker);
+        }
+        let started = Instant::now();
+        let mut result = self.attempt(&f).await;
+        if matches!(result, Err(Attempt::Broken(_))) {
+            // A connection found dead (Redis restarted, the client was killed): one more try on
+            // a fresh one, within what is left of the timeout.
+            result = self.attempt(&f).await;
+        }
+        let result = result.map_err(|e| match e {
+            Attempt::Broken(e) => e,
+            Attempt::Failed(e) => e,
+        });
+        match &result {
+            Ok(_) => {
+                crate::metrics::fleet_redis(op, started.elapsed());
+                self.breaker.succeeded();
+            }
+            Err(FleetError::Connecting) => crate::metrics::fleet_redis_error(op),
+            Err(e) => {
+                crate::metrics::fleet_redis_error(op);
+                if self.breaker.failed() {
+                    // A partitioned link can hang without an error: start over after the pause.
+                    self.conn.store(None);
+                }
+                tracing::debug!(op, error = %e, "redis call failed");
+            }
+        }
+        result
+    }
+
+    async fn attempt<T, F, Fut>(&self, f: &F) -> Result<T, Attempt>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let conn = self.connection().await.map_err(Attempt::Failed)?;
+        match tokio::time::timeout(self.op_timeout, f(conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                let broken = e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_unrecoverable_error()
+                    || e.code() == Some("READONLY")
+                    || e.code() == Some("LOADING");
+                if broken {
+                    self.conn.store(None);
+                    return Err(Attempt::Broken(FleetError::Redis(e.to_string())));
+                }
+                Err(Attempt::Failed(FleetError::Redis(e.to_string())))
+            }
+            Err(_) => Err(Attempt::Failed(FleetError::Timeout)),
+        }
+    }
+
+    /// Run one command.
+    ///
+    /// # Errors
+    /// [`FleetError`].
+    pub async fn query<T: FromRedisValue>(&self, op: &'static str, cmd: &redis::Cmd) -> Result<T, FleetError> {
+        self.call(op, |mut c| async move { cmd.query_async(&mut c).await }).await
+    }
+
+    /// Run a pipeline.
+    ///
+    /// # Errors
+    /// [`FleetError`].
+    pub async fn pipe<T: FromRedisValue>(&self, op: &'static str, p: &redis::Pipeline) -> Result<T, FleetError> {
+        self.call(op, |mut c| async move { p.query_async(&mut c).await }).await
+    }
+
+    /// Run a script (EVALSHA, loading it when Redis does not know it, as after a failover).
+    ///
+    /// # Errors
+    /// [`FleetError`].
+    pub async fn script<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        inv: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, FleetError> {
+        self.call(op, |mut c| async move { inv.invoke_async(&mut c).await }).await
+    }
+}

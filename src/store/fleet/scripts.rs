@@ -1,0 +1,157 @@
+//! The Lua scripts of fleet mode. Each runs atomically in Redis and takes the time from Redis
+//! `TIME` (Redis 7 replicates script effects, so a replica applies the same values).
+//! Counts are HASHes of `node id → count`; a node counts only while its heartbeat deadline in
+//! the nodes ZSET lies ahead (fields of dead nodes are removed as they are met).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// One handshake: the GCRA handshake rate of the IP key, the token's revocation markers, the
+/// global, per-IP and per-subject caps, and the count, in one round trip.
+///
+/// KEYS: nodes, conns_all, conns_ip, conns_sub, handshakes(ip), revoked_jti, revoked_sub.
+/// ARGV: node, node ttl ms, max all, max per ip, max per subject, GCRA interval µs (0 = no
+/// rate), GCRA burst, has jti (0/1), iat (-1 = none), leak-guard ttl ms.
+/// Returns `{verdict, retry_after_ms}`; verdict is `ok`, `rate`, `revoked`, `overloaded`,
+/// `ip` or `subject`.
+pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = math.floor(now_us / 1000)
+local node = ARGV[1]
+local interval = tonumber(ARGV[6])
+if interval > 0 then
+  local tat = tonumber(redis.call('GET', KEYS[5]) or now_us)
+  if tat < now_us then tat = now_us end
+  local new_tat = tat + interval
+  local allowed = tonumber(ARGV[7]) * interval
+  if new_tat - now_us > allowed then
+    return {'rate', math.ceil((new_tat - now_us - allowed) / 1000)}
+  end
+  redis.call('SET', KEYS[5], string.format('%d', new_tat), 'PX', math.max(1, math.ceil((new_tat - now_us) / 1000)))
+end
+if ARGV[8] == '1' and redis.call('EXISTS', KEYS[6]) == 1 then
+  return {'revoked', 0}
+end
+local before = redis.call('GET', KEYS[7])
+if before then
+  local iat = tonumber(ARGV[9])
+  if iat < 0 or iat <= tonumber(before) then
+    return {'revoked', 0}
+  end
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), node)
+local alive = {}
+local function live(n)
+  if alive[n] == nil then
+    local d = redis.call('ZSCORE', KEYS[1], n)
+    alive[n] = (d ~= false and d ~= nil and tonumber(d) >= now)
+  end
+  return alive[n]
+end
+local function total(key)
+  local all = redis.call('HGETALL', key)
+  local sum = 0
+  for i = 1, #all, 2 do
+    if live(all[i]) then
+      sum = sum + tonumber(all[i + 1])
+    else
+      redis.call('HDEL', key, all[i])
+    end
+  end
+  return sum
+end
+local caps = {{KEYS[2], tonumber(ARGV[3]), 'overloaded'}, {KEYS[3], tonumber(ARGV[4]), 'ip'}, {KEYS[4], tonumber(ARGV[5]), 'subject'}}
+for _, c in ipairs(caps) do
+  if c[2] > 0 and total(c[1]) >= c[2] then
+    return {c[3], 0}
+  end
+end
+for _, c in ipairs(caps) do
+  redis.call('HINCRBY', c[1], node, 1)
+  redis.call('PEXPIRE', c[1], tonumber(ARGV[10]))
+end
+return {'ok', 0}
+",
+    )
+});
+
+/// Give one slot back. KEYS: conns_all, conns_ip, conns_sub. ARGV: node.
+pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+for i = 1, #KEYS do
+  local n = redis.call('HINCRBY', KEYS[i], ARGV[1], -1)
+  if n <= 0 then
+    redis.call('HDEL', KEYS[i], ARGV[1])
+  end
+end
+return 1
+",
+    )
+});
+
+/// The heartbeat: this node's deadline, dead nodes removed. KEYS: nodes. ARGV: node, ttl ms.
+/// Returns `{live nodes, 1 when this node was absent (it lapsed or Redis lost its data)}`.
+pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 1)
+local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return {redis.call('ZCARD', KEYS[1]), added}
+",
+    )
+});
+
+/// A revocation: the marker (kept until the revoked tokens expire; a subject's keeps the
+/// latest revocation time and expiry), then the entry on the stream.
+///
+/// KEYS: marker, revocation_log. ARGV: kind (`jti`/`sub`), value (jti or subject), before
+/// (unix s), until (unix s), origin node, stream max length.
+/// Returns the stream entry id.
+pub static REVOKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local until_ms = tonumber(ARGV[4]) * 1000
+local kept = redis.call('PEXPIRETIME', KEYS[1])
+if kept > until_ms then until_ms = kept end
+if ARGV[1] == 'sub' then
+  local before = tonumber(ARGV[3])
+  local old = redis.call('GET', KEYS[1])
+  if old and tonumber(old) and tonumber(old) > before then before = tonumber(old) end
+  redis.call('SET', KEYS[1], string.format('%d', before), 'PXAT', until_ms)
+else
+  redis.call('SET', KEYS[1], '1', 'PXAT', until_ms)
+end
+return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'k', ARGV[1], 'v', ARGV[2], 'b', ARGV[3], 'u', ARGV[4], 'n', ARGV[5])
+",
+    )
+});
+
+/// Put a marker back without a stream entry (after Redis lost its data, from a node's cache).
+/// KEYS: marker. ARGV: kind, before, until (unix s). Keeps a later marker already there.
+pub static RESTORE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local until_ms = tonumber(ARGV[3]) * 1000
+local t = redis.call('TIME')
+if until_ms <= tonumber(t[1]) * 1000 then return 0 end
+local kept = redis.call('PEXPIRETIME', KEYS[1])
+if kept > until_ms then until_ms = kept end
+local v = '1'
+if ARGV[1] == 'sub' then
+  local before = tonumber(ARGV[2])
+  local old = redis.call('GET', KEYS[1])
+  if old and tonumber(old) and tonumber(old) > before then before = tonumber(old) end
+  v = string.format('%d', before)
+end
+redis.call('SET', KEYS[1], v, 'PXAT', until_ms)
+return 1
+",
+    )
+});
