@@ -3,12 +3,14 @@
 //! latency and, given the proxy's PID, its CPU time per message.
 //!
 //! Scenarios: `steady`, `ramp`, `churn`, `expiry`, `abuse`, `idle` (see `--help` and
-//! loadtest/README.md). Every run is bounded by `--duration` and `--max-connections`; client
-//! addresses can be spread over 127.0.0.0/8 (`--spread-ips`) so per-IP caps and ephemeral
-//! ports do not limit a test.
+//! loadtest/README.md). `--url` may be repeated: client `i` then uses the `i mod n`-th URL
+//! (round robin), so a fleet of gateway nodes is driven as an L4 load balancer would. Every
+//! run is bounded by `--duration` and `--max-connections`; client addresses can be spread over
+//! 127.0.0.0/8 (`--spread-ips`) so per-IP caps and ephemeral ports do not limit a test.
 
 mod scenarios;
 mod stats;
+mod targets;
 mod tokens;
 
 use std::sync::atomic::Ordering;
@@ -16,11 +18,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::{ArgAction, Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use scenarios::Role;
 use stats::{q, Stats};
+use targets::Targets;
 use tokens::Minter;
 
 #[derive(Clone, Copy, ValueEnum, Debug, PartialEq, Eq)]
@@ -48,9 +51,10 @@ pub struct Args {
     /// Scenario to run.
     #[arg(value_enum)]
     scenario: Scenario,
-    /// Target, e.g. ws://127.0.0.1:8080/ws.
-    #[arg(long)]
-    url: String,
+    /// Target, e.g. ws://127.0.0.1:8080/ws. Repeat to spread the clients over several
+    /// targets round robin (client i uses the (i mod n)-th URL), as an L4 load balancer would.
+    #[arg(long, value_name = "URL", required = true, action = ArgAction::Append)]
+    url: Vec<String>,
     /// Concurrent connections (clients).
     #[arg(long, default_value_t = 100)]
     connections: usize,
@@ -163,6 +167,8 @@ pub struct Run {
     pub deadline: Instant,
     /// Ramp: permits for handshakes in progress.
     pub in_flight: tokio::sync::Semaphore,
+    /// The `--url`s and the connections opened through each.
+    pub targets: Targets,
     minter: Option<Minter>,
 }
 
@@ -230,13 +236,7 @@ fn progress(run: &Run, quiet: bool) -> ProgressBar {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    anyhow::ensure!(
-        !a.url.starts_with("wss://"),
-        "--url {}: wss:// targets are not supported; drive the gateway's plain ws:// listener (TLS costs \
-         the same on every target and is measured by the TLS tests), or put a local TLS terminator in front",
-        a.url
-    );
-    anyhow::ensure!(a.url.starts_with("ws://"), "--url {}: expected ws://host:port/path", a.url);
+    let targets = Targets::new(&a.url)?;
     anyhow::ensure!(a.duration > 0 && a.duration <= 3600, "--duration must be 1..=3600 s");
     anyhow::ensure!(a.connections > 0 && a.connections <= 20_000, "--connections must be 1..=20000");
     let cap = if a.close_after_handshake { 10_000_000 } else { 20_000 };
@@ -252,7 +252,7 @@ async fn main() -> anyhow::Result<()> {
     let deadline = warm_end + Duration::from_secs(a.duration);
     let quiet = a.quiet;
     let in_flight = tokio::sync::Semaphore::new(a.max_in_flight.max(1));
-    let run = Arc::new(Run { args: a, stats: Stats::new()?, deadline, in_flight, minter });
+    let run = Arc::new(Run { args: a, stats: Stats::new()?, deadline, in_flight, targets, minter });
     let a = &run.args;
     // One token for all (`--token`, `--same-subject`), else one subject per connection.
     let shared = match &a.token {
@@ -341,7 +341,9 @@ async fn main() -> anyhow::Result<()> {
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
     }
-    summarize(&run, window, cpu0, cpu1, ramp_log)
+    // Clients numbered from 0: ramp opened `opened` of them, the others run `--connections`.
+    let clients = if scenario == Scenario::Ramp { opened } else { a.connections };
+    summarize(&run, window, cpu0, cpu1, ramp_log, clients)
 }
 
 /// Plain words when most connections or messages were refused, naming what refused them and
@@ -393,6 +395,7 @@ fn summarize(
     cpu0: Option<(u64, u64)>,
     cpu1: Option<(u64, u64)>,
     ramp_log: Vec<serde_json::Value>,
+    clients: usize,
 ) -> anyhow::Result<()> {
     let a = &run.args;
     let s = &run.stats;
@@ -419,8 +422,18 @@ fn summarize(
     let closes = s.close_codes.lock().expect("lock").clone();
     let events = s.events.lock().expect("lock").clone();
     let total_time = (a.warmup + a.duration) as f64;
+    let per_url: Vec<(&str, usize, u64)> = run
+        .targets
+        .urls()
+        .iter()
+        .zip(run.targets.clients_per_url(clients))
+        .enumerate()
+        .map(|(k, (url, n))| (url.as_str(), n, run.targets.connected(k).load(Ordering::Relaxed)))
+        .collect();
     let summary = serde_json::json!({
-        "label": a.label, "scenario": format!("{:?}", a.scenario).to_lowercase(), "url": a.url,
+        "label": a.label, "scenario": format!("{:?}", a.scenario).to_lowercase(), "url": a.url.join(", "),
+        "targets": per_url.iter().map(|(url, n, ok)| serde_json::json!({"url": url, "clients": n, "connected": ok}))
+            .collect::<Vec<_>>(),
         "connections": a.connections, "size": a.size, "depth": a.depth, "message_rate": a.message_rate,
         "window_s": window,
         "handshakes": handshakes, "connected": connected, "refused": refused,
@@ -443,7 +456,13 @@ fn summarize(
         "{} — {:?}, {} connections, {} B, {mode}, {window:.1} s window",
         a.label, a.scenario, a.connections, a.size
     );
-    let mut rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = Vec::new();
+    if per_url.len() > 1 {
+        let each: Vec<String> =
+            per_url.iter().map(|(url, n, ok)| format!("{url} {n} clients ({ok} connected)")).collect();
+        rows.push(("targets", format!("{} urls round robin: {}", per_url.len(), each.join(", "))));
+    }
+    rows.extend([
         ("connections", format!("{connected} ok, {handshakes} handshakes, refused {refused:?}")),
         ("messages", format!("{sent} sent, {received} received, rejected {rejected:?}")),
         ("throughput", format!("{rate:.0} msg/s")),
@@ -469,7 +488,7 @@ fn summarize(
         ),
         ("close codes", format!("{closes:?}")),
         ("errors", format!("{errors:?}")),
-    ];
+    ]);
     if a.scenario != Scenario::Steady {
         rows.push((
             "handshakes",

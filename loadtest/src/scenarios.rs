@@ -33,11 +33,20 @@ pub fn local_addr(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 10 + (n / 62_500) as u8, (n / 250 % 250) as u8 + 1, (n % 250) as u8 + 1))
 }
 
-/// Open a WebSocket: `token` as a bearer header, `origin` if given. Refusals are returned as
+/// Open a WebSocket for client `client` to its `--url` (round robin over the URLs; the Host
+/// header, address and path all come from that URL): `token` as a bearer header, `origin` if
+/// given, from the `addr`-th local address with `--spread-ips`. Refusals are returned as
 /// `http_<status>`; the handshake time is recorded.
-pub async fn open(run: &Run, token: Option<&str>, origin: Option<&str>, i: usize) -> Result<Ws, String> {
+pub async fn open(
+    run: &Run,
+    token: Option<&str>,
+    origin: Option<&str>,
+    client: usize,
+    addr: usize,
+) -> Result<Ws, String> {
     let a = &run.args;
-    let mut req = a.url.as_str().into_client_request().map_err(|e| format!("url: {e}"))?;
+    let target_index = run.targets.index(client);
+    let mut req = run.targets.url(client).into_client_request().map_err(|e| format!("url: {e}"))?;
     if let Some(t) = token {
         req.headers_mut()
             .insert("authorization", HeaderValue::from_str(&format!("Bearer {t}")).map_err(|e| e.to_string())?);
@@ -54,7 +63,7 @@ pub async fn open(run: &Run, token: Option<&str>, origin: Option<&str>, i: usize
         .ok_or("resolve: no address")?;
     let sock = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
     if a.spread_ips {
-        sock.bind(SocketAddr::new(local_addr(i), 0)).map_err(|e| format!("bind: {e}"))?;
+        sock.bind(SocketAddr::new(local_addr(addr), 0)).map_err(|e| format!("bind: {e}"))?;
     }
     let started = Instant::now();
     let stream = sock.connect(target).await.map_err(|e| format!("connect_{:?}", e.kind()))?;
@@ -66,6 +75,7 @@ pub async fn open(run: &Run, token: Option<&str>, origin: Option<&str>, i: usize
         Ok((ws, _)) => {
             let _ = run.stats.handshake_us.lock().expect("lock").record(started.elapsed().as_micros().max(1) as u64);
             Stats::add(&run.stats.connected, 1);
+            Stats::add(run.targets.connected(target_index), 1);
             Ok(ws)
         }
         Err(WsError::Http(resp)) => Err(format!("http_{}", resp.status().as_u16())),
@@ -134,7 +144,7 @@ async fn refused_pause(run: &Run, why: String) {
 
 /// Closed loop with `depth` messages in flight; every echo's round trip is timed.
 pub async fn steady(run: Arc<Run>, i: usize, token: Option<String>) {
-    let mut ws = match open(&run, token.as_deref(), run.args.origin.as_deref(), i).await {
+    let mut ws = match open(&run, token.as_deref(), run.args.origin.as_deref(), i, i).await {
         Ok(ws) => ws,
         Err(why) => return Stats::bump(&run.stats.refused, why),
     };
@@ -290,7 +300,7 @@ pub async fn churn(run: Arc<Run>, i: usize, token: Option<String>) {
     let mut n = 0usize;
     while Instant::now() < run.deadline {
         n += 1;
-        let mut ws = match open(&run, token.as_deref(), a.origin.as_deref(), i * 1000 + n % 1000).await {
+        let mut ws = match open(&run, token.as_deref(), a.origin.as_deref(), i, i * 1000 + n % 1000).await {
             Ok(ws) => ws,
             Err(why) => {
                 refused_pause(&run, why).await;
@@ -324,7 +334,7 @@ pub async fn churn(run: Arc<Run>, i: usize, token: Option<String>) {
 
 /// Connect and hold without traffic until the deadline.
 pub async fn idle(run: Arc<Run>, i: usize, token: Option<String>) {
-    match open(&run, token.as_deref(), run.args.origin.as_deref(), i).await {
+    match open(&run, token.as_deref(), run.args.origin.as_deref(), i, i).await {
         Ok(mut ws) => {
             let _ = tokio::time::timeout_at(run.deadline.into(), async { while ws.next().await.is_some() {} }).await;
             let _ = ws.close(None).await;
@@ -340,7 +350,7 @@ pub async fn ramp_one(run: Arc<Run>, i: usize, token: Option<String>) {
     if Instant::now() >= run.deadline {
         return;
     }
-    let opened = open(&run, token.as_deref(), run.args.origin.as_deref(), i).await;
+    let opened = open(&run, token.as_deref(), run.args.origin.as_deref(), i, i).await;
     drop(permit);
     match opened {
         Ok(mut ws) => {
@@ -363,7 +373,7 @@ pub async fn expiry(run: Arc<Run>, i: usize) {
     let sub = format!("{}-{i}", a.sub);
     while Instant::now() < run.deadline {
         let Some(token) = run.mint(&sub, a.ttl as i64) else { return };
-        let mut ws = match open(&run, Some(&token), a.origin.as_deref(), i).await {
+        let mut ws = match open(&run, Some(&token), a.origin.as_deref(), i, i).await {
             Ok(ws) => ws,
             Err(why) => {
                 refused_pause(&run, why).await;
@@ -430,7 +440,7 @@ pub async fn abuse(run: Arc<Run>, i: usize, role: Role, token: Option<String>) {
             Role::Expired => (run.mint(&sub, -600), a.origin.as_deref()),
             _ => (token.clone(), a.origin.as_deref()),
         };
-        let mut ws = match open(&run, token.as_deref(), origin, i).await {
+        let mut ws = match open(&run, token.as_deref(), origin, i, i).await {
             Ok(ws) => ws,
             Err(why) => {
                 Stats::bump(&run.stats.refused, why);
