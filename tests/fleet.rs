@@ -430,3 +430,178 @@ async fn the_feed_survives_a_killed_reader_and_a_redis_that_lost_its_data() {
     assert_eq!(s, 200);
     assert_eq!(close_code(&mut late).await, 4003, "the feed follows the new data set");
 }
+
+/// A free loopback TCP port (bound, read, released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A redis-server (or sentinel) process on a TCP port, killed on drop.
+struct Proc(Child);
+
+impl Proc {
+    fn redis(dir: &std::path::Path, name: &str, args: &[&str]) -> Self {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).expect("dir");
+        let child = Command::new("redis-server")
+            .args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1", "--dir"])
+            .arg(&d)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (install the redis-server package)");
+        Self(child)
+    }
+
+    fn sentinel(dir: &std::path::Path, port: u16, primary: u16) -> Self {
+        let conf = dir.join(format!("sentinel-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nsentinel monitor wsgate 127.0.0.1 {primary} 2\nsentinel down-after-milliseconds wsgate 1000\nsentinel failover-timeout wsgate 5000\nsentinel parallel-syncs wsgate 1\n"
+            ),
+        )
+        .expect("sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel");
+        Self(child)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn cli_tcp(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", &port.to_string()]).args(args).output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default()
+}
+
+async fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sentinel_failover_is_survived() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (p1, p2) = (free_port(), free_port());
+    let mut primary = Proc::redis(dir.path(), "primary", &["--port", &p1.to_string()]);
+    let _replica =
+        Proc::redis(dir.path(), "replica", &["--port", &p2.to_string(), "--replicaof", "127.0.0.1", &p1.to_string()]);
+    wait_for("replica in sync", Duration::from_secs(10), || {
+        cli_tcp(p2, &["INFO", "replication"]).contains("master_link_status:up")
+    })
+    .await;
+    let sentinels: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let _s: Vec<Proc> = sentinels.iter().map(|s| Proc::sentinel(dir.path(), *s, p1)).collect();
+    wait_for("sentinels see the replica", Duration::from_secs(15), || {
+        cli_tcp(sentinels[0], &["SENTINEL", "replicas", "wsgate"]).contains(&p2.to_string())
+    })
+    .await;
+    let addrs = sentinels.iter().map(|s| format!("\"127.0.0.1:{s}\"")).collect::<Vec<_>>().join(", ");
+    let up = echo_upstream().await;
+    let fleet = |name: &str| {
+        Setup::new(&up).tail(&format!(
+            "[fleet]\nsentinel = {{ master = \"wsgate\", addrs = [{addrs}] }}\nnode_id = \"{name}\"\nheartbeat_seconds = 1"
+        ))
+    };
+    let a = spawn_gateway(&fleet("a"));
+    let b = spawn_gateway(&fleet("b"));
+    let (mut before, _) = connect_from(&b, "127.0.0.20", &token_for("lee", Some("lee-1"))).await.expect("connect");
+    let (s, _) = a.admin("POST", "/admin/revoke", Some(&json!({"jti": "lee-1"}))).await;
+    assert_eq!(s, 200);
+    assert_eq!(close_code(&mut before).await, 4003, "fan-out through the first primary");
+
+    let (mut open, _) = connect_from(&b, "127.0.0.21", &token_for("max", Some("max-1"))).await.expect("connect");
+    let killed = Instant::now();
+    primary.kill();
+    wait_for("sentinel promotes the replica", Duration::from_secs(30), || {
+        cli_tcp(sentinels[0], &["SENTINEL", "get-master-addr-by-name", "wsgate"]).contains(&p2.to_string())
+    })
+    .await;
+    println!("failover: new primary after {:?}", killed.elapsed());
+    assert!(echoes(&mut open).await, "open connections ran through the failover");
+    // Both nodes find the new primary: a revoke on A reaches B's socket again.
+    let took = eventually("revocations flow through the new primary", Duration::from_secs(20), || async {
+        a.admin("POST", "/admin/revoke", Some(&json!({"jti": "max-1"}))).await.0 == 200
+    })
+    .await;
+    assert_eq!(close_code(&mut open).await, 4003);
+    println!("revoke accepted by the new primary {took:?} after promotion, {:?} after the kill", killed.elapsed());
+    eventually("counts rewritten on the new primary", Duration::from_secs(20), || async {
+        let (_, _) = connect_from(&a, "127.0.0.22", &token_for("ned", None)).await.expect("admitted");
+        cli_tcp(p2, &["HGETALL", "wsgate:cc:all"]).lines().any(|l| l.starts_with("a."))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rediss_with_a_password_is_verified_like_an_upstream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("cert");
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    std::fs::write(dir.path().join("redis.crt"), &cert_pem).expect("crt");
+    std::fs::write(dir.path().join("redis.key"), &key_pem).expect("key");
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    std::fs::write(dir.path().join("other.crt"), other.cert.pem()).expect("crt");
+    let port = free_port();
+    let crt = dir.path().join("redis.crt").display().to_string();
+    let key = dir.path().join("redis.key").display().to_string();
+    let _redis = Proc::redis(
+        dir.path(),
+        "tls",
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &crt,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &crt,
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            "s3cret-redis",
+        ],
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let up = echo_upstream().await;
+    let fleet = |ca: &str, name: &str| {
+        Setup::new(&up).limits("max_connections_per_subject = 1").tail(&format!(
+            "[fleet]\nredis_url = \"rediss://127.0.0.1:{port}\"\nredis_ca_file = \"{}\"\nredis_password_env = \"WSGATE_TEST_REDIS_PASSWORD\"\nnode_id = \"{name}\"\non_redis_down = \"refuse\"",
+            dir.path().join(ca).display()
+        ))
+    };
+    let a = spawn_gateway(&fleet("redis.crt", "a"));
+    let b = spawn_gateway(&fleet("redis.crt", "b"));
+    let t = token_for("olga", None);
+    let (_held, _) = connect_from(&a, "127.0.0.23", &t).await.expect("through TLS redis");
+    assert_eq!(refused(&b, "127.0.0.24", &t).await, 429, "the subject cap is shared over TLS");
+    // A node that does not trust the server's certificate never talks to it.
+    let c = spawn_gateway(&fleet("other.crt", "c"));
+    assert_eq!(refused(&c, "127.0.0.25", &token_for("pia", None)).await, 503, "unverified redis: refused, never open");
+    let connect_errors = metric(&c, "wsgate_fleet_redis_errors_total{op=\"connect\"}").await;
+    assert!(connect_errors >= 1.0, "the TLS verification failure is counted: {connect_errors}");
+    assert!(!c.log().contains("s3cret-redis") && !a.log().contains("s3cret-redis"), "the password is never logged");
+}

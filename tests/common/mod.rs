@@ -229,6 +229,8 @@ pub fn spawn_gateway(setup: &Setup) -> Gateway {
     cmd.args(["--log-format", "json", "serve", "--config"])
         .arg(&path)
         .env("WSGATE_TEST_SECRET", SECRET)
+        // Fleet tests' Redis password (`fleet.redis_password_env`).
+        .env("WSGATE_TEST_REDIS_PASSWORD", "s3cret-redis")
         .env("WSGATE_LOG", "info,actix_server=warn")
         .stdout(Stdio::piped())
         .stderr(log);

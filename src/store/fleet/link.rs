@@ -223,7 +223,8 @@ impl Link {
         if let Some(c) = self.conn.load_full() {
             return Ok((*c).clone());
         }
-        let Ok(_guard) = self.connecting.try_lock() else {
+        // One connect at a time; the others wait for it, within the op timeout.
+        let Ok(_guard) = tokio::time::timeout(self.op_timeout, self.connecting.lock()).await else {
             return Err(FleetError::Connecting);
         };
         if let Some(c) = self.conn.load_full() {
