@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Proves grafana/wsgate-dashboard.json and grafana/alerts.yml against a real Prometheus:
-# installs Debian's prometheus (and promtool) when missing, starts wsgate + its echo backend
-# and Prometheus on loopback (1 s scrapes), drives mixed traffic (good clients, foreign
-# origins, bad and expired tokens, rate-limit violators, oversized frames, slow readers,
-# expiring tokens with in-band refreshes, a dead upstream), then evaluates every dashboard
-# and alert expression through Prometheus's HTTP API, runs `promtool check rules` and
-# `promtool check metrics`, and renders the panels into a PNG (matplotlib in .venv).
+# installs Debian's prometheus (and promtool) when missing, starts a Redis of its own
+# (redis-server on a unix socket in a temporary folder; it must be installed: Debian's
+# redis-server package), two wsgate nodes in fleet mode sharing it ([fleet], docs/fleet.md),
+# an echo backend and Prometheus on loopback (1 s scrapes), drives mixed traffic (good
+# clients, foreign origins, bad and expired tokens, rate-limit violators, oversized frames,
+# slow readers, expiring tokens with in-band refreshes, a dead upstream; a few good clients on
+# the second node), mid-way reloads, revokes, kicks a connection of each node through the
+# first one and pauses Redis for 3 s (the breaker and fallback admissions of the Fleet row),
+# checks that both nodes saw the fleet of 2 and closed their breaker again, then evaluates
+# every dashboard and alert expression through Prometheus's HTTP API, runs `promtool check
+# rules` and `promtool check metrics`, and renders the panels into a PNG (matplotlib in .venv).
 # Bounded: about 90 s of traffic; every process is stopped on exit.
 # Env: TRAFFIC_SECONDS (45), RENDER (1), OUT (target/dashboard-check), PREVIEW (where the PNG
 # goes: $OUT/dashboard-preview.png; PREVIEW=grafana/dashboard-preview.png refreshes the README's).
@@ -19,6 +24,10 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! c
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus curl >/dev/null
   # The package may start its own service; this check runs its own instance on its own port.
 fi
+command -v redis-server >/dev/null || {
+  echo "dashboard-check: redis-server not found: install Debian's redis-server package (the Fleet row needs a real Redis)" >&2
+  exit 1
+}
 VENV=${VENV:-.venv}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 [ "${RENDER:-1}" = 1 ] && "$VENV/bin/pip" install -q --disable-pip-version-check 'matplotlib>=3.8,<4'
@@ -26,6 +35,14 @@ cargo build -q --release --bin wsgate --bin wsgate-echo
 cargo build -q --release -p wsgate-loadtest
 
 start_echo release "$OUT"
+# A Redis of its own for fleet mode: no port, no persistence, its folder removed on exit.
+# SIGCONT first on exit: a Redis stopped by the pause below would not act on SIGTERM.
+REDIS_DIR=$(mktemp -d); CLEANUP_DIRS+=("$REDIS_DIR")
+redis-server --port 0 --unixsocket "$REDIS_DIR/r.sock" --save '' --appendonly no --dir "$REDIS_DIR" \
+  >"$OUT/redis.log" 2>&1 &
+REDIS_PID=$!; PIDS+=("$REDIS_PID")
+trap 'kill -CONT "$REDIS_PID" 2>/dev/null || true; stop_all' EXIT
+wait_line "$OUT/redis.log" "eady to accept connections"   # 7.0: "ready to accept connections at", 7.2: "Ready to accept connections unix"
 DEAD_PORT=$(free_port)   # nothing listens here: the /dead route's dials are refused
 cat >"$OUT/chat.send.json" <<'JSON'
 {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}
@@ -76,8 +93,21 @@ path = "/dead"
 upstream = "ws://127.0.0.1:$DEAD_PORT/"
 allow_missing_origin = true
 envelope = "none"
+[fleet]
+redis_url = "redis+unix://$REDIS_DIR/r.sock"
+node_id = "check-a"
+heartbeat_seconds = 1
+op_timeout_ms = 100
+on_redis_down = "local"
 CONF
+# The second node: the same config under another node id.
+sed 's/^node_id = "check-a"$/node_id = "check-b"/' "$OUT/gateway.toml" >"$OUT/gateway-b.toml"
+grep -q '^node_id = "check-b"$' "$OUT/gateway-b.toml"
 export WSGATE_CHECK_SECRET=$(random_secret) WSGATE_CHECK_ADMIN=$(random_secret)
+mkdir -p "$OUT/node-b"
+start_gateway release "$OUT/gateway-b.toml" "$OUT/node-b" env WSGATE_LOG=info
+GW_B_ADDR=$GW_ADDR
+ADMIN_B=$(sed -n 's|.*admin=http://\([^ ]*\).*|\1|p' "$OUT/node-b/gw.out")
 start_gateway release "$OUT/gateway.toml" "$OUT" env WSGATE_LOG=info
 ADMIN=$(sed -n 's|.*admin=http://\([^ ]*\).*|\1|p' "$OUT/gw.out")
 
@@ -88,7 +118,7 @@ global: {scrape_interval: 1s, evaluation_interval: 1s}
 rule_files: [alerts.yml]
 scrape_configs:
   - job_name: wsgate
-    static_configs: [{targets: ["$ADMIN"]}]
+    static_configs: [{targets: ["$ADMIN", "$ADMIN_B"]}]
 CONF
 prometheus --config.file="$OUT/prometheus.yml" --storage.tsdb.path="$OUT/tsdb" \
   --web.listen-address="127.0.0.1:$PROM_PORT" >"$OUT/prometheus.log" 2>&1 &
@@ -111,21 +141,40 @@ L3=$!
 $LT churn --url "ws://$GW_ADDR/dead" --connections 2 --duration "$TRAFFIC" --quiet --warmup 0 --label dead \
   --hs256-secret "$WSGATE_CHECK_SECRET" >"$OUT/dead.txt" &
 L4=$!
-# Operator actions mid-traffic: a reload, a subject revocation, a kick (the operations and
-# revocation panels need them).
+# Open loop well under messages_per_second: these stay connected until the revocation and kick.
+$LT steady --url "ws://$GW_B_ADDR/ws" --connections 10 --message-rate 20 --duration "$TRAFFIC" "${COMMON[@]}" \
+  --label node-b >"$OUT/node-b.txt" &
+L5=$!
+# Operator actions mid-traffic: a reload, a subject revocation (made on the first node, read
+# by both from the Redis stream), a kick of a connection of each node, both through the first
+# node (the second's through the Redis command stream), then Redis paused for 3 s (the
+# operations, revocation and Fleet panels need them).
 sleep $(( TRAFFIC / 2 ))
 auth=(-H "Authorization: Bearer $WSGATE_CHECK_ADMIN")
 curl -sf "${auth[@]}" -X POST "http://$ADMIN/admin/reload" >/dev/null
 curl -sf "${auth[@]}" -X POST -H 'content-type: application/json' -d '{"sub":"loadtest-3"}' "http://$ADMIN/admin/revoke"; echo
 victim=$(curl -sf "${auth[@]}" "http://$ADMIN/admin/connections?limit=1" | python3 -c 'import json,sys; c=json.load(sys.stdin)["connections"]; print(c[0]["id"] if c else "")')
 [ -n "$victim" ] && curl -sf "${auth[@]}" -X DELETE "http://$ADMIN/admin/connections/$victim"; echo
-sleep $(( TRAFFIC / 4 )); PEAK=$(date +%s)   # stat panels show this moment
-wait $L1 $L2 $L3 $L4 || true
+victim=$(curl -sf "${auth[@]}" "http://$ADMIN_B/admin/connections?limit=1" | python3 -c 'import json,sys; c=json.load(sys.stdin)["connections"]; print(c[0]["id"] if c else "")')
+[ -n "$victim" ] || { echo "dashboard-check: no live connection on the second node to kick"; exit 1; }
+curl -sf "${auth[@]}" -X DELETE "http://$ADMIN/admin/connections/$victim"; echo
+kill -STOP "$REDIS_PID"; sleep 3; kill -CONT "$REDIS_PID"
+sleep $(( TRAFFIC / 4 > 3 ? TRAFFIC / 4 - 3 : 1 )); PEAK=$(date +%s)   # stat panels show this moment
+wait $L1 $L2 $L3 $L4 $L5 || true
 sleep 3   # a few more scrapes after the traffic
-cat "$OUT"/steady.txt "$OUT"/abuse.txt "$OUT"/expiry.txt "$OUT"/dead.txt | cut -c1-300
+cat "$OUT"/steady.txt "$OUT"/abuse.txt "$OUT"/expiry.txt "$OUT"/dead.txt "$OUT"/node-b.txt | cut -c1-300
 
 curl -sf "http://$ADMIN/metrics" >"$OUT/metrics.txt"
-echo "promtool check metrics:"; promtool check metrics <"$OUT/metrics.txt"
+curl -sf "http://$ADMIN_B/metrics" >"$OUT/metrics-b.txt"
+# Fleet mode registers its series at 0 whether Redis answers or not: the panels having series
+# proves little, so both nodes must have seen the fleet of 2 and closed their breaker again.
+for m in "$OUT/metrics.txt" "$OUT/metrics-b.txt"; do
+  grep -E '^wsgate_fleet_(nodes|breaker_open|fallback_admissions_total) ' "$m" | tr '\n' ' '
+  grep -Eq '^wsgate_fleet_nodes 2$' "$m" || { echo "dashboard-check: $m: wsgate_fleet_nodes is not 2"; exit 1; }
+  grep -Eq '^wsgate_fleet_breaker_open 0$' "$m" || { echo "dashboard-check: $m: the Redis breaker is still open"; exit 1; }
+  echo
+done
+echo "promtool check metrics:"; promtool check metrics <"$OUT/metrics.txt"; promtool check metrics <"$OUT/metrics-b.txt"
 echo "promtool check rules:"; promtool check rules grafana/alerts.yml
 SINCE=$(( $(date +%s) - START ))
 ARGS=("$PROM" grafana/wsgate-dashboard.json grafana/alerts.yml)
