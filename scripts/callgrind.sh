@@ -33,6 +33,10 @@
 #   none  route /raw: envelope = "none" (same auth, limits, framing and UTF-8 checks)
 #   guarded  route /guarded: the full pipeline plus the sensitive-data guard's default pack
 #         (not in the default CASES; e.g. CASES="full:64 guarded:64 full:4096 guarded:4096")
+#   fleet route /ws of a gateway in fleet mode (`[fleet]` on a redis-server this script starts
+#         on a unix socket in OUT): the per-message path must not change; the window also holds
+#         the fleet's timed work (heartbeats, the revocation feed's blocking reads), not
+#         per message (e.g. CASES="full:64 fleet:64")
 # Output: one line per run, `case=<none|full|guarded> size=<bytes> ir_per_msg=<n>` followed by
 # `rep= msgs= ir=` detail, then the median per case. Files in OUT (target/callgrind): the
 # config, logs, the callgrind out files (callgrind_annotate them to see where the Ir go).
@@ -107,6 +111,15 @@ $(pin 1) "$ECHO_BIN" --listen "127.0.0.1:$ECHO_PORT" >"$OUT/echo.out" 2>&1 &
 PIDS+=($!)
 wait_for 10 port_up "$ECHO_PORT" || { echo "echo backend did not start"; cat "$OUT/echo.out"; exit 1; }
 
+if [[ " $CASES " == *" fleet:"* ]]; then
+  command -v redis-server >/dev/null || { echo "redis-server is not installed (apt-get install redis-server)" >&2; exit 2; }
+  mkdir -p "$OUT/redis"
+  redis-server --port 0 --unixsocket "$OUT/redis/r.sock" --save '' --appendonly no --dir "$OUT/redis" \
+    >"$OUT/redis/redis.out" 2>&1 &
+  PIDS+=($!)
+  wait_for 10 test -S "$OUT/redis/r.sock" || { echo "redis-server did not start"; exit 1; }
+fi
+
 cat >"$OUT/chat.send.json" <<'JSON'
 {"type": "object", "required": ["text"], "properties": {"text": {"type": "string", "maxLength": 65536}}}
 JSON
@@ -117,11 +130,14 @@ WSGATE_CG_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 run_one() {
   local case=$1 size=$2 rep=$3 path
   local tag="$case-$size-$rep"
-  case $case in full) path=/ws ;; none) path=/raw ;; guarded) path=/guarded ;; *) echo "unknown case $case" >&2; return 1 ;; esac
+  case $case in full|fleet) path=/ws ;; none) path=/raw ;; guarded) path=/guarded ;; *) echo "unknown case $case" >&2; return 1 ;; esac
   local route="route=\"$path\""
   PUBLIC_PORT=$(free_port); ADMIN_PORT=$(free_port)
   bench_gateway_config "127.0.0.1:$PUBLIC_PORT" "127.0.0.1:$ADMIN_PORT" WSGATE_CG_SECRET "$ECHO_PORT" "$OUT/chat.send.json" \
     >"$OUT/wsgate-$tag.toml"
+  if [ "$case" = fleet ]; then
+    printf '[fleet]\nredis_url = "redis+unix://%s"\nnode_id = "cg"\n' "$OUT/redis/r.sock" >>"$OUT/wsgate-$tag.toml"
+  fi
   local cg="$OUT/callgrind.$tag.out"
   WSGATE_LOG=warn $(pin 0) valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$cg" \
     "$WSGATE_BIN" serve --config "$OUT/wsgate-$tag.toml" >"$OUT/gw-$tag.out" 2>"$OUT/gw-$tag.log" &

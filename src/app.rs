@@ -35,6 +35,9 @@ use crate::store::fleet::{node_id, Keys};
 use crate::store::revocation::{LocalRevocations, RevocationStore};
 use crate::tls::ReloadableCert;
 
+/// How long a fleet node waits at start to join the fleet before it serves anyway.
+const FLEET_JOIN_WAIT: Duration = Duration::from_secs(3);
+
 /// How often the metrics recorder's histograms are maintained.
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -166,8 +169,19 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
     crate::control::revoke::follow(revocations.as_ref(), Arc::clone(&sessions));
     if let Some(fleet) = &stores.fleet {
         let (commands, inbox) = tokio::sync::mpsc::unbounded_channel();
-        actix_web::rt::spawn(Arc::clone(fleet).follow(commands));
+        let (synced, loaded) = tokio::sync::oneshot::channel();
+        actix_web::rt::spawn(Arc::clone(fleet).follow(commands, synced));
         crate::control::fleet::serve(Arc::clone(fleet), Arc::clone(&sessions), inbox);
+        // Serve once this node has joined (connected, heartbeat, counts) and holds the fleet's
+        // revocations, or after FLEET_JOIN_WAIT with Redis unreachable (then on_redis_down
+        // decides, and both catch up in the background).
+        let joined = async {
+            let _ = loaded.await;
+            admission.upkeep().await;
+        };
+        if tokio::time::timeout(FLEET_JOIN_WAIT, joined).await.is_err() {
+            tracing::warn!(wait = ?FLEET_JOIN_WAIT, "fleet: redis not reached at start; serving with on_redis_down until it is");
+        }
     }
     let node: Option<Arc<str>> = stores.fleet.as_ref().map(|f| Arc::from(f.node()));
     let session = SessionHandles {

@@ -82,6 +82,16 @@ pub enum RedisDown {
     Refuse,
 }
 
+impl RedisDown {
+    /// The config value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Refuse => "refuse",
+        }
+    }
+}
+
 /// Where Redis is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedisTarget {

@@ -2,11 +2,16 @@
 recording the gateway's RSS and open file descriptors before, during and after.
 
 Usage: soak.py --url ws://HOST:PORT/ws --token JWT --pid GATEWAY_PID [--connections 2000]
-               [--duration 300] [--json report.json]
-Passes when, after all clients left, open fds are back at the baseline and RSS is within 10%
-of the baseline taken after a warm-up wave (the allocator keeps what the first wave grew).
+               [--duration 300] [--json report.json] [--check CMD]
+--url and --pid may be repeated (a fleet: clients go to the URLs round robin; every pid is
+watched). With --check, CMD runs twice at the end and must exit 0: once after the churn and
+abusive clients stopped while the steady ones are still connected, once after every client
+left (fleet mode: the shared counts must equal the nodes' own).
+Passes when, after all clients left, each process's open fds are back at its baseline and its
+RSS is within 10% of the baseline taken after a warm-up wave (the allocator keeps what the
+first wave grew), and every check passed.
 """
-import argparse, asyncio, json, os, random, sys, time
+import argparse, asyncio, json, os, random, subprocess, sys, time
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus, ConnectionClosed
@@ -102,9 +107,19 @@ async def abuse(url, token, stop, stats, idx):
         await asyncio.sleep(0.2)
 
 
-async def wave(url, token, n, seconds, stats):
+def pick(urls, i):
+    return urls[i % len(urls)]
+
+
+def run_check(cmd, phase):
+    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=120)
+    print("check %s: exit %d\n%s%s" % (phase, r.returncode, r.stdout, r.stderr), flush=True)
+    return {"phase": phase, "exit": r.returncode, "output": r.stdout[-4000:]}
+
+
+async def wave(urls, token, n, seconds, stats):
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(steady(url, token, stop, stats, i)) for i in range(n)]
+    tasks = [asyncio.create_task(steady(pick(urls, i), token, stop, stats, i)) for i in range(n)]
     await asyncio.sleep(seconds)
     stop.set()
     await asyncio.wait(tasks, timeout=60)
@@ -112,16 +127,17 @@ async def wave(url, token, n, seconds, stats):
 
 async def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--url", required=True)
+    ap.add_argument("--url", required=True, action="append")
     ap.add_argument("--token", required=True)
-    ap.add_argument("--pid", type=int, required=True)
+    ap.add_argument("--pid", type=int, required=True, action="append")
+    ap.add_argument("--check")
     ap.add_argument("--connections", type=int, default=2000)
     ap.add_argument("--duration", type=int, default=300)
     ap.add_argument("--json")
     a = ap.parse_args()
     samples = []
     sample = lambda phase: samples.append({"t": round(time.time() - t0, 1), "phase": phase,
-                                           "rss_kib": rss_kib(a.pid), "fds": fds(a.pid)})
+                                           "rss_kib": [rss_kib(p) for p in a.pid], "fds": [fds(p) for p in a.pid]})
     t0 = time.time()
     sample("start")
     fd_base = samples[-1]["fds"]
@@ -132,35 +148,47 @@ async def main():
     rss_base = samples[-1]["rss_kib"]
 
     stats = Stats()
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(steady(a.url, a.token, stop, stats, i)) for i in range(a.connections)]
-    tasks += [asyncio.create_task(churn(a.url, a.token, stop, stats, i)) for i in range(20)]
-    tasks += [asyncio.create_task(abuse(a.url, a.token, stop, stats, i)) for i in range(10)]
+    stop_steady, stop_rest = asyncio.Event(), asyncio.Event()
+    steady_tasks = [asyncio.create_task(steady(pick(a.url, i), a.token, stop_steady, stats, i)) for i in range(a.connections)]
+    rest = [asyncio.create_task(churn(pick(a.url, i), a.token, stop_rest, stats, i)) for i in range(20)]
+    rest += [asyncio.create_task(abuse(pick(a.url, i), a.token, stop_rest, stats, i)) for i in range(10)]
     end = time.time() + a.duration
     while time.time() < end:
         await asyncio.sleep(min(10, max(0, end - time.time())))
         sample("during")
-        print("soak t=%5.0fs rss=%6d KiB fds=%5d" % (samples[-1]["t"], samples[-1]["rss_kib"], samples[-1]["fds"]), flush=True)
-    stop.set()
-    await asyncio.wait(tasks, timeout=90)
-    for t in tasks:
+        print("soak t=%5.0fs rss=%s KiB fds=%s" % (samples[-1]["t"], samples[-1]["rss_kib"], samples[-1]["fds"]), flush=True)
+    checks = []
+    stop_rest.set()
+    await asyncio.wait(rest, timeout=90)
+    for t in rest:
+        t.cancel()
+    if a.check:
+        await asyncio.sleep(5)
+        checks.append(run_check(a.check, "steady clients connected"))
+    stop_steady.set()
+    await asyncio.wait(steady_tasks, timeout=90)
+    for t in steady_tasks:
         t.cancel()
     await asyncio.sleep(5)
+    if a.check:
+        checks.append(run_check(a.check, "every client gone"))
     sample("after")
     after = samples[-1]
-    peak = max(s["rss_kib"] for s in samples)
-    ok_fds = after["fds"] <= fd_base
-    ok_rss = after["rss_kib"] <= rss_base * 1.10
-    report = {"connections": a.connections, "duration_s": a.duration, "fd_baseline": fd_base,
+    peak = [max(s["rss_kib"][i] for s in samples) for i in range(len(a.pid))]
+    ok_fds = all(x <= b for x, b in zip(after["fds"], fd_base))
+    ok_rss = all(x <= b * 1.10 for x, b in zip(after["rss_kib"], rss_base))
+    ok_checks = all(c["exit"] == 0 for c in checks)
+    report = {"connections": a.connections, "duration_s": a.duration, "urls": a.url, "fd_baseline": fd_base,
               "rss_baseline_kib": rss_base, "rss_start_kib": samples[0]["rss_kib"], "rss_peak_kib": peak,
-              "after": after, "counters": stats.c, "samples": samples,
-              "fds_back_to_baseline": ok_fds, "rss_within_10pct": ok_rss}
+              "after": after, "counters": stats.c, "samples": samples, "checks": checks,
+              "fds_back_to_baseline": ok_fds, "rss_within_10pct": ok_rss, "checks_passed": ok_checks}
     if a.json:
         with open(a.json, "w") as f:
             json.dump(report, f, indent=1)
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1))
-    print("soak: %d passed, %d failed" % (int(ok_fds) + int(ok_rss), 2 - int(ok_fds) - int(ok_rss)))
-    sys.exit(0 if ok_fds and ok_rss else 1)
+    results = [ok_fds, ok_rss] + ([ok_checks] if a.check else [])
+    print("soak: %d passed, %d failed" % (sum(results), len(results) - sum(results)))
+    sys.exit(0 if all(results) else 1)
 
 
 asyncio.run(main())

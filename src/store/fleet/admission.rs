@@ -79,6 +79,8 @@ pub struct RedisAdmission {
     reconciles: AtomicU64,
     upkeep: Mutex<Upkeep>,
     upkeep_running: AtomicBool,
+    /// A handshake found this node missing from the live set: reconcile at the next upkeep.
+    rejoined: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -117,6 +119,7 @@ impl RedisAdmission {
             reconciles: AtomicU64::new(0),
             upkeep: Mutex::new(Upkeep::default()),
             upkeep_running: AtomicBool::new(false),
+            rejoined: AtomicBool::new(false),
         }
     }
 
@@ -206,7 +209,12 @@ impl RedisAdmission {
         let verdict = self.shared_acquire(admitted, claims, &limits).await;
         let refused = |denied| Refusal::at_cap(denied);
         let outcome = match verdict {
-            Ok((v, _)) if v == "ok" => return Ok(slot),
+            Ok((v, absent)) if v == "ok" => {
+                if absent == 1 {
+                    self.rejoined.store(true, Ordering::Release);
+                }
+                return Ok(slot);
+            }
             Ok((v, retry_ms)) => match v.as_str() {
                 "rate" => {
                     let wait = Duration::from_millis(u64::try_from(retry_ms).unwrap_or(0).max(1));
@@ -358,7 +366,7 @@ impl RedisAdmission {
         }
         let _running = Running(&self.upkeep_running);
         let absent = match self.heartbeat().await {
-            Ok(absent) => absent,
+            Ok(absent) => self.rejoined.swap(false, Ordering::AcqRel) || absent,
             Err(e) => {
                 tracing::debug!(error = %e, "fleet heartbeat failed");
                 return;
@@ -373,6 +381,9 @@ impl RedisAdmission {
         };
         if due {
             if let Err(e) = self.reconcile().await {
+                if absent {
+                    self.rejoined.store(true, Ordering::Release);
+                }
                 tracing::warn!(error = %e, "fleet reconcile failed; tried again at the next heartbeat");
                 return;
             }

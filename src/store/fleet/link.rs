@@ -235,7 +235,16 @@ impl Link {
             .await
             .unwrap_or(Err(FleetError::Timeout));
         match opened {
-            Ok(c) => {
+            Ok(mut c) => {
+                // The scripts known before the first handshake needs one (after a failover or
+                // a restart Redis knows none): no NOSCRIPT round trip on the hot path.
+                for script in super::scripts::ALL.iter() {
+                    let loaded =
+                        tokio::time::timeout(self.op_timeout, script.prepare_invoke().load_async(&mut c)).await;
+                    if !matches!(loaded, Ok(Ok(_))) {
+                        tracing::debug!("loading a fleet script failed; it is sent on first use");
+                    }
+                }
                 crate::metrics::fleet_redis("connect", started.elapsed());
                 self.conn.store(Some(Arc::new(c.clone())));
                 self.connects.fetch_add(1, Ordering::AcqRel);
@@ -301,14 +310,16 @@ impl Link {
         let conn = self.connection().await.map_err(Attempt::Failed)?;
         match tokio::time::timeout(self.op_timeout, f(conn)).await {
             Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if e.is_timeout() => Err(Attempt::Failed(FleetError::Timeout)),
             Ok(Err(e)) => {
-                let broken = e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_unrecoverable_error()
-                    || e.code() == Some("READONLY")
-                    || e.code() == Some("LOADING");
-                if broken {
+                let dead = e.is_connection_dropped() || e.is_unrecoverable_error();
+                let replace = dead || e.is_io_error() || e.code() == Some("READONLY") || e.code() == Some("LOADING");
+                if replace {
                     self.conn.store(None);
+                }
+                // Only a connection found dead is worth a second try: the call did not reach a
+                // live Redis. Anything else may have run (a script that counted a slot).
+                if dead {
                     return Err(Attempt::Broken(FleetError::Redis(e.to_string())));
                 }
                 Err(Attempt::Failed(FleetError::Redis(e.to_string())))

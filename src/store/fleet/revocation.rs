@@ -40,6 +40,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// How long a command waits for its answers.
 const COMMAND_WAIT: Duration = Duration::from_secs(1);
+/// Revocations kept for sharing while Redis is unreachable.
+const MAX_UNSHARED: usize = 100_000;
 /// Reply lists expire after this.
 const REPLY_TTL_MS: u64 = 10_000;
 
@@ -139,7 +141,14 @@ impl RedisRevocations {
         let persisted = self.cache.add(r.clone());
         if let Err(e) = self.share(&r).await {
             let mut pending = self.unshared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            pending.push(r);
+            if pending.len() < MAX_UNSHARED {
+                pending.push(r);
+            } else {
+                tracing::error!(
+                    kept = pending.len(),
+                    "too many revocations waiting for redis: this one stays on this node only"
+                );
+            }
             return Err(AddError::NotShared(e.to_string()));
         }
         persisted.map_err(AddError::from)
@@ -224,7 +233,13 @@ impl RedisRevocations {
 
     /// Follow the revocation and command streams until the process ends: revocations go into
     /// the cache (and so to the sessions), commands for this node to `commands`.
-    pub async fn follow(self: Arc<Self>, commands: mpsc::UnboundedSender<Command>) {
+    /// `synced` is told once the first load of every marker is done.
+    pub async fn follow(
+        self: Arc<Self>,
+        commands: mpsc::UnboundedSender<Command>,
+        synced: tokio::sync::oneshot::Sender<()>,
+    ) {
+        let mut synced = Some(synced);
         let mut cursor = Cursor::default();
         let mut backoff = BACKOFF_MIN;
         loop {
@@ -247,6 +262,9 @@ impl RedisRevocations {
                 continue;
             }
             backoff = BACKOFF_MIN;
+            if let Some(tell) = synced.take() {
+                let _ = tell.send(());
+            }
             if let Err(e) = self.read(&mut conn, &mut cursor, &commands).await {
                 crate::metrics::fleet_redis_error("feed");
                 tracing::warn!(error = %e, "revocation feed: connection lost; resuming from the last entry read");
@@ -317,15 +335,34 @@ impl RedisRevocations {
         if cursor.commands.is_none() {
             cursor.commands = Some(last_id(conn, &self.keys.commands()).await?);
         }
+        self.flush_unshared().await;
+        Ok(())
+    }
+
+    /// Share the revocations that could not be shared when they were made (in order; stops at
+    /// the first failure, kept for the next try).
+    async fn flush_unshared(&self) {
         let pending = std::mem::take(&mut *self.unshared.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         for (i, r) in pending.iter().enumerate() {
-            if let Err(e) = self.share(r).await {
+            if self.share(r).await.is_err() {
                 let mut back = self.unshared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let newer = std::mem::take(&mut *back);
                 back.extend(pending[i..].iter().cloned());
-                return Err(redis::RedisError::from((redis::ErrorKind::Io, "sharing a revocation", e.to_string())));
+                back.extend(newer);
+                return;
             }
         }
-        Ok(())
+        if !pending.is_empty() {
+            tracing::info!(
+                event = "fleet_revocations_shared",
+                count = pending.len(),
+                "revocations made while redis was unreachable are now shared"
+            );
+        }
+    }
+
+    fn has_unshared(&self) -> bool {
+        !self.unshared.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty()
     }
 
     /// Every marker into the cache; how many there were.
@@ -402,6 +439,9 @@ impl RedisRevocations {
                 .arg(&ctl_id)
                 .query_async(conn)
                 .await?;
+            if self.has_unshared() {
+                self.flush_unshared().await;
+            }
             let Some(reply) = reply else {
                 crate::metrics::revocation_feed_lag(Duration::ZERO);
                 continue;

@@ -13,8 +13,9 @@ use redis::Script;
 /// KEYS: nodes, conns_all, conns_ip, conns_sub, handshakes(ip), revoked_jti, revoked_sub.
 /// ARGV: node, node ttl ms, max all, max per ip, max per subject, GCRA interval µs (0 = no
 /// rate), GCRA burst, has jti (0/1), iat (-1 = none), leak-guard ttl ms.
-/// Returns `{verdict, retry_after_ms}`; verdict is `ok`, `rate`, `revoked`, `overloaded`,
-/// `ip` or `subject`.
+/// Returns `{verdict, n}`; verdict is `ok`, `rate`, `revoked`, `overloaded`, `ip` or
+/// `subject`; `n` is the retry-after in ms of `rate`, and for `ok` 1 when this node was not a
+/// live member (its counts were dropped by the others: it must reconcile now).
 pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -43,6 +44,9 @@ if before then
     return {'revoked', 0}
   end
 end
+local mine = redis.call('ZSCORE', KEYS[1], node)
+local absent = 0
+if not mine or tonumber(mine) < now then absent = 1 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), node)
 local alive = {}
 local function live(n)
@@ -74,7 +78,7 @@ for _, c in ipairs(caps) do
   redis.call('HINCRBY', c[1], node, 1)
   redis.call('PEXPIRE', c[1], tonumber(ARGV[10]))
 end
-return {'ok', 0}
+return {'ok', absent}
 ",
     )
 });
@@ -155,3 +159,6 @@ return 1
 ",
     )
 });
+
+/// Every script (loaded on each new connection).
+pub static ALL: [&LazyLock<Script>; 5] = [&ACQUIRE, &RELEASE, &HEARTBEAT, &REVOKE, &RESTORE];
