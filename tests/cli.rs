@@ -118,6 +118,33 @@ fn the_example_config_is_valid() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The `wsgate.toml` of a Kubernetes ConfigMap manifest (the block under `wsgate.toml: |`).
+fn configmap_toml(manifest: &str) -> String {
+    let text = std::fs::read_to_string(manifest).expect("manifest");
+    let (_, block) = text.split_once("wsgate.toml: |\n").expect("a wsgate.toml block");
+    block.lines().map(|l| l.strip_prefix("    ").unwrap_or(l)).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn the_kubernetes_configs_are_valid_and_the_fleet_one_says_so() {
+    for (manifest, fleet) in
+        [("deploy/kubernetes/configmap.yaml", false), ("deploy/kubernetes/fleet/configmap.yaml", true)]
+    {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("wsgate.toml");
+        std::fs::write(&path, configmap_toml(&format!("{}/{manifest}", env!("CARGO_MANIFEST_DIR")))).expect("write");
+        let out = Command::new(bin())
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .env("WSGATE_JWT_SECRET", "an-example-secret-of-at-least-32-bytes")
+            .output()
+            .expect("run");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{manifest}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(stdout.contains("fleet: node"), fleet, "{manifest}: {stdout}");
+    }
+}
+
 #[test]
 fn a_listen_address_in_use_exits_non_zero_with_one_line_naming_it() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
