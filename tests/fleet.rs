@@ -413,6 +413,22 @@ async fn the_feed_survives_a_killed_reader_and_a_redis_that_lost_its_data() {
     let (s, _) = a.admin("POST", "/admin/revoke", Some(&json!({"jti": "ivan-1"}))).await;
     assert_eq!(s, 200);
     assert_eq!(close_code(&mut on_c).await, 4003, "the reader came back and resumed");
+    // The reader's cursor trimmed away while it was disconnected (and a revocation only its
+    // marker tells of): it reloads every marker on reconnect.
+    let (mut trimmed, _) = connect_from(&c, "127.0.0.19", &token_for("lou", Some("lou-1"))).await.expect("connect");
+    let tx =
+        "MULTI\nCLIENT KILL TYPE normal\nXTRIM wsgate:rev:log MAXLEN 0\nSET wsgate:rev:jti:lou-1 1 PX 600000\nEXEC\n";
+    let mut cli = Command::new("redis-cli")
+        .arg("-s")
+        .arg(redis.sock())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-cli");
+    std::io::Write::write_all(cli.stdin.as_mut().expect("stdin"), tx.as_bytes()).expect("write");
+    drop(cli.stdin.take());
+    let _ = cli.wait();
+    assert_eq!(close_code(&mut trimmed).await, 4003, "resynced from the markers after the trim");
     // A stalled Redis: calls time out (bounded), and everything resumes after the pause.
     redis.cli(&["CLIENT", "PAUSE", "1500", "ALL"]);
     let t0 = Instant::now();
