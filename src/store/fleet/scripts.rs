@@ -113,7 +113,8 @@ return {redis.call('ZCARD', KEYS[1]), added}
 });
 
 /// A revocation: the marker (kept until the revoked tokens expire; a subject's keeps the
-/// latest revocation time and expiry), then the entry on the stream.
+/// latest revocation time and expiry, and the revocation time is at least Redis's clock), then
+/// the entry on the stream (which every node, this one too, applies).
 ///
 /// KEYS: marker, revocation_log. ARGV: kind (`jti`/`sub`), value (jti or subject), before
 /// (unix s), until (unix s), origin node, stream max length.
@@ -124,15 +125,19 @@ pub static REVOKE: LazyLock<Script> = LazyLock::new(|| {
 local until_ms = tonumber(ARGV[4]) * 1000
 local kept = redis.call('PEXPIRETIME', KEYS[1])
 if kept > until_ms then until_ms = kept end
+local before = tonumber(ARGV[3])
 if ARGV[1] == 'sub' then
-  local before = tonumber(ARGV[3])
+  -- Revoked before the later of the node's clock and Redis's: a node whose clock is behind
+  -- does not leave tokens issued meanwhile in force.
+  local t = redis.call('TIME')
+  if tonumber(t[1]) > before then before = tonumber(t[1]) end
   local old = redis.call('GET', KEYS[1])
   if old and tonumber(old) and tonumber(old) > before then before = tonumber(old) end
   redis.call('SET', KEYS[1], string.format('%d', before), 'PXAT', until_ms)
 else
   redis.call('SET', KEYS[1], '1', 'PXAT', until_ms)
 end
-return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'k', ARGV[1], 'v', ARGV[2], 'b', ARGV[3], 'u', ARGV[4], 'n', ARGV[5])
+return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'k', ARGV[1], 'v', ARGV[2], 'b', string.format('%d', before), 'u', ARGV[4], 'n', ARGV[5])
 ",
     )
 });
