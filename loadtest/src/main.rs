@@ -2,12 +2,13 @@
 //! connections, messages, rejections by error code, close codes, throughput, round-trip
 //! latency and, given the proxy's PID, its CPU time per message.
 //!
-//! Scenarios: `steady`, `ramp`, `churn`, `expiry`, `abuse`, `idle` (see `--help` and
+//! Scenarios: `steady`, `ramp`, `churn`, `expiry`, `abuse`, `idle`, `revoke` (see `--help` and
 //! loadtest/README.md). `--url` may be repeated: client `i` then uses the `i mod n`-th URL
 //! (round robin), so a fleet of gateway nodes is driven as an L4 load balancer would. Every
 //! run is bounded by `--duration` and `--max-connections`; client addresses can be spread over
 //! 127.0.0.0/8 (`--spread-ips`) so per-IP caps and ephemeral ports do not limit a test.
 
+mod revoke;
 mod scenarios;
 mod stats;
 mod targets;
@@ -21,6 +22,7 @@ use anyhow::Context;
 use clap::{ArgAction, Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
+use revoke::RevokeVia;
 use scenarios::Role;
 use stats::{q, Stats};
 use targets::Targets;
@@ -43,6 +45,9 @@ enum Scenario {
     Abuse,
     /// Connect and hold the connection without traffic until the deadline (memory per connection).
     Idle,
+    /// `--connections` busy connections, each token with its own `jti`; then each revoked
+    /// through `--admin-url` at `--revoke-rate`, timing the request to the client's 4003 close.
+    Revoke,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -104,6 +109,20 @@ pub struct Args {
     /// Abuse: size of the oversized frames.
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     oversize_bytes: usize,
+    /// Revoke: an admin listener to send `POST /admin/revoke` to, http://host:port. Repeat
+    /// for several nodes; in the order of the `--url`s, so `--revoke-via` knows which is which.
+    #[arg(long, value_name = "URL", action = ArgAction::Append)]
+    admin_url: Vec<String>,
+    /// Revoke: the environment variable holding the admin bearer token (`admin.token_env`).
+    #[arg(long, value_name = "VAR")]
+    admin_token_env: Option<String>,
+    /// Revoke: revocations per second (one connection each, in order).
+    #[arg(long, default_value_t = 50.0)]
+    revoke_rate: f64,
+    /// Revoke: which admin URL revokes a connection: another node's (the default), the
+    /// connection's own node's, or round robin.
+    #[arg(long, value_enum, default_value_t = RevokeVia::Other)]
+    revoke_via: RevokeVia,
     /// Bearer token (Authorization header); or mint one with --hs256-secret / --private-key.
     #[arg(long)]
     token: Option<String>,
@@ -173,6 +192,18 @@ pub struct Run {
 }
 
 impl Run {
+    /// A token for `sub` living `ttl` seconds with a `jti` claim, if the run mints tokens.
+    pub fn mint_with_jti(&self, sub: &str, ttl: i64, jti: &str) -> Option<String> {
+        let m = self.minter.as_ref()?;
+        match m.mint_with_jti(sub, &self.args.scope, ttl, Some(jti)) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                Stats::bump(&self.stats.errors, format!("mint: {e}"));
+                None
+            }
+        }
+    }
+
     /// A token for `sub` living `ttl` seconds, if the run mints tokens.
     pub fn mint(&self, sub: &str, ttl: i64) -> Option<String> {
         let m = self.minter.as_ref()?;
@@ -247,12 +278,33 @@ async fn main() -> anyhow::Result<()> {
     let mix = parse_mix(&a.mix)?;
     let minter = Minter::new(a.hs256_secret.as_deref(), a.private_key.as_deref(), &a.alg, a.kid.clone())?
         .map(|m| m.with_issuer_audience(a.iss.clone(), a.aud.clone()));
+    let revoking = a.scenario == Scenario::Revoke;
+    if revoking {
+        anyhow::ensure!(
+            (0.1..=10_000.0).contains(&a.revoke_rate),
+            "--revoke-rate must be within 0.1..=10000 per second"
+        );
+        anyhow::ensure!(
+            a.connections as f64 / a.revoke_rate <= 3600.0,
+            "revoke: --connections / --revoke-rate must be at most 3600 s"
+        );
+        anyhow::ensure!(a.warmup <= 3600, "--warmup must be at most 3600 s");
+    }
     let start = Instant::now();
     let warm_end = start + Duration::from_secs(a.warmup);
-    let deadline = warm_end + Duration::from_secs(a.duration);
+    // A revoke run lasts as long as its revocations take (bounded above); the others
+    // --warmup + --duration.
+    let deadline = if revoking {
+        start + revoke::run_length(a.connections, a.warmup, a.revoke_rate)
+    } else {
+        warm_end + Duration::from_secs(a.duration)
+    };
     let quiet = a.quiet;
     let in_flight = tokio::sync::Semaphore::new(a.max_in_flight.max(1));
     let run = Arc::new(Run { args: a, stats: Stats::new()?, deadline, in_flight, targets, minter });
+    if revoking {
+        return revoke::run(run).await;
+    }
     let a = &run.args;
     // One token for all (`--token`, `--same-subject`), else one subject per connection.
     let shared = match &a.token {
@@ -279,7 +331,7 @@ async fn main() -> anyhow::Result<()> {
                     Scenario::Idle => scenarios::idle(run, i, t).await,
                     Scenario::Expiry => scenarios::expiry(run, i).await,
                     Scenario::Abuse => scenarios::abuse(run, i, role, t).await,
-                    Scenario::Ramp => {}
+                    Scenario::Ramp | Scenario::Revoke => {}
                 }
             }));
         }

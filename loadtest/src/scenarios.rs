@@ -44,6 +44,18 @@ pub async fn open(
     client: usize,
     addr: usize,
 ) -> Result<Ws, String> {
+    open_with_id(run, token, origin, client, addr).await.map(|(ws, _)| ws)
+}
+
+/// [`open`], also returning the `x-wsgate-connection-id` response header (`<node>-<n>` in
+/// fleet mode; empty when the target sends none).
+pub async fn open_with_id(
+    run: &Run,
+    token: Option<&str>,
+    origin: Option<&str>,
+    client: usize,
+    addr: usize,
+) -> Result<(Ws, String), String> {
     let a = &run.args;
     let target_index = run.targets.index(client);
     let mut req = run.targets.url(client).into_client_request().map_err(|e| format!("url: {e}"))?;
@@ -72,18 +84,19 @@ pub async fn open(
     let result = tokio_tungstenite::client_async_with_config(req, stream, Some(config)).await;
     Stats::add(&run.stats.handshakes, 1);
     match result {
-        Ok((ws, _)) => {
+        Ok((ws, resp)) => {
             let _ = run.stats.handshake_us.lock().expect("lock").record(started.elapsed().as_micros().max(1) as u64);
             Stats::add(&run.stats.connected, 1);
             Stats::add(run.targets.connected(target_index), 1);
-            Ok(ws)
+            let id = resp.headers().get("x-wsgate-connection-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            Ok((ws, id.to_string()))
         }
         Err(WsError::Http(resp)) => Err(format!("http_{}", resp.status().as_u16())),
         Err(e) => Err(format!("handshake: {}", e.to_string().chars().take(40).collect::<String>())),
     }
 }
 
-fn note_error(stats: &Stats, e: &WsError) {
+pub fn note_error(stats: &Stats, e: &WsError) {
     let key = match e {
         WsError::ConnectionClosed | WsError::AlreadyClosed => "closed".to_string(),
         WsError::Io(io) => format!("io_{:?}", io.kind()),

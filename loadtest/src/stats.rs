@@ -48,6 +48,10 @@ impl Stats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    pub fn load(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
     pub fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
         *map.lock().expect("stats lock").entry(key).or_default() += 1;
     }

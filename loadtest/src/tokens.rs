@@ -52,8 +52,17 @@ impl Minter {
 
     /// A token for `sub` with `scope`, expiring `ttl_secs` from now (negative: already expired).
     pub fn mint(&self, sub: &str, scope: &str, ttl_secs: i64) -> anyhow::Result<String> {
+        self.mint_with_jti(sub, scope, ttl_secs, None)
+    }
+
+    /// [`Minter::mint`] with a `jti` claim when given (the `revoke` scenario revokes each
+    /// connection's token by its own `jti`).
+    pub fn mint_with_jti(&self, sub: &str, scope: &str, ttl_secs: i64, jti: Option<&str>) -> anyhow::Result<String> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs() as i64;
         let mut claims = serde_json::json!({"sub": sub, "scope": scope, "iat": now, "exp": now + ttl_secs});
+        if let Some(jti) = jti {
+            claims["jti"] = jti.into();
+        }
         if let Some(iss) = &self.iss {
             claims["iss"] = iss.clone().into();
         }
@@ -63,5 +72,31 @@ impl Minter {
         let mut header = Header::new(self.alg);
         header.kid = self.kid.clone();
         Ok(jsonwebtoken::encode(&header, &claims, &self.key)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{DecodingKey, Validation};
+
+    fn claims(token: &str) -> serde_json::Value {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.required_spec_claims.clear();
+        jsonwebtoken::decode::<serde_json::Value>(token, &DecodingKey::from_secret(b"s3cret"), &v)
+            .expect("valid")
+            .claims
+    }
+
+    #[test]
+    fn a_jti_is_added_only_when_asked() {
+        let m = Minter::new(Some("s3cret"), None, "ES256", None).unwrap().unwrap();
+        let with = claims(&m.mint_with_jti("alice", "chat:read", 60, Some("lt-1-7")).unwrap());
+        assert_eq!(with["jti"], "lt-1-7");
+        assert_eq!(with["sub"], "alice");
+        assert_eq!(with["scope"], "chat:read");
+        let without = claims(&m.mint("alice", "chat:read", 60).unwrap());
+        assert!(without.get("jti").is_none(), "{without}");
+        assert_eq!(without["exp"].as_i64().unwrap() - without["iat"].as_i64().unwrap(), 60);
     }
 }
