@@ -95,7 +95,7 @@ fn open_stores(config: &Config) -> Result<Stores> {
     tracing::info!(node = %node, "fleet mode: caps, handshake rate, revocations and kicks are shared through redis");
     let fleet = Arc::new(RedisRevocations::new(Arc::clone(&link), keys, node, cache));
     Ok(Stores {
-        admission: Arc::new(RedisAdmission::new(link, settings, config.limits.clone())),
+        admission: Arc::new(RedisAdmission::new(link, settings, config.limits.clone(), fleet.loaded())),
         revocations: Arc::clone(&fleet) as Arc<dyn RevocationStore>,
         fleet: Some(fleet),
     })
@@ -177,7 +177,10 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
         // decides, and both catch up in the background).
         let joined = async {
             let _ = loaded.await;
-            admission.upkeep().await;
+            while !admission.ready() {
+                admission.upkeep().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         };
         if tokio::time::timeout(FLEET_JOIN_WAIT, joined).await.is_err() {
             tracing::warn!(wait = ?FLEET_JOIN_WAIT, "fleet: redis not reached at start; serving with on_redis_down until it is");

@@ -296,12 +296,7 @@ fn check_config(path: &Path) -> anyhow::Result<()> {
         config.admin_listen
     );
     if let Some(f) = &config.fleet {
-        let at = match &f.target {
-            wsgate::config::RedisTarget::Url(url) => url.clone(),
-            wsgate::config::RedisTarget::Sentinel { master, addrs, .. } => {
-                format!("sentinel master {master} via {}", addrs.join(", "))
-            }
-        };
+        let at = f.target.describe();
         // Not connected here: check-config reads files only.
         println!(
             "fleet: node {} (plus a boot id), redis {at}, on_redis_down = {}",

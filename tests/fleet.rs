@@ -622,3 +622,62 @@ async fn rediss_with_a_password_is_verified_like_an_upstream() {
     assert!(connect_errors >= 1.0, "the TLS verification failure is counted: {connect_errors}");
     assert!(!c.log().contains("s3cret-redis") && !a.log().contains("s3cret-redis"), "the password is never logged");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_whose_answer_is_lost_leave_the_counts_exact() {
+    let redis = Redis::start();
+    let up = echo_upstream().await;
+    let a = spawn_gateway(&fleet_setup(
+        &up,
+        &redis,
+        "a",
+        "max_connections_per_subject = 1\nmax_connections_per_ip = 3\nhandshake_burst_per_ip = 100",
+        "on_redis_down = \"refuse\"",
+    ));
+    // A handshake whose script runs while Redis is paused for writes: the answer comes too late
+    // (503), but the script ran when the pause ended. The count it left must not stay.
+    redis.cli(&["CLIENT", "PAUSE", "600", "WRITE"]);
+    assert_eq!(refused(&a, "127.0.0.30", &token_for("quinn", None)).await, 503);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    eventually("the unknown outcome is rewritten from the node's counts", Duration::from_secs(10), || async {
+        redis_count(&redis, "wsgate:cc:sub:quinn", "a.") == 0
+            && redis_count(&redis, "wsgate:cc:ip:127.0.0.30", "a.") == 0
+    })
+    .await;
+    let (_q, _) = connect_from(&a, "127.0.0.30", &token_for("quinn", None)).await.expect("no phantom slot");
+    // A release whose answer is lost is not replayed (that would count it twice).
+    let (_r1, _) = connect_from(&a, "127.0.0.31", &token_for("r1", None)).await.expect("r1");
+    let (r2, _) = connect_from(&a, "127.0.0.31", &token_for("r2", None)).await.expect("r2");
+    let (_r3, _) = connect_from(&a, "127.0.0.31", &token_for("r3", None)).await.expect("r3");
+    redis.cli(&["CLIENT", "PAUSE", "400", "WRITE"]);
+    drop(r2);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    eventually("redis counts what the node holds", Duration::from_secs(10), || async {
+        redis_count(&redis, "wsgate:cc:ip:127.0.0.31", "a.") == 2 && redis_count(&redis, "wsgate:cc:all", "a.") == 3
+    })
+    .await;
+    // And it stays so (no late replay takes one more off).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(redis_count(&redis, "wsgate:cc:ip:127.0.0.31", "a."), 2);
+    assert_eq!(redis_count(&redis, "wsgate:cc:all", "a."), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_never_reached_redis_refuses_even_in_local_mode() {
+    let mut redis = Redis::start();
+    let up = echo_upstream().await;
+    let url = redis.url();
+    redis.stop();
+    let setup =
+        Setup::new(&up).tail(&format!("[fleet]\nredis_url = \"{url}\"\nnode_id = \"late\"\non_redis_down = \"local\""));
+    let gw = spawn_gateway(&setup);
+    // It knows neither the fleet's revocations nor how many nodes share the caps.
+    assert_eq!(refused(&gw, "127.0.0.32", &token_for("rita", None)).await, 503);
+    assert_eq!(gw.admin_get("/readyz").await.0, 503, "not ready before it joined");
+    redis.restart();
+    eventually("joins once redis answers", Duration::from_secs(15), || async {
+        refused(&gw, "127.0.0.32", &token_for("rita", None)).await == 101
+    })
+    .await;
+    eventually("ready once it joined", Duration::from_secs(15), || async { gw.admin_get("/readyz").await.0 == 200 }).await;
+}

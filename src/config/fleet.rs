@@ -82,6 +82,16 @@ pub enum RedisDown {
     Refuse,
 }
 
+impl RedisTarget {
+    /// Where, for a log line or `check-config`: scheme, host and path only (never a query).
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Url(url) => url.split_once('?').map_or(url.as_str(), |(u, _)| u).to_string(),
+            Self::Sentinel { master, addrs, .. } => format!("sentinel master {master} via {}", addrs.join(", ")),
+        }
+    }
+}
+
 impl RedisDown {
     /// The config value.
     pub fn name(self) -> &'static str {
@@ -145,7 +155,12 @@ pub(super) fn validate(raw: RawFleet, base: &Path) -> Result<Fleet, ConfigError>
                     "must start with redis://, rediss:// or redis+unix://",
                 ));
             }
-            if url.contains('@') {
+            let query = url.split_once('?').map_or("", |(_, q)| q);
+            let credential_param = query
+                .split('&')
+                .filter_map(|kv| kv.split('=').next())
+                .any(|k| matches!(k.to_ascii_lowercase().as_str(), "pass" | "password" | "user" | "username"));
+            if url.contains('@') || credential_param {
                 return Err(ConfigError::invalid(
                     "fleet.redis_url",
                     "no credentials in the URL (they end up in logs and process listings): use fleet.redis_password_env",
@@ -188,8 +203,10 @@ pub(super) fn validate(raw: RawFleet, base: &Path) -> Result<Fleet, ConfigError>
     if !raw.node_id.is_empty() && !name_ok(&raw.node_id) {
         return Err(ConfigError::invalid("fleet.node_id", "1-64 characters of A-Z a-z 0-9 . _ -"));
     }
-    if raw.key_prefix.is_empty() || raw.key_prefix.len() > 64 || raw.key_prefix.bytes().any(|b| !b.is_ascii_graphic()) {
-        return Err(ConfigError::invalid("fleet.key_prefix", "1-64 visible ASCII characters"));
+    // No glob characters: the prefix is part of the pattern that finds every revocation.
+    let prefix_ok = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b':' | b'.' | b'_' | b'-');
+    if raw.key_prefix.is_empty() || raw.key_prefix.len() > 64 || !raw.key_prefix.bytes().all(prefix_ok) {
+        return Err(ConfigError::invalid("fleet.key_prefix", "1-64 characters of A-Z a-z 0-9 : . _ -"));
     }
     if !(1..=10_000).contains(&raw.op_timeout_ms) {
         return Err(ConfigError::invalid("fleet.op_timeout_ms", "must be 1..=10000"));
@@ -253,6 +270,10 @@ mod tests {
             "redis_url = \"redis://h:1\"\nheartbeat_seconds = 0",
             "redis_url = \"redis://h:1\"\nnode_id = \"a b\"",
             "redis_url = \"redis://h:1\"\nkey_prefix = \"\"",
+            "redis_url = \"redis://h:1\"\nkey_prefix = \"fleet[1]:\"",
+            "redis_url = \"redis://h:1\"\nkey_prefix = \"a*\"",
+            "redis_url = \"redis+unix:///r.sock?pass=secret\"",
+            "redis_url = \"redis://h:1/0?Password=secret\"",
             "redis_url = \"redis://h:1\"\nredis_ca_file = \"ca.pem\"",
             "redis_url = \"redis://h:1\"\non_redis_down = \"open\"",
             "sentinel = { master = \"m\", addrs = [] }",

@@ -27,12 +27,13 @@ pub enum ConnRef {
 
 /// Read `text` (`<n>`, or `<node>-<n>` in fleet mode); `None` when it is neither.
 pub fn parse_conn_id(text: &str, this_node: Option<&str>) -> Option<ConnRef> {
-    if let Ok(id) = text.parse::<ConnId>() {
+    let number = |s: &str| if s.bytes().all(|b| b.is_ascii_digit()) { s.parse::<ConnId>().ok() } else { None };
+    if let Some(id) = number(text) {
         return Some(ConnRef::Local(id));
     }
     let this = this_node?;
     let (node, n) = text.rsplit_once('-')?;
-    let id = n.parse::<ConnId>().ok()?;
+    let id = number(n)?;
     if node.is_empty() {
         return None;
     }
@@ -89,7 +90,10 @@ mod tests {
             parse_conn_id("gw-b.99-7", Some("gw-a.1f2e")),
             Some(ConnRef::Remote { node: "gw-b.99".into(), id: 7 })
         );
-        for bad in ["", "-", "-7", "a-", "a-b", "a-18446744073709551616"] {
+        for bad in ["", "-", "-7", "a-", "a-b", "a-18446744073709551616", "a-+5", "a- 5"] {
+            assert_eq!(parse_conn_id(bad, Some("x")), None, "{bad:?}");
+        }
+        for bad in ["+5", " 5", "5 "] {
             assert_eq!(parse_conn_id(bad, Some("x")), None, "{bad:?}");
         }
     }

@@ -36,7 +36,13 @@ pub enum RevokeError {
     /// The given `exp` has passed.
     #[error("exp is in the past: nothing to revoke")]
     InThePast,
+    /// The given `exp` is further away than any token may live.
+    #[error("exp is more than 10 years away: give the revoked tokens' real exp")]
+    TooFar,
 }
+
+/// The latest `exp` a revocation may be kept until (from now).
+pub const MAX_KEEP_SECONDS: u64 = 10 * 366 * 24 * 3600;
 
 /// A revocation made.
 #[derive(Debug)]
@@ -76,6 +82,9 @@ pub async fn revoke(
     };
     if entry.until() < now {
         return Err(RevokeError::InThePast);
+    }
+    if entry.until() > now.saturating_add(MAX_KEEP_SECONDS) {
+        return Err(RevokeError::TooFar);
     }
     let closed = sessions.count_matching(|sub, t| entry.covers(sub, t.jti.as_deref(), t.iat));
     let stored = store.add(entry.clone()).await;
@@ -133,6 +142,8 @@ mod tests {
         assert_eq!(run(Target::Token(String::new()), None).err(), Some(RevokeError::Empty));
         assert_eq!(run(Target::Subject(String::new()), None).err(), Some(RevokeError::Empty));
         assert_eq!(run(Target::Token("j".into()), Some(1)).err(), Some(RevokeError::InThePast));
+        assert_eq!(run(Target::Token("j".into()), Some(100_000_000_000_000)).err(), Some(RevokeError::TooFar));
+        assert_eq!(run(Target::Subject("s".into()), Some(u64::MAX)).err(), Some(RevokeError::TooFar));
         assert!(store.is_empty());
         // Without an exp and no live session: kept for the default time.
         match run(Target::Token("j".into()), None) {

@@ -57,12 +57,28 @@ pub struct Settings {
     pub on_redis_down: RedisDown,
 }
 
+/// The bookkeeping that keeps the shared counts from ever falling below the truth. Every
+/// field changes under one lock with the local counts it describes.
 #[derive(Debug, Default)]
 struct Upkeep {
-    /// Slots whose shared release failed (already released locally).
+    /// Slots whose shared release never reached Redis (already released locally).
     retry: Vec<Slot>,
     /// Count keys the last reconcile wrote for this node.
     written: HashSet<String>,
+    /// Count keys of calls whose outcome is unknown (a timeout: the script may have run); the
+    /// next reconcile rewrites them.
+    suspect: HashSet<String>,
+    /// Local acquires so far: the number of the last one.
+    seq: u64,
+    /// The snapshot number of the reconcile in flight.
+    reconciling: Option<u64>,
+    /// Shared acquires that completed during that reconcile after its snapshot: their
+    /// increment may have landed before its absolute write and been overwritten, so they are
+    /// counted once more when it ends (an over-count until the next reconcile, never under).
+    compensate: Vec<Slot>,
+    /// Snapshot number of the last completed reconcile: slots numbered up to it are counted in
+    /// Redis.
+    covered: u64,
     last_reconcile: Option<Instant>,
     last_connects: u64,
 }
@@ -72,15 +88,21 @@ pub struct RedisAdmission {
     link: Arc<Link>,
     settings: Settings,
     ttl_ms: u64,
+    leak_guard_ms: u64,
     local: MemoryAdmission,
     fallback: Mutex<HashMap<IpAddr, TokenBucket>>,
     denied: Mutex<HashMap<IpAddr, Instant>>,
     nodes: AtomicU64,
-    reconciles: AtomicU64,
     upkeep: Mutex<Upkeep>,
-    upkeep_running: AtomicBool,
-    /// A handshake found this node missing from the live set: reconcile at the next upkeep.
-    rejoined: AtomicBool,
+    heartbeat_running: AtomicBool,
+    reconcile_running: AtomicBool,
+    /// Reconcile at the next upkeep (this node was missing from the live set, or a call's
+    /// outcome is unknown).
+    dirty: AtomicBool,
+    /// A heartbeat has succeeded once (the node count is known).
+    heard: AtomicBool,
+    /// The revocation store has loaded the fleet's revocations once.
+    revocations_loaded: Arc<AtomicBool>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -100,26 +122,48 @@ fn share32(cap: u32, nodes: u64) -> u32 {
     u32::try_from(share(u64::from(cap), nodes)).unwrap_or(u32::MAX)
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Takes a locally counted slot back if the handshake is dropped while its shared acquire is
+/// in flight (its outcome then unknown).
+struct Pending<'a> {
+    store: &'a RedisAdmission,
+    slot: Option<Slot>,
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.store.forget(&slot, true);
+        }
+    }
+}
+
 // === impl RedisAdmission ===
 
 impl RedisAdmission {
-    /// A store over `link` enforcing `limits`.
-    pub fn new(link: Arc<Link>, settings: Settings, limits: Limits) -> Self {
-        let ttl_ms = u64::try_from(settings.heartbeat.as_millis())
-            .unwrap_or(u64::MAX)
-            .saturating_mul(u64::from(HEARTBEATS_TO_DEATH));
+    /// A store over `link` enforcing `limits`; `revocations_loaded` is set by the revocation
+    /// store once it holds the fleet's revocations.
+    pub fn new(link: Arc<Link>, settings: Settings, limits: Limits, revocations_loaded: Arc<AtomicBool>) -> Self {
+        let ttl_ms = millis(settings.heartbeat).saturating_mul(u64::from(HEARTBEATS_TO_DEATH));
+        let leak_guard_ms = LEAK_GUARD_MS.max(millis(settings.reconcile).saturating_mul(3));
         Self {
             link,
             settings,
             ttl_ms,
+            leak_guard_ms,
             local: MemoryAdmission::new(limits),
             fallback: Mutex::new(HashMap::new()),
             denied: Mutex::new(HashMap::new()),
             nodes: AtomicU64::new(1),
-            reconciles: AtomicU64::new(0),
             upkeep: Mutex::new(Upkeep::default()),
-            upkeep_running: AtomicBool::new(false),
-            rejoined: AtomicBool::new(false),
+            heartbeat_running: AtomicBool::new(false),
+            reconcile_running: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
+            heard: AtomicBool::new(false),
+            revocations_loaded,
         }
     }
 
@@ -128,9 +172,36 @@ impl RedisAdmission {
         self.nodes.load(Ordering::Acquire).max(1)
     }
 
+    /// True once this node has heard the fleet (a heartbeat) and holds its revocations: before
+    /// that it cannot divide the caps nor judge a token without Redis, so it refuses.
+    pub fn joined(&self) -> bool {
+        self.heard.load(Ordering::Acquire) && self.revocations_loaded.load(Ordering::Acquire)
+    }
+
     fn slot_keys(&self, slot: &Slot) -> [String; 3] {
         let k = &self.settings.keys;
         [k.conns_all(), k.conns_ip(slot.ip), k.conns_sub(&slot.subject)]
+    }
+
+    /// Take a slot back locally; `unknown`: its shared call may have run, so its keys are
+    /// rewritten by the next reconcile.
+    fn forget(&self, slot: &Slot, unknown: bool) {
+        let mut u = lock(&self.upkeep);
+        self.local.release_now(slot);
+        if unknown {
+            u.suspect.extend(self.slot_keys(slot));
+            self.dirty.store(true, Ordering::Release);
+        }
+    }
+
+    /// Count a slot locally under `limits`, numbered.
+    fn count(&self, admitted: Admitted, subject: &str, limits: &Limits, fallback: bool) -> Result<Slot, Refusal> {
+        let mut u = lock(&self.upkeep);
+        let seq = u.seq.saturating_add(1);
+        let counted = if fallback { Counted::Fallback(seq) } else { Counted::Shared };
+        let slot = self.local.acquire_with(admitted, subject, limits, counted)?;
+        u.seq = seq;
+        Ok(slot)
     }
 
     async fn shared_acquire(
@@ -138,7 +209,7 @@ impl RedisAdmission {
         admitted: Admitted,
         claims: &Claims,
         limits: &Limits,
-    ) -> Result<(String, i64), FleetError> {
+    ) -> Result<(String, i64, i64), FleetError> {
         let k = &self.settings.keys;
         let (burst, rate) = (limits.handshake_burst_per_ip, limits.handshakes_per_second_per_ip);
         let interval_us = if burst == 0 || rate == 0 { 0 } else { (1_000_000 / u64::from(rate)).max(1) };
@@ -159,11 +230,15 @@ impl RedisAdmission {
             .arg(burst)
             .arg(u8::from(claims.jti.is_some()))
             .arg(claims.iat.map_or(-1, |i| i64::try_from(i).unwrap_or(i64::MAX)))
-            .arg(LEAK_GUARD_MS);
+            .arg(self.leak_guard_ms);
         self.link.script("acquire", &inv).await
     }
 
     fn fallback_acquire(&self, admitted: Admitted, subject: &str, limits: &Limits) -> Result<Slot, Refusal> {
+        if !self.joined() {
+            // Never heard the fleet: neither the node count nor the revocations are known.
+            return Err(Refusal { denied: HandshakeRefusal::FleetUnavailable, retry_after: Some(DOWN_RETRY_AFTER) });
+        }
         let n = self.nodes();
         let (burst, rate) = (
             share(u64::from(limits.handshake_burst_per_ip), n),
@@ -190,8 +265,7 @@ impl RedisAdmission {
             max_connections_per_subject: share32(limits.max_connections_per_subject, n),
             ..limits.clone()
         };
-        let counted = Counted::Fallback(self.reconciles.load(Ordering::Acquire));
-        let slot = self.local.acquire_with(admitted, subject, &scaled, counted)?;
+        let slot = self.count(admitted, subject, &scaled, true)?;
         crate::metrics::fleet_fallback_admission();
         Ok(slot)
     }
@@ -205,29 +279,18 @@ impl RedisAdmission {
             max_connections_per_subject: 0,
             ..(*limits).clone()
         };
-        let slot = self.local.acquire_with(admitted, &claims.sub, &uncapped, Counted::Shared)?;
+        let slot = self.count(admitted, &claims.sub, &uncapped, false)?;
+        let seq = lock(&self.upkeep).seq;
+        let mut pending = Pending { store: self, slot: Some(slot) };
         let verdict = self.shared_acquire(admitted, claims, &limits).await;
+        let Some(slot) = pending.slot.take() else {
+            return Err(Refusal { denied: HandshakeRefusal::Internal, retry_after: None });
+        };
         let refused = |denied| Refusal::at_cap(denied);
-        let outcome = match verdict {
-            Ok((v, absent)) if v == "ok" => {
-                if absent == 1 {
-                    self.rejoined.store(true, Ordering::Release);
-                }
-                return Ok(slot);
-            }
-            Ok((v, retry_ms)) => match v.as_str() {
-                "rate" => {
-                    let wait = Duration::from_millis(u64::try_from(retry_ms).unwrap_or(0).max(1));
-                    lock(&self.denied).insert(admitted.ip, Instant::now() + wait);
-                    Err(Refusal { denied: HandshakeRefusal::HandshakeRate, retry_after: Some(wait) })
-                }
-                "revoked" => Err(Refusal { denied: HandshakeRefusal::Revoked, retry_after: None }),
-                "ip" => Err(refused(HandshakeRefusal::IpConnections)),
-                "subject" => Err(refused(HandshakeRefusal::SubjectConnections)),
-                _ => Err(refused(HandshakeRefusal::Overloaded)),
-            },
+        let (v, n, absent) = match verdict {
+            Ok(v) => v,
             Err(e) => {
-                self.local.release_now(&slot);
+                self.forget(&slot, e.may_have_run());
                 return match self.settings.on_redis_down {
                     RedisDown::Refuse => {
                         tracing::debug!(error = %e, "fleet store unreachable: handshake refused (on_redis_down = refuse)");
@@ -237,8 +300,29 @@ impl RedisAdmission {
                 };
             }
         };
-        self.local.release_now(&slot);
-        outcome
+        if absent == 1 {
+            self.dirty.store(true, Ordering::Release);
+        }
+        let refusal = match v.as_str() {
+            "ok" => {
+                let mut u = lock(&self.upkeep);
+                if u.reconciling.is_some_and(|snap| seq > snap) {
+                    u.compensate.push(slot.clone());
+                }
+                return Ok(slot);
+            }
+            "rate" => {
+                let wait = Duration::from_millis(u64::try_from(n).unwrap_or(0).max(1));
+                lock(&self.denied).insert(admitted.ip, Instant::now() + wait);
+                Refusal { denied: HandshakeRefusal::HandshakeRate, retry_after: Some(wait) }
+            }
+            "revoked" => Refusal { denied: HandshakeRefusal::Revoked, retry_after: None },
+            "ip" => refused(HandshakeRefusal::IpConnections),
+            "subject" => refused(HandshakeRefusal::SubjectConnections),
+            _ => refused(HandshakeRefusal::Overloaded),
+        };
+        self.forget(&slot, false);
+        Err(refusal)
     }
 
     async fn shared_release(&self, slot: &Slot) -> Result<(), FleetError> {
@@ -250,25 +334,39 @@ impl RedisAdmission {
         self.link.script::<i64>("release", &inv).await.map(|_| ())
     }
 
+    /// After a shared release failed (the slot released locally under the same lock): retried
+    /// when it never reached Redis, else (it may have run: replaying it could count twice) its
+    /// keys are rewritten by the next reconcile.
+    fn release_failed(&self, u: &mut Upkeep, slot: Slot, e: &FleetError) {
+        if e.may_have_run() {
+            u.suspect.extend(self.slot_keys(&slot));
+            self.dirty.store(true, Ordering::Release);
+        } else if u.retry.len() < MAX_RETRIES {
+            u.retry.push(slot);
+        } else {
+            u.suspect.extend(self.slot_keys(&slot));
+        }
+    }
+
     async fn release_slot(&self, slot: Slot) {
         let shared = match slot.counted {
             Counted::Local => false,
             Counted::Shared => true,
-            Counted::Fallback(at) => self.reconciles.load(Ordering::Acquire) > at,
+            Counted::Fallback(seq) => lock(&self.upkeep).covered >= seq,
         };
         if !shared {
             self.local.release_now(&slot);
             return;
         }
-        if self.shared_release(&slot).await.is_ok() {
-            self.local.release_now(&slot);
-            return;
-        }
-        // Released here and queued under one lock, so a reconcile snapshot sees both or neither.
-        let mut u = lock(&self.upkeep);
-        self.local.release_now(&slot);
-        if u.retry.len() < MAX_RETRIES {
-            u.retry.push(slot);
+        match self.shared_release(&slot).await {
+            Ok(()) => self.local.release_now(&slot),
+            Err(e) => {
+                // Released here and queued under one lock, so a reconcile snapshot sees both or
+                // neither.
+                let mut u = lock(&self.upkeep);
+                self.local.release_now(&slot);
+                self.release_failed(&mut u, slot, &e);
+            }
         }
     }
 
@@ -277,6 +375,7 @@ impl RedisAdmission {
         inv.key(self.settings.keys.nodes()).arg(&self.settings.node).arg(self.ttl_ms);
         let (nodes, added): (u64, u64) = self.link.script("heartbeat", &inv).await?;
         self.nodes.store(nodes.max(1), Ordering::Release);
+        self.heard.store(true, Ordering::Release);
         crate::metrics::fleet_nodes(nodes);
         Ok(added == 1)
     }
@@ -284,17 +383,44 @@ impl RedisAdmission {
     async fn retry_releases(&self) {
         loop {
             let Some(slot) = lock(&self.upkeep).retry.pop() else { return };
-            if self.shared_release(&slot).await.is_err() {
-                lock(&self.upkeep).retry.push(slot);
-                return;
+            if let Err(e) = self.shared_release(&slot).await {
+                let never_sent = !e.may_have_run();
+                self.release_failed(&mut lock(&self.upkeep), slot, &e);
+                if never_sent {
+                    return;
+                }
             }
         }
+    }
+
+    async fn write_chunks(&self, writes: &[(&String, u64)], deletes: &[&String]) -> Result<(), FleetError> {
+        let node = &self.settings.node;
+        let guard = i64::try_from(self.leak_guard_ms).unwrap_or(i64::MAX);
+        for chunk in writes.chunks(RECONCILE_CHUNK) {
+            let mut p = redis::pipe();
+            for (key, n) in chunk {
+                if *n == 0 {
+                    p.hdel(*key, node).ignore();
+                } else {
+                    p.hset(*key, node, *n).ignore().pexpire(*key, guard).ignore();
+                }
+            }
+            self.link.pipe::<()>("reconcile", &p).await?;
+        }
+        for chunk in deletes.chunks(RECONCILE_CHUNK) {
+            let mut p = redis::pipe();
+            for key in chunk {
+                p.hdel(*key, node).ignore();
+            }
+            self.link.pipe::<()>("reconcile", &p).await?;
+        }
+        Ok(())
     }
 
     /// Rewrite this node's absolute counts in Redis from the local ones.
     async fn reconcile(&self) -> Result<(), FleetError> {
         let k = &self.settings.keys;
-        let (counts, drained, stale) = {
+        let (counts, drained, stale, suspect, snap) = {
             let mut u = lock(&self.upkeep);
             let CountSnapshot { total, ips, subjects } = self.local.snapshot();
             let mut counts: HashMap<String, u64> = HashMap::with_capacity(1 + ips.len() + subjects.len());
@@ -302,88 +428,98 @@ impl RedisAdmission {
             counts.extend(ips.into_iter().map(|(ip, n)| (k.conns_ip(ip), u64::from(n))));
             counts.extend(subjects.into_iter().map(|(s, n)| (k.conns_sub(&s), u64::from(n))));
             let drained = std::mem::take(&mut u.retry);
+            let suspect = std::mem::take(&mut u.suspect);
             let mut stale: HashSet<String> =
-                u.written.iter().filter(|key| !counts.contains_key(*key)).cloned().collect();
+                u.written.iter().chain(suspect.iter()).filter(|key| !counts.contains_key(*key)).cloned().collect();
             for slot in &drained {
                 stale.extend(self.slot_keys(slot).into_iter().filter(|key| !counts.contains_key(key)));
             }
-            (counts, drained, stale)
+            u.reconciling = Some(u.seq);
+            u.compensate.clear();
+            (counts, drained, stale, suspect, u.seq)
         };
-        let node = &self.settings.node;
         let writes: Vec<(&String, u64)> = counts.iter().map(|(key, n)| (key, *n)).collect();
-        let stale: Vec<&String> = stale.iter().collect();
-        let mut result = Ok(());
-        for chunk in writes.chunks(RECONCILE_CHUNK) {
+        let deletes: Vec<&String> = stale.iter().collect();
+        let result = self.write_chunks(&writes, &deletes).await;
+        let compensate = {
+            let mut u = lock(&self.upkeep);
+            u.reconciling = None;
+            let compensate = std::mem::take(&mut u.compensate);
+            match &result {
+                Ok(()) => {
+                    u.written = counts.iter().filter(|(_, n)| **n > 0).map(|(key, _)| key.clone()).collect();
+                    u.covered = snap;
+                    u.last_reconcile = Some(Instant::now());
+                }
+                Err(_) => {
+                    // Some chunks may have been written: every key is suspect again, and the
+                    // failed releases still need doing.
+                    u.suspect.extend(suspect);
+                    u.suspect.extend(counts.into_keys());
+                    u.suspect.extend(stale);
+                    let mut back = drained;
+                    back.append(&mut u.retry);
+                    u.retry = back;
+                    u.written.clear();
+                }
+            }
+            compensate
+        };
+        result?;
+        if !compensate.is_empty() {
+            let node = &self.settings.node;
             let mut p = redis::pipe();
-            for (key, n) in chunk {
-                if *n == 0 {
-                    p.hdel(*key, node).ignore();
-                } else {
-                    p.hset(*key, node, *n)
-                        .ignore()
-                        .pexpire(*key, i64::try_from(LEAK_GUARD_MS).unwrap_or(i64::MAX))
-                        .ignore();
+            for slot in &compensate {
+                for key in self.slot_keys(slot) {
+                    p.hincr(key, node, 1).ignore();
                 }
             }
             if let Err(e) = self.link.pipe::<()>("reconcile", &p).await {
-                result = Err(e);
-                break;
-            }
-        }
-        if result.is_ok() {
-            for chunk in stale.chunks(RECONCILE_CHUNK) {
-                let mut p = redis::pipe();
-                for key in chunk {
-                    p.hdel(*key, node).ignore();
+                let mut u = lock(&self.upkeep);
+                for slot in &compensate {
+                    u.suspect.extend(self.slot_keys(slot));
                 }
-                if let Err(e) = self.link.pipe::<()>("reconcile", &p).await {
-                    result = Err(e);
-                    break;
-                }
+                self.dirty.store(true, Ordering::Release);
+                return Err(e);
             }
         }
-        let mut u = lock(&self.upkeep);
-        match result {
-            Ok(()) => {
-                u.written = counts.into_iter().filter(|(_, n)| *n > 0).map(|(key, _)| key).collect();
-                u.last_reconcile = Some(Instant::now());
-                self.reconciles.fetch_add(1, Ordering::AcqRel);
-                Ok(())
-            }
-            Err(e) => {
-                // Not superseded: the failed releases still need doing.
-                let mut back = drained;
-                back.append(&mut u.retry);
-                u.retry = back;
-                Err(e)
-            }
-        }
+        Ok(())
     }
 
     async fn run_upkeep(&self) {
-        if self.upkeep_running.swap(true, Ordering::AcqRel) {
+        // The heartbeat never waits behind a long reconcile (each round runs on its own task).
+        if self.heartbeat_running.swap(true, Ordering::AcqRel) {
             return;
         }
-        let _running = Running(&self.upkeep_running);
-        let absent = match self.heartbeat().await {
-            Ok(absent) => self.rejoined.swap(false, Ordering::AcqRel) || absent,
+        let beat = {
+            let _running = Running(&self.heartbeat_running);
+            self.heartbeat().await
+        };
+        let absent = match beat {
+            Ok(absent) => absent,
             Err(e) => {
                 tracing::debug!(error = %e, "fleet heartbeat failed");
                 return;
             }
         };
+        if self.reconcile_running.swap(true, Ordering::AcqRel) {
+            if absent {
+                self.dirty.store(true, Ordering::Release);
+            }
+            return;
+        }
+        let _running = Running(&self.reconcile_running);
+        let dirty = self.dirty.swap(false, Ordering::AcqRel) || absent;
         let connects = self.link.connects();
         let due = {
             let u = lock(&self.upkeep);
-            absent
+            dirty
                 || u.last_connects != connects
                 || u.last_reconcile.is_none_or(|t| t.elapsed() >= self.settings.reconcile)
         };
         if due {
             if let Err(e) = self.reconcile().await {
-                if absent {
-                    self.rejoined.store(true, Ordering::Release);
-                }
+                self.dirty.store(true, Ordering::Release);
                 tracing::warn!(error = %e, "fleet reconcile failed; tried again at the next heartbeat");
                 return;
             }
@@ -396,7 +532,7 @@ impl RedisAdmission {
     }
 }
 
-/// Clears the upkeep flag however the upkeep ends.
+/// Clears a running flag however the work ends.
 struct Running<'a>(&'a AtomicBool);
 
 impl Drop for Running<'_> {
@@ -450,7 +586,7 @@ impl AdmissionStore for RedisAdmission {
     }
 
     fn ready(&self) -> bool {
-        self.settings.on_redis_down == RedisDown::Local || !self.link.breaker_open()
+        self.joined() && (self.settings.on_redis_down == RedisDown::Local || !self.link.breaker_open())
     }
 }
 

@@ -20,6 +20,9 @@ const BREAKER_FAILURES: u32 = 3;
 const BREAKER_BASE: Duration = Duration::from_millis(500);
 /// Longest open period.
 const BREAKER_MAX: Duration = Duration::from_secs(5);
+/// How long the feed reader may take to have Sentinel name the primary (a hung sentinel costs
+/// the client's own timeouts before the next one is asked).
+const SENTINEL_RESOLVE: Duration = Duration::from_secs(5);
 
 /// Why a Redis call did not give an answer.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -30,12 +33,23 @@ pub enum FleetError {
     /// No answer within `op_timeout_ms`.
     #[error("redis did not answer within the op timeout")]
     Timeout,
-    /// Another task is (re)connecting; this call does not wait for it.
+    /// Another task is (re)connecting and did not finish within the op timeout.
     #[error("redis connection is being re-established")]
     Connecting,
-    /// Redis or the connection failed.
+    /// No connection could be made: the call was not sent.
+    #[error("redis unreachable: {0}")]
+    Unreachable(String),
+    /// Redis or the connection failed after the call was sent.
     #[error("redis: {0}")]
     Redis(String),
+}
+
+impl FleetError {
+    /// True when the call may have run in Redis (its answer was lost): a script that counts
+    /// must not simply be replayed.
+    pub fn may_have_run(&self) -> bool {
+        matches!(self, Self::Timeout | Self::Redis(_))
+    }
 }
 
 /// How one try of a call failed.
@@ -51,7 +65,9 @@ enum Source {
     Sentinel(tokio::sync::Mutex<SentinelClient>),
 }
 
-/// The circuit breaker.
+/// The circuit breaker: after [`BREAKER_FAILURES`] failures in a row it opens for a backoff;
+/// then one call at a time probes; a failed probe doubles the backoff (up to [`BREAKER_MAX`]),
+/// a success closes it.
 #[derive(Debug)]
 struct Breaker {
     failures: AtomicU32,
@@ -59,6 +75,7 @@ struct Breaker {
     open_until: AtomicU64,
     backoff_ms: AtomicU64,
     open: AtomicBool,
+    probing: AtomicBool,
     origin: Instant,
 }
 
@@ -69,6 +86,7 @@ impl Breaker {
             open_until: AtomicU64::new(0),
             backoff_ms: AtomicU64::new(millis(BREAKER_BASE)),
             open: AtomicBool::new(false),
+            probing: AtomicBool::new(false),
             origin: Instant::now(),
         }
     }
@@ -77,36 +95,56 @@ impl Breaker {
         millis(self.origin.elapsed())
     }
 
+    /// May a call go out now? While open, only one probe after the backoff.
     fn allows(&self) -> bool {
-        self.now_ms() >= self.open_until.load(Ordering::Acquire)
+        if !self.open.load(Ordering::Acquire) {
+            return true;
+        }
+        if self.now_ms() < self.open_until.load(Ordering::Acquire) {
+            return false;
+        }
+        !self.probing.swap(true, Ordering::AcqRel)
+    }
+
+    fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
     }
 
     fn succeeded(&self) {
         self.failures.store(0, Ordering::Release);
         self.backoff_ms.store(millis(BREAKER_BASE), Ordering::Release);
+        self.probing.store(false, Ordering::Release);
         if self.open.swap(false, Ordering::AcqRel) {
             crate::metrics::fleet_breaker(false);
             tracing::info!(event = "fleet_breaker_closed", "redis answers again: fleet calls resumed");
         }
     }
 
-    /// A failure; true when it opened (or re-opened) the breaker.
+    /// A failure; true when it opened the breaker or a probe failed (the connection should be
+    /// started over).
     fn failed(&self) -> bool {
+        if self.open.load(Ordering::Acquire) {
+            if !self.probing.swap(false, Ordering::AcqRel) {
+                // A call that started before the breaker opened.
+                return false;
+            }
+            let backoff = self.backoff_ms.load(Ordering::Acquire).saturating_mul(2).min(millis(BREAKER_MAX));
+            self.backoff_ms.store(backoff, Ordering::Release);
+            self.open_until.store(self.now_ms().saturating_add(backoff), Ordering::Release);
+            return true;
+        }
         let n = self.failures.fetch_add(1, Ordering::AcqRel).saturating_add(1);
-        if n < BREAKER_FAILURES {
+        if n < BREAKER_FAILURES || self.open.swap(true, Ordering::AcqRel) {
             return false;
         }
         let backoff = self.backoff_ms.load(Ordering::Acquire);
         self.open_until.store(self.now_ms().saturating_add(backoff), Ordering::Release);
-        self.backoff_ms.store(backoff.saturating_mul(2).min(millis(BREAKER_MAX)), Ordering::Release);
-        if !self.open.swap(true, Ordering::AcqRel) {
-            crate::metrics::fleet_breaker(true);
-            tracing::error!(
-                event = "fleet_breaker_open",
-                backoff_ms = backoff,
-                "redis failed repeatedly: fleet calls paused"
-            );
-        }
+        crate::metrics::fleet_breaker(true);
+        tracing::error!(
+            event = "fleet_breaker_open",
+            backoff_ms = backoff,
+            "redis failed repeatedly: fleet calls paused"
+        );
         true
     }
 }
@@ -118,6 +156,9 @@ fn millis(d: Duration) -> u64 {
 /// The shared connection to Redis.
 pub struct Link {
     source: Source,
+    /// With Sentinel: the primary's client last resolved (the shared connection dials it
+    /// within its budget; the feed reader resolves again after each lost connection).
+    resolved: ArcSwapOption<Client>,
     conn: ArcSwapOption<MultiplexedConnection>,
     connecting: tokio::sync::Mutex<()>,
     op_timeout: Duration,
@@ -177,6 +218,7 @@ impl Link {
         };
         Ok(Arc::new(Self {
             source,
+            resolved: ArcSwapOption::empty(),
             conn: ArcSwapOption::empty(),
             connecting: tokio::sync::Mutex::new(()),
             op_timeout: fleet.op_timeout,
@@ -195,28 +237,63 @@ impl Link {
         self.connects.load(Ordering::Acquire)
     }
 
-    /// True while the breaker skips calls.
+    /// True while the breaker is open (from repeated failures to a success).
     pub fn breaker_open(&self) -> bool {
-        !self.breaker.allows()
+        self.breaker.is_open()
+    }
+
+    /// The client of the primary: the configured one, or the one Sentinel names (resolved
+    /// again when `fresh`, else the last one resolved), within `budget`.
+    async fn client(&self, fresh: bool, budget: Duration) -> Result<Client, FleetError> {
+        let sentinel = match &self.source {
+            Source::Direct(c) => return Ok(c.clone()),
+            Source::Sentinel(s) => s,
+        };
+        if !fresh {
+            if let Some(c) = self.resolved.load_full() {
+                return Ok((*c).clone());
+            }
+        }
+        let resolve = async {
+            let mut s = sentinel.lock().await;
+            s.async_get_client().await
+        };
+        match tokio::time::timeout(budget, resolve).await {
+            Ok(Ok(c)) => {
+                self.resolved.store(Some(Arc::new(c.clone())));
+                Ok(c)
+            }
+            Ok(Err(e)) => Err(FleetError::Unreachable(format!("sentinel: {e}"))),
+            Err(_) => Err(FleetError::Unreachable("sentinel: no primary named within the time allowed".into())),
+        }
     }
 
     /// A new connection of its own (the feed reader's blocking reads must not stall the
-    /// shared one), whose answers may take up to `response_timeout`.
+    /// shared one), whose answers may take up to `response_timeout`; with Sentinel the primary
+    /// is asked for again (up to [`SENTINEL_RESOLVE`]).
     ///
     /// # Errors
     /// Redis cannot be reached (or Sentinel names no primary).
     pub async fn open(&self, response_timeout: Duration) -> Result<MultiplexedConnection, FleetError> {
+        let client = self.client(true, SENTINEL_RESOLVE).await?;
+        self.dial(&client, response_timeout).await
+    }
+
+    async fn dial(&self, client: &Client, response_timeout: Duration) -> Result<MultiplexedConnection, FleetError> {
+        let connect = self.connect_budget();
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.op_timeout.max(Duration::from_millis(200))))
+            .set_connection_timeout(Some(connect))
             .set_response_timeout(Some(response_timeout));
-        let client = match &self.source {
-            Source::Direct(c) => c.clone(),
-            Source::Sentinel(s) => {
-                let mut s = s.lock().await;
-                s.async_get_client().await.map_err(|e| FleetError::Redis(e.to_string()))?
-            }
-        };
-        client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| FleetError::Redis(e.to_string()))
+        match tokio::time::timeout(connect, client.get_multiplexed_async_connection_with_config(&config)).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(FleetError::Unreachable(e.to_string())),
+            Err(_) => Err(FleetError::Unreachable("connect timed out".into())),
+        }
+    }
+
+    /// What a connect may take.
+    fn connect_budget(&self) -> Duration {
+        self.op_timeout.max(Duration::from_millis(200))
     }
 
     async fn connection(&self) -> Result<MultiplexedConnection, FleetError> {
@@ -231,19 +308,21 @@ impl Link {
             return Ok((*c).clone());
         }
         let started = Instant::now();
-        let opened = tokio::time::timeout(self.op_timeout.max(Duration::from_millis(200)), self.open(self.op_timeout))
-            .await
-            .unwrap_or(Err(FleetError::Timeout));
+        let opened = match self.client(false, self.op_timeout).await {
+            Ok(client) => self.dial(&client, self.op_timeout).await,
+            Err(e) => Err(e),
+        };
         match opened {
             Ok(mut c) => {
-                // The scripts known before the first handshake needs one (after a failover or
-                // a restart Redis knows none): no NOSCRIPT round trip on the hot path.
-                for script in super::scripts::ALL.iter() {
-                    let loaded =
-                        tokio::time::timeout(self.op_timeout, script.prepare_invoke().load_async(&mut c)).await;
-                    if !matches!(loaded, Ok(Ok(_))) {
-                        tracing::debug!("loading a fleet script failed; it is sent on first use");
-                    }
+                // Every script loaded in one round trip before the first handshake needs one
+                // (after a failover or a restart Redis knows none); on failure they are sent
+                // on first use.
+                let mut p = redis::pipe();
+                for lua in super::scripts::ALL {
+                    p.cmd("SCRIPT").arg("LOAD").arg(lua).ignore();
+                }
+                if !matches!(tokio::time::timeout(self.op_timeout, p.query_async::<()>(&mut c)).await, Ok(Ok(()))) {
+                    tracing::debug!("loading the fleet scripts failed; they are sent on first use");
                 }
                 crate::metrics::fleet_redis("connect", started.elapsed());
                 self.conn.store(Some(Arc::new(c.clone())));
@@ -252,6 +331,8 @@ impl Link {
                 Ok(c)
             }
             Err(e) => {
+                // With Sentinel, the next connect asks again.
+                self.resolved.store(None);
                 crate::metrics::fleet_redis_error("connect");
                 Err(e)
             }
@@ -274,11 +355,14 @@ impl Link {
             return Err(FleetError::Breaker);
         }
         let started = Instant::now();
-        let mut result = self.attempt(&f).await;
+        let mut result = self.attempt(&f, self.op_timeout).await;
         if matches!(result, Err(Attempt::Broken(_))) {
             // A connection found dead (Redis restarted, the client was killed): one more try on
-            // a fresh one, within what is left of the timeout.
-            result = self.attempt(&f).await;
+            // a fresh one, within what is left of one op timeout.
+            let left = self.op_timeout.saturating_sub(started.elapsed());
+            if !left.is_zero() {
+                result = self.attempt(&f, left).await;
+            }
         }
         let result = result.map_err(|e| match e {
             Attempt::Broken(e) => e,
@@ -302,13 +386,13 @@ impl Link {
         result
     }
 
-    async fn attempt<T, F, Fut>(&self, f: &F) -> Result<T, Attempt>
+    async fn attempt<T, F, Fut>(&self, f: &F, limit: Duration) -> Result<T, Attempt>
     where
         F: Fn(MultiplexedConnection) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let conn = self.connection().await.map_err(Attempt::Failed)?;
-        match tokio::time::timeout(self.op_timeout, f(conn)).await {
+        match tokio::time::timeout(limit, f(conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) if e.is_timeout() => Err(Attempt::Failed(FleetError::Timeout)),
             Ok(Err(e)) => {
@@ -316,6 +400,10 @@ impl Link {
                 let replace = dead || e.is_io_error() || e.code() == Some("READONLY") || e.code() == Some("LOADING");
                 if replace {
                     self.conn.store(None);
+                    if e.code() == Some("READONLY") {
+                        // A primary turned replica: ask Sentinel again.
+                        self.resolved.store(None);
+                    }
                 }
                 // Only a connection found dead is worth a second try: the call did not reach a
                 // live Redis. Anything else may have run (a script that counted a slot).

@@ -11,6 +11,7 @@
 //! The same reader carries commands between nodes ([`Command`]: a kick for a connection
 //! another node owns, a listing of the whole fleet), answered on short-lived reply lists.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -42,6 +43,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 const COMMAND_WAIT: Duration = Duration::from_secs(1);
 /// Revocations kept for sharing while Redis is unreachable.
 const MAX_UNSHARED: usize = 100_000;
+/// Tolerated difference between Redis's clock (stream ids) and this node's.
+const COMMAND_CLOCK_SKEW_MS: u64 = 5_000;
 /// Reply lists expire after this.
 const REPLY_TTL_MS: u64 = 10_000;
 
@@ -81,6 +84,12 @@ pub struct RedisRevocations {
     node: String,
     cache: LocalRevocations,
     unshared: Mutex<Vec<Revocation>>,
+    /// Set once every marker was loaded (admission refuses to fall back before).
+    loaded: Arc<AtomicBool>,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `(ms, seq)` of a stream id, for ordering.
@@ -109,7 +118,12 @@ fn entry_revocation(e: &StreamId) -> Option<Revocation> {
 impl RedisRevocations {
     /// A store over `link` for node `node`, checking against `cache`.
     pub fn new(link: Arc<Link>, keys: Keys, node: String, cache: LocalRevocations) -> Self {
-        Self { link, keys, node, cache, unshared: Mutex::new(Vec::new()) }
+        Self { link, keys, node, cache, unshared: Mutex::new(Vec::new()), loaded: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Set once this node holds the fleet's revocations.
+    pub fn loaded(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.loaded)
     }
 
     fn marker(&self, r: &Revocation) -> String {
@@ -130,7 +144,7 @@ impl RedisRevocations {
             .arg(kind)
             .arg(value)
             .arg(before)
-            .arg(r.until())
+            .arg(super::ms(r.until()))
             .arg(&self.node)
             .arg(LOG_MAX_LEN);
         self.link.script("revoke", &inv).await
@@ -181,11 +195,12 @@ impl RedisRevocations {
         }
         let _: String = self.link.query("command", &xadd).await?;
         let started = Instant::now();
-        let mut answers: Vec<String> = Vec::new();
-        while answers.len() < expect && started.elapsed() < COMMAND_WAIT {
+        let mut count = 0usize;
+        while count < expect && started.elapsed() < COMMAND_WAIT {
             tokio::time::sleep(Duration::from_millis(5)).await;
-            answers = self.link.query("command", redis::cmd("LRANGE").arg(&reply).arg(0).arg(-1)).await?;
+            count = self.link.query("command", redis::cmd("LLEN").arg(&reply)).await?;
         }
+        let answers: Vec<String> = self.link.query("command", redis::cmd("LRANGE").arg(&reply).arg(0).arg(-1)).await?;
         let _: Result<i64, _> = self.link.query("command", redis::cmd("DEL").arg(&reply)).await;
         Ok(answers)
     }
@@ -295,8 +310,13 @@ impl RedisRevocations {
                     Revocation::Subject { before, .. } => ("sub", *before),
                 };
                 let mut inv = scripts::RESTORE.prepare_invoke();
-                inv.key(self.marker(&r)).arg(kind).arg(before).arg(r.until());
-                let _: i64 = inv.invoke_async(conn).await?;
+                inv.key(self.marker(&r)).arg(kind).arg(before).arg(super::ms(r.until()));
+                if let Err(e) = inv.invoke_async::<i64>(conn).await {
+                    if e.is_io_error() || e.is_connection_dropped() {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, "a revocation could not be put back in redis; it stays in force on this node");
+                }
             }
             cursor.revocations = None;
             cursor.commands = None;
@@ -325,6 +345,18 @@ impl RedisRevocations {
                 cursor.revocations = None;
             }
         }
+        if let Some(last) = &cursor.revocations {
+            // The stream ends before the cursor: a failover to a replica that lagged, or a
+            // restored copy. What the cursor saw beyond is lost there: reload.
+            let tail = last_id(conn, &log).await?;
+            if stream_pos(&tail) < stream_pos(last) {
+                tracing::warn!(
+                    event = "fleet_feed_rewound",
+                    "revocation stream ends before this node's cursor: reloading every revocation"
+                );
+                cursor.revocations = None;
+            }
+        }
         if cursor.revocations.is_none() {
             let tail = last_id(conn, &log).await?;
             let loaded = self.reload(conn).await?;
@@ -335,6 +367,7 @@ impl RedisRevocations {
         if cursor.commands.is_none() {
             cursor.commands = Some(last_id(conn, &self.keys.commands()).await?);
         }
+        self.loaded.store(true, Ordering::Release);
         self.flush_unshared().await;
         Ok(())
     }
@@ -462,7 +495,7 @@ impl RedisRevocations {
                         }
                         cursor.revocations = Some(e.id.clone());
                     } else {
-                        self.command_entry(&e, commands);
+                        self.command_entry(&e, commands, now_ms);
                         cursor.commands = Some(e.id.clone());
                     }
                 }
@@ -470,7 +503,13 @@ impl RedisRevocations {
         }
     }
 
-    fn command_entry(&self, e: &StreamId, commands: &mpsc::UnboundedSender<Command>) {
+    fn command_entry(&self, e: &StreamId, commands: &mpsc::UnboundedSender<Command>, now_ms: u64) {
+        // A command older than its sender waits for (read after a reconnect) is not run: its
+        // sender has answered already (a kick of long ago must not close a connection now).
+        let age = now_ms.saturating_sub(stream_pos(&e.id).0);
+        if age > millis(COMMAND_WAIT).saturating_add(COMMAND_CLOCK_SKEW_MS) {
+            return;
+        }
         let to = field(e, "to").unwrap_or_default();
         let from = field(e, "from").unwrap_or_default();
         if (to != self.node && to != "*") || from == self.node {

@@ -13,12 +13,13 @@ use redis::Script;
 /// KEYS: nodes, conns_all, conns_ip, conns_sub, handshakes(ip), revoked_jti, revoked_sub.
 /// ARGV: node, node ttl ms, max all, max per ip, max per subject, GCRA interval µs (0 = no
 /// rate), GCRA burst, has jti (0/1), iat (-1 = none), leak-guard ttl ms.
-/// Returns `{verdict, n}`; verdict is `ok`, `rate`, `revoked`, `overloaded`, `ip` or
-/// `subject`; `n` is the retry-after in ms of `rate`, and for `ok` 1 when this node was not a
-/// live member (its counts were dropped by the others: it must reconcile now).
-pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+/// Returns `{verdict, retry_after_ms, absent}`; verdict is `ok`, `rate`, `revoked`,
+/// `overloaded`, `ip` or `subject`; `retry_after_ms` is that of `rate`; `absent` is 1 when
+/// this node was not a live member (the others dropped its counts: it must reconcile now).
+/// A subject marker that is not a number revokes (never an open door).
+pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| Script::new(ACQUIRE_LUA));
+
+const ACQUIRE_LUA: &str = r"
 local t = redis.call('TIME')
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local now = math.floor(now_us / 1000)
@@ -30,18 +31,19 @@ if interval > 0 then
   local new_tat = tat + interval
   local allowed = tonumber(ARGV[7]) * interval
   if new_tat - now_us > allowed then
-    return {'rate', math.ceil((new_tat - now_us - allowed) / 1000)}
+    return {'rate', math.ceil((new_tat - now_us - allowed) / 1000), 0}
   end
   redis.call('SET', KEYS[5], string.format('%d', new_tat), 'PX', math.max(1, math.ceil((new_tat - now_us) / 1000)))
 end
 if ARGV[8] == '1' and redis.call('EXISTS', KEYS[6]) == 1 then
-  return {'revoked', 0}
+  return {'revoked', 0, 0}
 end
 local before = redis.call('GET', KEYS[7])
 if before then
   local iat = tonumber(ARGV[9])
-  if iat < 0 or iat <= tonumber(before) then
-    return {'revoked', 0}
+  local b = tonumber(before)
+  if b == nil or iat < 0 or iat <= b then
+    return {'revoked', 0, 0}
   end
 end
 local mine = redis.call('ZSCORE', KEYS[1], node)
@@ -71,22 +73,20 @@ end
 local caps = {{KEYS[2], tonumber(ARGV[3]), 'overloaded'}, {KEYS[3], tonumber(ARGV[4]), 'ip'}, {KEYS[4], tonumber(ARGV[5]), 'subject'}}
 for _, c in ipairs(caps) do
   if c[2] > 0 and total(c[1]) >= c[2] then
-    return {c[3], 0}
+    return {c[3], 0, absent}
   end
 end
 for _, c in ipairs(caps) do
   redis.call('HINCRBY', c[1], node, 1)
   redis.call('PEXPIRE', c[1], tonumber(ARGV[10]))
 end
-return {'ok', absent}
-",
-    )
-});
+return {'ok', 0, absent}
+";
 
 /// Give one slot back. KEYS: conns_all, conns_ip, conns_sub. ARGV: node.
-pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+pub static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
+
+const RELEASE_LUA: &str = r"
 for i = 1, #KEYS do
   local n = redis.call('HINCRBY', KEYS[i], ARGV[1], -1)
   if n <= 0 then
@@ -94,35 +94,31 @@ for i = 1, #KEYS do
   end
 end
 return 1
-",
-    )
-});
+";
 
 /// The heartbeat: this node's deadline, dead nodes removed. KEYS: nodes. ARGV: node, ttl ms.
 /// Returns `{live nodes, 1 when this node was absent (it lapsed or Redis lost its data)}`.
-pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
+pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| Script::new(HEARTBEAT_LUA));
+
+const HEARTBEAT_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 1)
 local added = redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 return {redis.call('ZCARD', KEYS[1]), added}
-",
-    )
-});
+";
 
 /// A revocation: the marker (kept until the revoked tokens expire; a subject's keeps the
 /// latest revocation time and expiry, and the revocation time is at least Redis's clock), then
 /// the entry on the stream (which every node, this one too, applies).
 ///
 /// KEYS: marker, revocation_log. ARGV: kind (`jti`/`sub`), value (jti or subject), before
-/// (unix s), until (unix s), origin node, stream max length.
+/// (unix s), until (unix ms), origin node, stream max length.
 /// Returns the stream entry id.
-pub static REVOKE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local until_ms = tonumber(ARGV[4]) * 1000
+pub static REVOKE: LazyLock<Script> = LazyLock::new(|| Script::new(REVOKE_LUA));
+
+const REVOKE_LUA: &str = r"
+local until_ms = tonumber(ARGV[4])
 local kept = redis.call('PEXPIRETIME', KEYS[1])
 if kept > until_ms then until_ms = kept end
 local before = tonumber(ARGV[3])
@@ -133,21 +129,19 @@ if ARGV[1] == 'sub' then
   if tonumber(t[1]) > before then before = tonumber(t[1]) end
   local old = redis.call('GET', KEYS[1])
   if old and tonumber(old) and tonumber(old) > before then before = tonumber(old) end
-  redis.call('SET', KEYS[1], string.format('%d', before), 'PXAT', until_ms)
+  redis.call('SET', KEYS[1], string.format('%d', before), 'PXAT', string.format('%d', until_ms))
 else
-  redis.call('SET', KEYS[1], '1', 'PXAT', until_ms)
+  redis.call('SET', KEYS[1], '1', 'PXAT', string.format('%d', until_ms))
 end
-return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'k', ARGV[1], 'v', ARGV[2], 'b', string.format('%d', before), 'u', ARGV[4], 'n', ARGV[5])
-",
-    )
-});
+return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'k', ARGV[1], 'v', ARGV[2], 'b', string.format('%d', before), 'u', string.format('%d', math.floor(until_ms / 1000)), 'n', ARGV[5])
+";
 
 /// Put a marker back without a stream entry (after Redis lost its data, from a node's cache).
-/// KEYS: marker. ARGV: kind, before, until (unix s). Keeps a later marker already there.
-pub static RESTORE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local until_ms = tonumber(ARGV[3]) * 1000
+/// KEYS: marker. ARGV: kind, before (unix s), until (unix ms). Keeps a later marker already there.
+pub static RESTORE: LazyLock<Script> = LazyLock::new(|| Script::new(RESTORE_LUA));
+
+const RESTORE_LUA: &str = r"
+local until_ms = tonumber(ARGV[3])
 local t = redis.call('TIME')
 if until_ms <= tonumber(t[1]) * 1000 then return 0 end
 local kept = redis.call('PEXPIRETIME', KEYS[1])
@@ -159,11 +153,9 @@ if ARGV[1] == 'sub' then
   if old and tonumber(old) and tonumber(old) > before then before = tonumber(old) end
   v = string.format('%d', before)
 end
-redis.call('SET', KEYS[1], v, 'PXAT', until_ms)
+redis.call('SET', KEYS[1], v, 'PXAT', string.format('%d', until_ms))
 return 1
-",
-    )
-});
+";
 
-/// Every script (loaded on each new connection).
-pub static ALL: [&LazyLock<Script>; 5] = [&ACQUIRE, &RELEASE, &HEARTBEAT, &REVOKE, &RESTORE];
+/// Every script's source (loaded on each new connection, in one round trip).
+pub const ALL: [&str; 5] = [ACQUIRE_LUA, RELEASE_LUA, HEARTBEAT_LUA, REVOKE_LUA, RESTORE_LUA];
