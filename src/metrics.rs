@@ -70,6 +70,16 @@ pub mod names {
     /// Gauge: age of the newest revocation-feed entry when it was read (0 when idle).
     pub const REVOCATION_FEED_LAG_SECONDS: &str = "wsgate_revocation_feed_lag_seconds";
 
+    /// The names that exist only in fleet mode (`[fleet]`).
+    pub const FLEET_ONLY: [&str; 6] = [
+        FLEET_REDIS_SECONDS,
+        FLEET_REDIS_ERRORS_TOTAL,
+        FLEET_BREAKER_OPEN,
+        FLEET_NODES,
+        FLEET_FALLBACK_ADMISSIONS_TOTAL,
+        REVOCATION_FEED_LAG_SECONDS,
+    ];
+
     /// Every name above (the metrics table of docs/observability.md and the admin test check against it).
     pub const ALL: [&str; 25] = [
         CONNECTIONS_ACTIVE,

@@ -37,6 +37,10 @@ async fn metrics_health_and_readiness_are_served_on_the_admin_listener_only() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     for name in wsgate::metrics::names::ALL {
+        if wsgate::metrics::names::FLEET_ONLY.contains(&name) {
+            assert!(!body.contains(name), "{name} without fleet mode");
+            continue;
+        }
         assert!(body.contains(&format!("# HELP {name}")), "no HELP for {name}");
     }
     assert!(body.contains(r#"wsgate_connections_active{route="/ws"} 1"#), "{body}");

@@ -679,5 +679,6 @@ async fn a_node_that_never_reached_redis_refuses_even_in_local_mode() {
         refused(&gw, "127.0.0.32", &token_for("rita", None)).await == 101
     })
     .await;
-    eventually("ready once it joined", Duration::from_secs(15), || async { gw.admin_get("/readyz").await.0 == 200 }).await;
+    eventually("ready once it joined", Duration::from_secs(15), || async { gw.admin_get("/readyz").await.0 == 200 })
+        .await;
 }
