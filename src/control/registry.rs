@@ -16,6 +16,9 @@ use crate::auth::unix_now;
 use crate::store::admission::{Admission, ReleaseQueue};
 use crate::store::revocation::RevocationStore;
 
+/// Releases given to the store at once at most.
+const RELEASE_BATCH: usize = 256;
+
 /// How often idle handshake buckets are forgotten.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -44,8 +47,10 @@ impl Actor for Registry {
         if let Some(mut releases) = self.releases.take() {
             let admission = Arc::clone(&self.admission);
             ctx.spawn(actix::fut::wrap_future(async move {
-                while let Some(slot) = releases.recv().await {
-                    admission.release(slot).await;
+                // What queued meanwhile goes out together (one round trip for a shared store).
+                let mut batch = Vec::with_capacity(RELEASE_BATCH);
+                while releases.recv_many(&mut batch, RELEASE_BATCH).await > 0 {
+                    admission.release_many(std::mem::take(&mut batch)).await;
                 }
             }));
         }

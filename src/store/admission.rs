@@ -96,6 +96,14 @@ pub trait AdmissionStore: Send + Sync {
     fn try_acquire<'a>(&'a self, admitted: Admitted, claims: &'a Claims) -> BoxFuture<'a, Result<Slot, Refusal>>;
     /// Give a slot back (entries reaching zero are removed).
     fn release(&self, slot: Slot) -> BoxFuture<'_, ()>;
+    /// Give several slots back (a shared store does it in one round trip).
+    fn release_many(&self, slots: Vec<Slot>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            for slot in slots {
+                self.release(slot).await;
+            }
+        })
+    }
     /// A reload changed the limits: they apply to the next handshakes; live connections over
     /// a lowered cap stay up.
     fn set_limits(&self, limits: Limits);
@@ -320,6 +328,11 @@ impl Admission {
     /// Give back a slot a dropped lease queued.
     pub async fn release(&self, slot: Slot) {
         self.store.release(slot).await;
+    }
+
+    /// Give back several slots dropped leases queued.
+    pub async fn release_many(&self, slots: Vec<Slot>) {
+        self.store.release_many(slots).await;
     }
 
     /// A reload changed the limits.

@@ -370,6 +370,41 @@ impl RedisAdmission {
         }
     }
 
+    async fn release_slots(&self, slots: Vec<Slot>) {
+        let covered = lock(&self.upkeep).covered;
+        let (shared, local): (Vec<Slot>, Vec<Slot>) = slots.into_iter().partition(|s| match s.counted {
+            Counted::Local => false,
+            Counted::Shared => true,
+            Counted::Fallback(seq) => covered >= seq,
+        });
+        for slot in &local {
+            self.local.release_now(slot);
+        }
+        if shared.len() <= 1 {
+            if let Some(slot) = shared.into_iter().next() {
+                self.release_slot(slot).await;
+            }
+            return;
+        }
+        let mut p = redis::pipe();
+        for slot in &shared {
+            let mut inv = scripts::RELEASE.prepare_invoke();
+            for k in self.slot_keys(slot) {
+                inv.key(k);
+            }
+            inv.arg(&self.settings.node);
+            p.invoke_script(&inv).ignore();
+        }
+        let result = self.link.pipe::<()>("release", &p).await;
+        let mut u = lock(&self.upkeep);
+        for slot in shared {
+            self.local.release_now(&slot);
+            if let Err(e) = &result {
+                self.release_failed(&mut u, slot, e);
+            }
+        }
+    }
+
     async fn heartbeat(&self) -> Result<bool, FleetError> {
         let mut inv = scripts::HEARTBEAT.prepare_invoke();
         inv.key(self.settings.keys.nodes()).arg(&self.settings.node).arg(self.ttl_ms);
@@ -560,6 +595,10 @@ impl AdmissionStore for RedisAdmission {
 
     fn release(&self, slot: Slot) -> BoxFuture<'_, ()> {
         Box::pin(self.release_slot(slot))
+    }
+
+    fn release_many(&self, slots: Vec<Slot>) -> BoxFuture<'_, ()> {
+        Box::pin(self.release_slots(slots))
     }
 
     fn set_limits(&self, limits: Limits) {
