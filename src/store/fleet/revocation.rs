@@ -298,31 +298,25 @@ impl RedisRevocations {
         let _: bool = conn.set_nx(&epoch_key, random_hex()).await?;
         let epoch: Option<String> = conn.get(&epoch_key).await?;
         let lost = cursor.epoch.is_some() && cursor.epoch != epoch;
-        if lost {
+        let log = self.keys.revocation_log();
+        // The stream ends before the cursor: a failover to a replica that lagged, or a restored
+        // copy; what the cursor saw beyond may be missing there too.
+        let rewound = match (&cursor.revocations, lost) {
+            (Some(last), false) => stream_pos(&last_id(conn, &log).await?) < stream_pos(last),
+            _ => false,
+        };
+        if lost || rewound {
             tracing::warn!(
-                event = "fleet_data_lost",
-                "redis lost its data (new epoch): putting back this node's revocations and reloading"
+                event = if lost { "fleet_data_lost" } else { "fleet_feed_rewound" },
+                "redis lost data (a new epoch, or a stream that ends before this node's cursor): putting back this node's revocations and reloading"
             );
-            let now = unix_now();
-            for r in self.cache.entries(now) {
-                let (kind, before) = match &r {
-                    Revocation::Token { .. } => ("jti", 0),
-                    Revocation::Subject { before, .. } => ("sub", *before),
-                };
-                let mut inv = scripts::RESTORE.prepare_invoke();
-                inv.key(self.marker(&r)).arg(kind).arg(before).arg(super::ms(r.until()));
-                if let Err(e) = inv.invoke_async::<i64>(conn).await {
-                    if e.is_io_error() || e.is_connection_dropped() {
-                        return Err(e);
-                    }
-                    tracing::warn!(error = %e, "a revocation could not be put back in redis; it stays in force on this node");
-                }
-            }
+            self.restore(conn).await?;
             cursor.revocations = None;
-            cursor.commands = None;
+            if lost {
+                cursor.commands = None;
+            }
         }
         cursor.epoch = epoch;
-        let log = self.keys.revocation_log();
         if let Some(last) = &cursor.revocations {
             let first: Vec<StreamId> = redis::cmd("XRANGE")
                 .arg(&log)
@@ -345,18 +339,6 @@ impl RedisRevocations {
                 cursor.revocations = None;
             }
         }
-        if let Some(last) = &cursor.revocations {
-            // The stream ends before the cursor: a failover to a replica that lagged, or a
-            // restored copy. What the cursor saw beyond is lost there: reload.
-            let tail = last_id(conn, &log).await?;
-            if stream_pos(&tail) < stream_pos(last) {
-                tracing::warn!(
-                    event = "fleet_feed_rewound",
-                    "revocation stream ends before this node's cursor: reloading every revocation"
-                );
-                cursor.revocations = None;
-            }
-        }
         if cursor.revocations.is_none() {
             let tail = last_id(conn, &log).await?;
             let loaded = self.reload(conn).await?;
@@ -369,6 +351,25 @@ impl RedisRevocations {
         }
         self.loaded.store(true, Ordering::Release);
         self.flush_unshared().await;
+        Ok(())
+    }
+
+    /// Write back every revocation this node holds (after Redis lost data).
+    async fn restore(&self, conn: &mut MultiplexedConnection) -> redis::RedisResult<()> {
+        for r in self.cache.entries(unix_now()) {
+            let (kind, before) = match &r {
+                Revocation::Token { .. } => ("jti", 0),
+                Revocation::Subject { before, .. } => ("sub", *before),
+            };
+            let mut inv = scripts::RESTORE.prepare_invoke();
+            inv.key(self.marker(&r)).arg(kind).arg(before).arg(super::ms(r.until()));
+            if let Err(e) = inv.invoke_async::<i64>(conn).await {
+                if e.is_io_error() || e.is_connection_dropped() {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, "a revocation could not be put back in redis; it stays in force on this node");
+            }
+        }
         Ok(())
     }
 
