@@ -54,6 +54,9 @@ type = "chat.read"
 [fleet]
 redis_url = "redis+unix://$OUT/redis/r.sock"
 node_id = "$node"
+# Races of a reconcile with handshakes over-count until the next one (never under): the checks
+# run 5 s after the traffic stopped, so at least one reconcile has run by then.
+reconcile_seconds = 2
 TOML
   start_gateway release "$OUT/$node/gateway.toml" "$OUT/$node" env WSGATE_LOG=warn
   urls+=(--url "ws://$GW_ADDR/ws"); pids+=(--pid "$GW_PID")

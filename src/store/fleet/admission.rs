@@ -490,8 +490,8 @@ impl RedisAdmission {
                     // Some chunks may have been written: every key is suspect again, and the
                     // failed releases still need doing.
                     u.suspect.extend(suspect);
-                    u.suspect.extend(counts.into_keys());
-                    u.suspect.extend(stale);
+                    u.suspect.extend(counts.keys().cloned());
+                    u.suspect.extend(stale.iter().cloned());
                     let mut back = drained;
                     back.append(&mut u.retry);
                     u.retry = back;
@@ -501,19 +501,25 @@ impl RedisAdmission {
             compensate
         };
         result?;
-        if !compensate.is_empty() {
+        // Only keys this reconcile wrote can have lost an increment to it; a key it did not
+        // touch still holds every increment (counting it again would leak).
+        let touched: Vec<String> = compensate
+            .iter()
+            .flat_map(|slot| self.slot_keys(slot))
+            .filter(|key| counts.contains_key(key) || stale.contains(key))
+            .collect();
+        if !touched.is_empty() {
             let node = &self.settings.node;
             let mut p = redis::pipe();
-            for slot in &compensate {
-                for key in self.slot_keys(slot) {
-                    p.hincr(key, node, 1).ignore();
-                }
+            for key in &touched {
+                p.hincr(key, node, 1).ignore();
             }
-            if let Err(e) = self.link.pipe::<()>("reconcile", &p).await {
-                let mut u = lock(&self.upkeep);
-                for slot in &compensate {
-                    u.suspect.extend(self.slot_keys(slot));
-                }
+            let sent = self.link.pipe::<()>("reconcile", &p).await;
+            let mut u = lock(&self.upkeep);
+            // Rewritten by the next reconcile either way (an over-count until then).
+            u.written.extend(touched.iter().cloned());
+            if let Err(e) = sent {
+                u.suspect.extend(touched);
                 self.dirty.store(true, Ordering::Release);
                 return Err(e);
             }
