@@ -9,8 +9,13 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_health_and_readiness_are_served_on_the_admin_listener_only() {
-    // One sensitive-data rule, so that its (pre-registered) series is rendered too.
-    let gw = spawn_gateway(&Setup::new(&echo_upstream().await).route("[[routes.sensitive]]\nrule = \"card_number\"\n"));
+    // One sensitive-data rule and [tickets], so that their (pre-registered) series are rendered
+    // too.
+    let gw = spawn_gateway(
+        &Setup::new(&echo_upstream().await)
+            .route("token_sources = [\"header\", \"ticket\"]\n[[routes.sensitive]]\nrule = \"card_number\"\n")
+            .tail("[tickets]\n"),
+    );
     assert_eq!(gw.admin_get("/healthz").await.0, 200);
     assert_eq!(gw.admin_get("/readyz").await.0, 200);
     // Not on the public port.
@@ -36,7 +41,9 @@ async fn metrics_health_and_readiness_are_served_on_the_admin_listener_only() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    for name in wsgate::metrics::names::ALL {
+    // Fleet mode's series exist only with [fleet] (tests/tickets_fleet.rs checks them there).
+    let fleet_only = |name: &str| name.starts_with("wsgate_fleet_") || name == "wsgate_revocation_feed_lag_seconds";
+    for name in wsgate::metrics::names::ALL.into_iter().filter(|n| !fleet_only(n)) {
         assert!(body.contains(&format!("# HELP {name}")), "no HELP for {name}");
     }
     assert!(body.contains(r#"wsgate_connections_active{route="/ws"} 1"#), "{body}");

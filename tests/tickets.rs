@@ -161,6 +161,20 @@ async fn an_issued_ticket_opens_one_session_on_the_tokens_claims() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_ticket_session_ends_when_the_token_it_was_issued_on_expires() {
+    let gw = spawn_gateway(&setup(&whoami().await, "ttl_seconds = 120").auth("expiry_warning_seconds = 2"));
+    // The ticket would live 120 s; the token 3 s: the session follows the token.
+    let short = claims("alice", "chat:read", 3);
+    let ticket = ticket_for(&gw, &sign(&short)).await;
+    let mut ws = redeem(&gw, "/ws", Some(ORIGIN), &ticket).await.expect("ticket accepted");
+    assert_eq!(recv_json(&mut ws).await["x-wsgate-subject"], "alice");
+    let warning = recv_json(&mut ws).await;
+    assert_eq!(warning["type"], "auth.expiring", "{warning}");
+    assert_eq!(warning["payload"]["exp"], short["exp"]);
+    assert_eq!(close_code(&mut ws).await, 4001);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_ticket_subprotocol_entry_is_redeemed_and_never_selected() {
     let gw = spawn_gateway(&setup(&whoami().await, ""));
     let ticket = ticket_for(&gw, &token()).await;

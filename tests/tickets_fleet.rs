@@ -182,6 +182,14 @@ async fn a_ticket_issued_on_one_node_is_redeemed_once_on_any_node() {
     for n in &nodes {
         assert!(!n.log().contains(&t[4..]), "the ticket is in a gateway log");
     }
+    // A fleet node with [tickets] renders every metric of both, each with its help text (the
+    // rest: tests/admin.rs).
+    let (_, body) = nodes[0].admin_get("/metrics").await;
+    let fleet_only = |name: &str| name.starts_with("wsgate_fleet_") || name == "wsgate_revocation_feed_lag_seconds";
+    for name in wsgate::metrics::names::ALL.into_iter().filter(|n| fleet_only(n) || n.starts_with("wsgate_tickets")) {
+        assert!(body.contains(&format!("# HELP {name}")), "no HELP for {name}");
+    }
+    assert!(body.contains("wsgate_fleet_redis_errors_total{op=\"ticket_redeem\"} 0"), "ticket ops pre-registered");
 }
 
 #[tokio::test(flavor = "multi_thread")]
