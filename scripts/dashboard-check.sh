@@ -157,7 +157,8 @@ TICKET_TOKEN=$(./target/release/wsgate token --config "$OUT/gateway.toml" --sub 
     -H "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==" -H "Origin: https://app.example.com")
   for _ in $(seq 1 $(( TRAFFIC / 2 ))); do
     t=$(curl -sf -X POST -H "Authorization: Bearer $TICKET_TOKEN" -H "Origin: https://app.example.com" \
-      -d '{"route": "/ws"}' "http://$GW_ADDR/v1/ws-ticket" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ticket"])') || continue
+      -d '{"route": "/ws"}' "http://$GW_ADDR/v1/ws-ticket" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ticket"])') \
+      || { sleep 1; continue; }   # 503 while Redis is paused: tickets fail closed
     curl "${upgrade[@]}" "http://$GW_B_ADDR/ws?ticket=$t" || true
     curl "${upgrade[@]}" "http://$GW_ADDR/ws?ticket=$t" || true
     sleep 1

@@ -105,8 +105,9 @@ pub(crate) async fn serve(
 ) -> Response<String> {
     let mut payload = req.take_payload();
     let headers = req.headers();
+    let repeated = [header::ORIGIN, header::AUTHORIZATION].iter().any(|n| headers.get_all(n).nth(1).is_some());
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let cors = origin.filter(|o| some_ticket_route_allows(policy, o));
+    let cors = origin.filter(|o| !repeated && some_ticket_route_allows(policy, o));
     let mut r = IssueAttempt {
         ip,
         origin,
@@ -116,7 +117,6 @@ pub(crate) async fn serve(
         subject: None,
         jti: None,
     };
-    let repeated = [header::ORIGIN, header::AUTHORIZATION].iter().any(|n| headers.get_all(n).nth(1).is_some());
     let answer = match gw.admit(ip).await {
         Err(refusal) => Err(Refused::from(super::refusal::Refused::from(refusal))),
         // Two parsers could read two different requests: one credential, one origin, or none.
