@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Headless Chromium against the gateway (tests/browser): the demo's own page (with a screenshot
 # in target/browser/demo.png), subprotocol and cookie tokens from an
-# allowed origin, cross-site WebSocket hijacking from a foreign origin refused. Needs Debian's
-# chromium (installed by .ci/run) and npm; installs playwright-core into tests/browser.
+# allowed origin, cross-site WebSocket hijacking from a foreign origin refused, one-time tickets
+# fetched with fetch() from the allowed origin (in the URL and as a subprotocol entry; replays
+# refused), a foreign origin unable to read a ticket answer, no ticket in the gateway log. Needs
+# Debian's chromium (installed by .ci/run) and npm; installs playwright-core into tests/browser.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v chromium >/dev/null || { echo "chromium is not installed (apt-get install chromium)"; exit 1; }
@@ -49,14 +51,32 @@ subprotocols = ["chat.v1"]
 [[routes.messages]]
 type = "chat.send"
 scope = "chat:write"
+[[routes]]
+path = "/t"
+upstream = "ws://$upstream/whoami"
+origins = ["$allowed"]
+token_sources = ["ticket"]
+subprotocols = ["chat.v1"]
+[[routes.messages]]
+type = "chat.send"
+scope = "chat:write"
+[tickets]
+ttl_seconds = 30
 TOML
 export WSGATE_BROWSER_SECRET=$(random_secret)
 start_gateway debug "$OUT/gateway.toml" "$OUT"
 gw=$GW_ADDR
 token=$(./target/debug/wsgate token --config "$OUT/gateway.toml" --sub browser --scope chat:write --ttl 10m)
-timeout 120 node tests/browser/browser_test.js "$gw" "$allowed" "$foreign" "$token"
+timeout 120 node tests/browser/browser_test.js "$gw" "$allowed" "$foreign" "$token" | tee "$OUT/browser.out"
 grep -q '"reason":"origin"' "$OUT/gw.log" || { echo "FAIL: no origin refusal logged"; exit 1; }
 ! grep -q "$token" "$OUT/gw.log" || { echo "FAIL: token in the gateway log"; exit 1; }
+tickets=$(sed -n 's/^ticket-used \(wst_.*\)$/\1/p' "$OUT/browser.out")
+[ "$(echo "$tickets" | grep -c '^wst_')" = 2 ] || { echo "FAIL: the ticket pages reported no tickets"; exit 1; }
+for t in $tickets; do
+  ! grep -qF -- "${t#wst_}" "$OUT/gw.log" || { echo "FAIL: a ticket in the gateway log"; exit 1; }
+done
+grep -q '"event":"ticket_redeemed"' "$OUT/gw.log" || { echo "FAIL: no ticket redemption logged"; exit 1; }
+grep -q '"reason":"preflight_refused"' "$OUT/gw.log" || { echo "FAIL: the foreign preflight was not refused"; exit 1; }
 
 # The demo's own page: `wsgate demo` serves it at `/`; a short-lived token shows the warning.
 demo_port=$(free_port); demo_admin=$(free_port)

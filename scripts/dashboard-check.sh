@@ -6,7 +6,8 @@
 # an echo backend and Prometheus on loopback (1 s scrapes), drives mixed traffic (good
 # clients, foreign origins, bad and expired tokens, rate-limit violators, oversized frames,
 # slow readers, expiring tokens with in-band refreshes, a dead upstream; a few good clients on
-# the second node), mid-way reloads, revokes, kicks a connection of each node through the
+# the second node; one-time tickets issued on the first node, redeemed on the second and
+# replayed on the first), mid-way reloads, revokes, kicks a connection of each node through the
 # first one and pauses Redis for 3 s (the breaker and fallback admissions of the Fleet row),
 # checks that both nodes saw the fleet of 2 and closed their breaker again, then evaluates
 # every dashboard and alert expression through Prometheus's HTTP API, runs `promtool check
@@ -77,6 +78,7 @@ path = "/ws"
 upstream = "ws://$ECHO_ADDR/"
 origins = ["https://app.example.com"]
 allow_missing_origin = false
+token_sources = ["header", "subprotocol", "ticket"]
 [[routes.messages]]
 type = "chat.send"
 scope = "chat:write"
@@ -99,6 +101,8 @@ node_id = "check-a"
 heartbeat_seconds = 1
 op_timeout_ms = 100
 on_redis_down = "local"
+[tickets]
+ttl_seconds = 30
 CONF
 # The second node: the same config under another node id.
 sed 's/^node_id = "check-a"$/node_id = "check-b"/' "$OUT/gateway.toml" >"$OUT/gateway-b.toml"
@@ -145,6 +149,22 @@ L4=$!
 $LT steady --url "ws://$GW_B_ADDR/ws" --connections 10 --message-rate 20 --duration "$TRAFFIC" "${COMMON[@]}" \
   --label node-b >"$OUT/node-b.txt" &
 L5=$!
+# One-time tickets (the Tickets row): issued on the first node, redeemed on the second (the
+# 101 is held for a second), replayed on the first (401), one every 2 s.
+TICKET_TOKEN=$(./target/release/wsgate token --config "$OUT/gateway.toml" --sub ticket-user --scope chat:write --ttl 10m)
+(
+  upgrade=(-s -o /dev/null --max-time 1 -H "Connection: Upgrade" -H "Upgrade: websocket" -H "Sec-WebSocket-Version: 13"
+    -H "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==" -H "Origin: https://app.example.com")
+  for _ in $(seq 1 $(( TRAFFIC / 2 ))); do
+    t=$(curl -sf -X POST -H "Authorization: Bearer $TICKET_TOKEN" -H "Origin: https://app.example.com" \
+      -d '{"route": "/ws"}' "http://$GW_ADDR/v1/ws-ticket" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ticket"])') \
+      || { sleep 1; continue; }   # 503 while Redis is paused: tickets fail closed
+    curl "${upgrade[@]}" "http://$GW_B_ADDR/ws?ticket=$t" || true
+    curl "${upgrade[@]}" "http://$GW_ADDR/ws?ticket=$t" || true
+    sleep 1
+  done
+) >"$OUT/tickets.txt" 2>&1 &
+L6=$!
 # Operator actions mid-traffic: a reload, a subject revocation (made on the first node, read
 # by both from the Redis stream), a kick of a connection of each node, both through the first
 # node (the second's through the Redis command stream), then Redis paused for 3 s (the
@@ -160,7 +180,7 @@ victim=$(curl -sf "${auth[@]}" "http://$ADMIN_B/admin/connections?limit=1" | pyt
 curl -sf "${auth[@]}" -X DELETE "http://$ADMIN/admin/connections/$victim"; echo
 kill -STOP "$REDIS_PID"; sleep 3; kill -CONT "$REDIS_PID"
 sleep $(( TRAFFIC / 4 > 3 ? TRAFFIC / 4 - 3 : 1 )); PEAK=$(date +%s)   # stat panels show this moment
-wait $L1 $L2 $L3 $L4 $L5 || true
+wait $L1 $L2 $L3 $L4 $L5 $L6 || true
 sleep 3   # a few more scrapes after the traffic
 cat "$OUT"/steady.txt "$OUT"/abuse.txt "$OUT"/expiry.txt "$OUT"/dead.txt "$OUT"/node-b.txt | cut -c1-300
 
@@ -168,6 +188,10 @@ curl -sf "http://$ADMIN/metrics" >"$OUT/metrics.txt"
 curl -sf "http://$ADMIN_B/metrics" >"$OUT/metrics-b.txt"
 # Fleet mode registers its series at 0 whether Redis answers or not: the panels having series
 # proves little, so both nodes must have seen the fleet of 2 and closed their breaker again.
+grep -Eq '^wsgate_tickets_total\{result="issued"\} [1-9]' "$OUT/metrics.txt" \
+  || { echo "dashboard-check: no ticket was issued on the first node"; exit 1; }
+grep -Eq '^wsgate_tickets_total\{result="redeemed"\} [1-9]' "$OUT/metrics-b.txt" \
+  || { echo "dashboard-check: no ticket of the first node was redeemed on the second"; exit 1; }
 for m in "$OUT/metrics.txt" "$OUT/metrics-b.txt"; do
   grep -E '^wsgate_fleet_(nodes|breaker_open|fallback_admissions_total) ' "$m" | tr '\n' ' '
   grep -Eq '^wsgate_fleet_nodes 2$' "$m" || { echo "dashboard-check: $m: wsgate_fleet_nodes is not 2"; exit 1; }

@@ -31,8 +31,10 @@ use crate::store::admission::{Admission, AdmissionStore, MemoryAdmission};
 use crate::store::fleet::admission::{RedisAdmission, Settings};
 use crate::store::fleet::link::Link;
 use crate::store::fleet::revocation::RedisRevocations;
+use crate::store::fleet::tickets::RedisTickets;
 use crate::store::fleet::{node_id, Keys};
 use crate::store::revocation::{LocalRevocations, RevocationStore};
+use crate::store::tickets::{MemoryTickets, TicketStore};
 use crate::tls::ReloadableCert;
 
 /// How long a fleet node waits at start to join the fleet before it serves anyway.
@@ -69,6 +71,8 @@ fn open_revocations(config: &Config) -> Result<LocalRevocations> {
 struct Stores {
     admission: Arc<dyn AdmissionStore>,
     revocations: Arc<dyn RevocationStore>,
+    /// One-time tickets (used while `[tickets]` is in force; a reload may add it).
+    tickets: Arc<dyn TicketStore>,
     fleet: Option<Arc<RedisRevocations>>,
 }
 
@@ -78,6 +82,7 @@ fn open_stores(config: &Config) -> Result<Stores> {
         return Ok(Stores {
             admission: Arc::new(MemoryAdmission::new(config.limits.clone())),
             revocations: Arc::new(cache),
+            tickets: Arc::new(MemoryTickets::new()),
             fleet: None,
         });
     };
@@ -92,11 +97,12 @@ fn open_stores(config: &Config) -> Result<Stores> {
         on_redis_down: f.on_redis_down,
     };
     crate::metrics::register_fleet();
-    tracing::info!(node = %node, "fleet mode: caps, handshake rate, revocations and kicks are shared through redis");
-    let fleet = Arc::new(RedisRevocations::new(Arc::clone(&link), keys, node, cache));
+    tracing::info!(node = %node, "fleet mode: caps, handshake rate, revocations, kicks and tickets are shared through redis");
+    let fleet = Arc::new(RedisRevocations::new(Arc::clone(&link), keys.clone(), node, cache));
     Ok(Stores {
-        admission: Arc::new(RedisAdmission::new(link, settings, config.limits.clone(), fleet.loaded())),
+        admission: Arc::new(RedisAdmission::new(Arc::clone(&link), settings, config.limits.clone(), fleet.loaded())),
         revocations: Arc::clone(&fleet) as Arc<dyn RevocationStore>,
+        tickets: Arc::new(RedisTickets::new(link, keys)),
         fleet: Some(fleet),
     })
 }
@@ -136,6 +142,9 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
         crate::metrics::register_route(&r.path);
         crate::metrics::register_sensitive(&r.path, r.sensitive.as_deref());
     }
+    if config.tickets.is_some() {
+        crate::metrics::register_tickets();
+    }
     actix_web::rt::spawn(async move {
         let mut tick = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
         loop {
@@ -162,7 +171,7 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
         None => None,
     };
     let (admission, releases) = Admission::new(stores.admission);
-    Registry::new(Arc::clone(&admission), releases, Arc::clone(&revocations)).start();
+    Registry::new(Arc::clone(&admission), releases, Arc::clone(&revocations), Arc::clone(&stores.tickets)).start();
     let (drain, stop, mut control_rx) = control_channel();
     let policy = PolicyCell::new(Policy { config: Arc::clone(&config), keys: Arc::new(keys) });
     let sessions = Arc::new(Sessions::new());
@@ -194,8 +203,14 @@ pub async fn run(config: Config, keys: KeySet, origin: ConfigOrigin, announce: i
         drain: Arc::clone(&drain),
     };
     let jwks = config.auth.jwks_url.is_some().then(JwksDemand::new);
-    let entry_handles =
-        EntryHandles { session, admission: Arc::clone(&admission), jwks: jwks.clone(), demo_page, node: node.clone() };
+    let entry_handles = EntryHandles {
+        session,
+        admission: Arc::clone(&admission),
+        jwks: jwks.clone(),
+        demo_page,
+        node: node.clone(),
+        tickets: Arc::clone(&stores.tickets),
+    };
     let reloader = Arc::new(Reloader {
         policy: Arc::clone(&policy),
         admission: Arc::clone(&admission),

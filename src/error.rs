@@ -1,6 +1,7 @@
 //! Error types, by phase: [`Error`] for the process (config, keys, binding, TLS material),
 //! [`HandshakeRefusal`] for a request refused before any 101 (an HTTP status), [`SessionClose`]
-//! for an open connection the gateway ends (a close code).
+//! for an open connection the gateway ends (a close code), [`TicketRefusal`] for a refused
+//! request to the ticket endpoint (`POST /v1/ws-ticket`).
 //!
 //! Each refusal carries what the gateway needs to answer it and nothing meaningless: a
 //! handshake refusal an HTTP status, a session close a close code, both a short static reason
@@ -224,6 +225,93 @@ impl HandshakeRefusal {
 }
 
 impl std::fmt::Display for HandshakeRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+/// A request to the ticket endpoint (`POST /v1/ws-ticket` and its CORS preflight) the gateway
+/// refuses. What a handshake would refuse (admission, origin, token, connect scope) is
+/// answered as the handshake answers it; the rest is the endpoint's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TicketRefusal {
+    /// Refused as a handshake would be, with its status and text.
+    Handshake(HandshakeRefusal),
+    /// A method other than `POST` (and `OPTIONS` for the preflight).
+    Method,
+    /// A body over the endpoint's limit.
+    BodyTooLarge,
+    /// The body did not arrive within `timeouts.handshake_seconds`.
+    BodyTimeout,
+    /// The body is not empty and not `{"route": "<path>"}`.
+    BadBody,
+    /// The route named is not one that accepts tickets.
+    UnknownRoute,
+    /// No route named, and more than one route accepts tickets.
+    RouteRequired,
+    /// A CORS preflight from an origin no ticket route allows (or for another method).
+    Preflight,
+    /// The subject's issue rate (`tickets.issue_per_subject_per_minute`).
+    Rate,
+    /// The subject holds `tickets.max_outstanding_per_subject` tickets already.
+    Outstanding,
+    /// The ticket store cannot take one (Redis unreachable in fleet mode): fail closed.
+    Unavailable,
+}
+
+// === impl TicketRefusal ===
+
+impl TicketRefusal {
+    /// The bounded label used in logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Handshake(h) => h.reason(),
+            Self::Method => "method_not_allowed",
+            Self::BodyTooLarge => "body_too_large",
+            Self::BodyTimeout => "body_timeout",
+            Self::BadBody => "bad_body",
+            Self::UnknownRoute => "unknown_route",
+            Self::RouteRequired => "route_required",
+            Self::Preflight => "preflight_refused",
+            Self::Rate => "ticket_rate",
+            Self::Outstanding => "tickets_outstanding",
+            Self::Unavailable => "ticket_store_unavailable",
+        }
+    }
+
+    /// The HTTP status answered.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Handshake(h) => h.status(),
+            Self::Method => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::BadBody | Self::UnknownRoute | Self::RouteRequired => StatusCode::BAD_REQUEST,
+            Self::Preflight => StatusCode::FORBIDDEN,
+            Self::Rate | Self::Outstanding => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// A short fixed text for the client (the HTTP body). Never contains details.
+    pub fn client_text(&self) -> &'static str {
+        match self {
+            Self::Handshake(h) => h.client_text(),
+            Self::Method => "use POST",
+            Self::BodyTooLarge => "request body too large",
+            Self::BodyTimeout => "request timeout",
+            Self::BadBody => "the body must be empty or {\"route\": \"<path>\"}",
+            Self::UnknownRoute => "no route accepting tickets at that path",
+            Self::RouteRequired => "several routes accept tickets: name one, {\"route\": \"<path>\"}",
+            Self::Preflight => "origin not allowed",
+            Self::Rate => "too many tickets",
+            Self::Outstanding => "too many tickets outstanding",
+            Self::Unavailable => "gateway is temporarily unavailable",
+        }
+    }
+}
+
+impl std::fmt::Display for TicketRefusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.reason())
     }

@@ -49,7 +49,8 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run with an embedded echo upstream and a generated dev key; prints a token and a client command.
+    /// Run with an embedded echo upstream and a generated dev key; prints a token, a client
+    /// command and a ticket-based browser example.
     Demo {
         /// Public listener.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -314,7 +315,8 @@ fn token(path: &Path, sub: &str, scope: &str, ttl: Duration) -> anyhow::Result<(
     Ok(())
 }
 
-/// The demo's config: one route `/ws` in front of the embedded echo upstream.
+/// The demo's config: one route `/ws` in front of the embedded echo upstream, taking a token
+/// in the header or a subprotocol entry, or a one-time ticket (`POST /v1/ws-ticket`).
 fn demo_config(listen: SocketAddr, admin: SocketAddr, upstream: SocketAddr, state_dir: &Path) -> String {
     format!(
         r#"
@@ -334,6 +336,7 @@ path = "/ws"
 upstream = "ws://{upstream}/whoami"
 origins = ["http://{listen}", "http://localhost:{port}"]
 allow_missing_origin = true
+token_sources = ["header", "subprotocol", "ticket"]
 subprotocols = ["chat.v1"]
 [[routes.messages]]
 type = "chat.send"
@@ -341,6 +344,8 @@ scope = "chat:write"
 [[routes.messages]]
 type = "chat.read"
 scope = "chat:read"
+[tickets]
+ttl_seconds = 30
 "#,
         port = listen.port(),
         state_dir = state_dir.display()
@@ -365,6 +370,13 @@ async fn demo(listen: SocketAddr, admin: SocketAddr, token_ttl: Duration) -> any
         println!("browser page: http://{}/#token={token}", bound.public);
         println!("allowed origins: http://{listen}, http://localhost:{}", listen.port());
         println!("browser: new WebSocket(\"{url}\", [\"chat.v1\", \"bearer.{token}\"])");
+        let endpoint = format!("http://{}/v1/ws-ticket", bound.public);
+        println!("ticket (curl): curl -s -X POST {endpoint} -H \"Authorization: Bearer {token}\"");
+        println!(
+            "browser with a ticket: const {{ticket}} = await (await fetch(\"{endpoint}\", {{method: \"POST\", \
+             headers: {{Authorization: \"Bearer {token}\"}}}})).json(); \
+             new WebSocket(\"{url}?ticket=\" + ticket, [\"chat.v1\"])"
+        );
         println!(
             "then send: {{\"type\":\"chat.send\",\"payload\":{{\"room\":\"ops\",\"text\":\"hi\"}},\"id\":\"c-1\"}}"
         );

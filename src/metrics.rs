@@ -69,6 +69,9 @@ pub mod names {
     pub const FLEET_FALLBACK_ADMISSIONS_TOTAL: &str = "wsgate_fleet_fallback_admissions_total";
     /// Gauge: age of the newest revocation-feed entry when it was read (0 when idle).
     pub const REVOCATION_FEED_LAG_SECONDS: &str = "wsgate_revocation_feed_lag_seconds";
+    /// Counter: one-time tickets by result (`issued`, `redeemed`, `expired`, `replayed`,
+    /// `mismatched`, `refused`).
+    pub const TICKETS_TOTAL: &str = "wsgate_tickets_total";
 
     /// The names that exist only in fleet mode (`[fleet]`).
     pub const FLEET_ONLY: [&str; 6] = [
@@ -81,7 +84,7 @@ pub mod names {
     ];
 
     /// Every name above (the metrics table of docs/observability.md and the admin test check against it).
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 26] = [
         CONNECTIONS_ACTIVE,
         HANDSHAKES_TOTAL,
         MESSAGES_TOTAL,
@@ -107,6 +110,7 @@ pub mod names {
         FLEET_NODES,
         FLEET_FALLBACK_ADMISSIONS_TOTAL,
         REVOCATION_FEED_LAG_SECONDS,
+        TICKETS_TOTAL,
     ];
 }
 
@@ -243,6 +247,12 @@ fn describe() {
         names::REVOCATION_FEED_LAG_SECONDS,
         Unit::Seconds,
         "Fleet mode: age of the last revocation-feed entry when this node read it."
+    );
+    describe_counter!(
+        names::TICKETS_TOTAL,
+        Unit::Count,
+        "One-time connection tickets by result: issued, redeemed, expired, replayed, mismatched (route, origin or \
+         address), refused (an issue refused, or an unknown ticket or a token no longer valid at redeem)."
     );
     for kind in UPSTREAM_ERROR_KINDS {
         counter!(names::UPSTREAM_ERRORS_TOTAL, "kind" => kind).increment(0);
@@ -407,9 +417,35 @@ pub fn sensitive_hit(route: &str, rule: &str, direction: &'static str, action: &
     counter!(names::SENSITIVE_HITS_TOTAL, "route" => route.to_string(), "rule" => rule.to_string(), "direction" => direction, "action" => action).increment(1);
 }
 
+/// Results of [`names::TICKETS_TOTAL`].
+pub const TICKET_RESULTS: [&str; 6] = ["issued", "redeemed", "expired", "replayed", "mismatched", "refused"];
+
+/// `[tickets]` is set: its series start at 0 (at start and after a reload that adds it).
+pub fn register_tickets() {
+    for result in TICKET_RESULTS {
+        counter!(names::TICKETS_TOTAL, "result" => result).increment(0);
+    }
+}
+
+/// A ticket was issued, redeemed or refused (`result` one of [`TICKET_RESULTS`]).
+pub fn ticket(result: &'static str) {
+    counter!(names::TICKETS_TOTAL, "result" => result).increment(1);
+}
+
 /// Redis operations of fleet mode (the `op` label).
-pub const FLEET_OPS: [&str; 9] =
-    ["acquire", "release", "heartbeat", "reconcile", "revoke", "feed", "resync", "command", "connect"];
+pub const FLEET_OPS: [&str; 11] = [
+    "acquire",
+    "release",
+    "heartbeat",
+    "reconcile",
+    "revoke",
+    "feed",
+    "resync",
+    "command",
+    "connect",
+    "ticket_issue",
+    "ticket_redeem",
+];
 
 /// Fleet mode is on: its series start at 0.
 pub fn register_fleet() {

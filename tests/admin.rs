@@ -9,8 +9,13 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_health_and_readiness_are_served_on_the_admin_listener_only() {
-    // One sensitive-data rule, so that its (pre-registered) series is rendered too.
-    let gw = spawn_gateway(&Setup::new(&echo_upstream().await).route("[[routes.sensitive]]\nrule = \"card_number\"\n"));
+    // One sensitive-data rule and [tickets], so that their (pre-registered) series are rendered
+    // too.
+    let gw = spawn_gateway(
+        &Setup::new(&echo_upstream().await)
+            .route("token_sources = [\"header\", \"ticket\"]\n[[routes.sensitive]]\nrule = \"card_number\"\n")
+            .tail("[tickets]\n"),
+    );
     assert_eq!(gw.admin_get("/healthz").await.0, 200);
     assert_eq!(gw.admin_get("/readyz").await.0, 200);
     // Not on the public port.

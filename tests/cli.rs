@@ -1,5 +1,6 @@
 //! The command line as a new user meets it: `check-config` errors, `token`, and `wsgate demo`
-//! end to end (printed token, printed client command, a real client through it).
+//! end to end (printed token, printed client command, a real client through it, and the
+//! printed ticket example: a ticket fetched and a client connected with it).
 
 mod common;
 
@@ -94,7 +95,7 @@ async fn demo_prints_a_working_token_and_client_command() {
     let url = find("wsgate demo: gateway ").and_then(|l| l.split_whitespace().next().map(str::to_string)).expect("url");
     assert!(find("client (Node): ").is_some_and(|c| c.contains(&url) && c.contains(&token)));
     // A browser-style connection: the token rides in the subprotocol list.
-    let mut req = url.into_client_request().expect("req");
+    let mut req = url.clone().into_client_request().expect("req");
     req.headers_mut()
         .insert("sec-websocket-protocol", HeaderValue::from_str(&format!("chat.v1, bearer.{token}")).expect("hv"));
     let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.expect("connect to demo");
@@ -103,6 +104,25 @@ async fn demo_prints_a_working_token_and_client_command() {
     let msg = serde_json::json!({"type": "chat.send", "payload": {"room": "ops", "text": "hi"}, "id": "c-1"});
     send_json(&mut ws, &msg).await;
     assert_eq!(recv_json(&mut ws).await, msg);
+
+    // The ticket example: POST /v1/ws-ticket with the token, then ?ticket= on the printed URL.
+    let curl = find("ticket (curl): ").expect("a ticket curl line");
+    let snippet = find("browser with a ticket: ").expect("a ticket browser line");
+    assert!(snippet.contains("fetch(") && snippet.contains("new WebSocket(") && snippet.contains("?ticket="));
+    let endpoint = curl.split_whitespace().find(|w| w.ends_with("/v1/ws-ticket")).expect("endpoint in the curl line");
+    assert!(curl.contains(&token) && snippet.contains(endpoint), "{curl}\n{snippet}");
+    let addr: std::net::SocketAddr =
+        endpoint.trim_start_matches("http://").trim_end_matches("/v1/ws-ticket").parse().expect("address");
+    let req = format!(
+        "POST /v1/ws-ticket HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n"
+    );
+    let (status, text) = raw_request(addr, &req).await;
+    assert_eq!(status, 200, "{text}");
+    let body: serde_json::Value = serde_json::from_str(text.split_once("\r\n\r\n").expect("body").1).expect("json");
+    let ticket = body["ticket"].as_str().expect("ticket");
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("{url}?ticket={ticket}")).await.expect("ticket accepted");
+    assert_eq!(recv_json(&mut ws).await["x-wsgate-subject"], "demo");
     let _ = child.kill();
     let _ = child.wait();
 }

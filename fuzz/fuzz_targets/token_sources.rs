@@ -1,5 +1,6 @@
 //! Token extraction and verification on unauthenticated input: the four carriers (split from
-//! the input at 0xff bytes), then subprotocol selection and JWT verification of what was found.
+//! the input at 0xff bytes), then subprotocol selection and JWT verification (or, for a
+//! ticket, the strict ticket syntax) of what was found.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -9,6 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use wsgate::auth::jwt;
 use wsgate::auth::keys::KeySet;
 use wsgate::config::{AuthConfig, KeyConfig};
+use wsgate::auth::ticket;
 use wsgate::policy::token_source::{extract_token, select_subprotocol, TokenCarriers, TokenSource};
 
 fn fixture() -> &'static (KeySet, AuthConfig) {
@@ -31,11 +33,24 @@ fuzz_target!(|data: &[u8]| {
     let (a, p, c, q) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (auth, prot, cook) = ([a], [p], [c]);
     let carriers = TokenCarriers { authorization: &auth, protocols: &prot, cookies: &cook, query: q };
-    let sources = [TokenSource::Header, TokenSource::Subprotocol, TokenSource::Cookie, TokenSource::Query];
-    let _ = select_subprotocol(&prot, &["chat.v1".to_string(), "*".to_string()]);
-    if let Ok(Some((token, _))) = extract_token(&sources, &carriers, "access_token", "access_token") {
-        let (keys, settings) = fixture();
-        let _ = jwt::verify(token, keys, settings, SystemTime::now());
+    let sources =
+        [TokenSource::Header, TokenSource::Subprotocol, TokenSource::Cookie, TokenSource::Query, TokenSource::Ticket];
+    if let Some(selected) = select_subprotocol(&prot, &["chat.v1".to_string(), "*".to_string()]) {
+        assert!(!selected.starts_with("bearer.") && !selected.starts_with("ticket."), "a credential selected");
     }
+    match extract_token(&sources, &carriers, "access_token", "access_token") {
+        Ok(Some((t, TokenSource::Ticket))) => {
+            if let Some(key) = ticket::parse(t) {
+                assert_eq!(t.len(), ticket::TICKET_LEN);
+                assert_eq!(key.hex().len(), 64);
+            }
+        }
+        Ok(Some((token, _))) => {
+            let (keys, settings) = fixture();
+            let _ = jwt::verify(token, keys, settings, SystemTime::now());
+        }
+        _ => {}
+    }
+    let _ = ticket::parse(&text);
     let _ = jwt::verify(&text, &fixture().0, &fixture().1, SystemTime::now());
 });

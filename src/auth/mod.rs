@@ -2,9 +2,11 @@
 //!
 //! - [`keys`]: the configured verification keys ([`keys::KeySet`]), each bound to one algorithm.
 //! - [`jwt`]: `verify(token, &KeySet, &Settings, now)` and `mint` for `wsgate token`/`demo`.
+//! - [`ticket`]: one-time connection tickets: syntax, store key, the record of the token.
 
 pub mod jwt;
 pub mod keys;
+pub mod ticket;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -8,6 +8,7 @@
 
 pub mod fleet;
 mod raw;
+pub mod tickets;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use fleet::{Fleet, RedisDown, RedisTarget, HEARTBEATS_TO_DEATH};
+pub use tickets::Tickets;
 
 use crate::policy::origin::OriginPolicy;
 use crate::policy::sensitive::{Direction, Guard, GuardAction, RuleDef, RuleKind};
@@ -32,6 +34,8 @@ use raw::{RawAuth, RawConfig, RawRoute};
 pub const MAX_TIMEOUT_SECONDS: u64 = 365 * 86_400;
 /// Largest `auth.leeway_seconds` accepted: clock skew beyond an hour is a broken clock.
 pub const MAX_LEEWAY_SECONDS: u64 = 3_600;
+/// The path of the ticket endpoint on the public listener (with `[tickets]`).
+pub const TICKET_ENDPOINT: &str = "/v1/ws-ticket";
 
 /// Why a configuration was refused. Every variant names the key it is about.
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +248,11 @@ impl Default for AuthConfig {
 // === impl Route ===
 
 impl Route {
+    /// True when the route lists the `ticket` token source.
+    pub fn accepts_tickets(&self) -> bool {
+        self.token_sources.contains(&TokenSource::Ticket)
+    }
+
     /// A route with the documented defaults: JSON envelopes, unknown types and binary frames
     /// rejected, identity forwarded, no origin allowed, no message types.
     pub fn new(path: &str, upstream: &str) -> Self {
@@ -297,6 +306,8 @@ pub struct Config {
     pub routes: Vec<Arc<Route>>,
     /// Fleet mode; `None` = a single node.
     pub fleet: Option<Fleet>,
+    /// One-time connection tickets; `None` = no ticket endpoint, no `ticket` token source.
+    pub tickets: Option<Tickets>,
 }
 
 // === impl Config ===
@@ -337,7 +348,8 @@ impl Config {
                 })?;
             trusted_proxies.push(net);
         }
-        let auth = validate_auth(raw.auth, base)?;
+        let tickets = raw.tickets.map(tickets::validate).transpose()?;
+        let auth = validate_auth(raw.auth, base, tickets.is_some())?;
         let fleet = raw.fleet.map(|f| fleet::validate(f, base)).transpose()?;
         validate_limits(&raw.limits)?;
         validate_timeouts(&raw.timeouts)?;
@@ -352,7 +364,7 @@ impl Config {
         }
         let mut routes: Vec<Arc<Route>> = Vec::with_capacity(raw.routes.len());
         for (i, r) in raw.routes.into_iter().enumerate() {
-            let route = validate_route(i, r, &auth, base)?;
+            let route = validate_route(i, r, &auth, base, tickets.is_some())?;
             if routes.iter().any(|x| x.path == route.path) {
                 return Err(ConfigError::invalid(
                     format!("routes[{i}].path"),
@@ -360,6 +372,12 @@ impl Config {
                 ));
             }
             routes.push(Arc::new(route));
+        }
+        if tickets.is_some() && !routes.iter().any(|r| r.accepts_tickets()) {
+            return Err(ConfigError::invalid(
+                "tickets",
+                "no route lists the ticket token source: add \"ticket\" to a route's token_sources (or remove [tickets])",
+            ));
         }
         Ok(Self {
             listen,
@@ -379,6 +397,7 @@ impl Config {
             timeouts: timeouts(&raw.timeouts),
             routes,
             fleet,
+            tickets,
         })
     }
 
@@ -386,31 +405,45 @@ impl Config {
     pub fn route(&self, path: &str) -> Option<&Arc<Route>> {
         self.routes.iter().find(|r| r.path == path)
     }
+
+    /// The routes that accept tickets (the `ticket` token source), in config order.
+    pub fn ticket_routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.routes.iter().filter(|r| r.accepts_tickets())
+    }
 }
 
 fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     value.parse().map_err(|e| ConfigError::invalid(key, format!("{value:?} is not an ip:port address ({e})")))
 }
 
-fn parse_sources(key: &str, names: &[String]) -> Result<Vec<TokenSource>, ConfigError> {
+fn parse_sources(key: &str, names: &[String], tickets: bool) -> Result<Vec<TokenSource>, ConfigError> {
     if names.is_empty() {
         return Err(ConfigError::invalid(key, "at least one token source is required"));
     }
-    names
-        .iter()
-        .map(|n| {
-            TokenSource::parse(n).ok_or_else(|| {
-                ConfigError::invalid(
-                    key,
-                    format!("unknown token source {n:?} (expected header, subprotocol, cookie or query)"),
-                )
-            })
-        })
-        .collect()
+    let mut sources = Vec::with_capacity(names.len());
+    for n in names {
+        let source = TokenSource::parse(n).ok_or_else(|| {
+            ConfigError::invalid(
+                key,
+                format!("unknown token source {n:?} (expected header, subprotocol, cookie, query or ticket)"),
+            )
+        })?;
+        if source == TokenSource::Ticket && !tickets {
+            return Err(ConfigError::invalid(
+                key,
+                "the ticket token source needs a [tickets] section (the ticket endpoint is off without it)",
+            ));
+        }
+        if sources.contains(&source) {
+            return Err(ConfigError::invalid(key, format!("token source {n:?} is listed twice")));
+        }
+        sources.push(source);
+    }
+    Ok(sources)
 }
 
-fn validate_auth(raw: RawAuth, base: &Path) -> Result<AuthConfig, ConfigError> {
-    let token_sources = parse_sources("auth.token_sources", &raw.token_sources)?;
+fn validate_auth(raw: RawAuth, base: &Path, tickets: bool) -> Result<AuthConfig, ConfigError> {
+    let token_sources = parse_sources("auth.token_sources", &raw.token_sources, tickets)?;
     if raw.scope_claim.is_empty() {
         return Err(ConfigError::invalid("auth.scope_claim", "must not be empty"));
     }
@@ -555,10 +588,13 @@ fn timeouts(t: &raw::Timeouts) -> Timeouts {
     }
 }
 
-fn validate_route(i: usize, r: RawRoute, auth: &AuthConfig, base: &Path) -> Result<Route, ConfigError> {
+fn validate_route(i: usize, r: RawRoute, auth: &AuthConfig, base: &Path, tickets: bool) -> Result<Route, ConfigError> {
     let key = |k: &str| format!("routes[{i}].{k}");
     if !r.path.starts_with('/') {
         return Err(ConfigError::invalid(key("path"), "must start with '/'"));
+    }
+    if tickets && r.path == TICKET_ENDPOINT {
+        return Err(ConfigError::invalid(key("path"), format!("{TICKET_ENDPOINT} is the ticket endpoint ([tickets])")));
     }
     let secure = r.upstream.starts_with("wss://");
     if !secure && !r.upstream.starts_with("ws://") {
@@ -582,7 +618,7 @@ fn validate_route(i: usize, r: RawRoute, auth: &AuthConfig, base: &Path) -> Resu
     let origins = OriginPolicy::try_new(&r.origins, r.allow_missing_origin)
         .map_err(|e| ConfigError::invalid(key("origins"), e))?;
     let token_sources = match &r.token_sources {
-        Some(names) => parse_sources(&key("token_sources"), names)?,
+        Some(names) => parse_sources(&key("token_sources"), names, tickets)?,
         None => auth.token_sources.clone(),
     };
     if token_sources.contains(&TokenSource::Cookie) && r.allow_missing_origin {
@@ -763,6 +799,37 @@ origins = ["https://app.example.com"]
         );
         let err = Config::parse(&text, Path::new(".")).unwrap_err().to_string();
         assert!(err.starts_with("routes[0].allow_missing_origin:"), "{err}");
+    }
+
+    #[test]
+    fn the_ticket_source_needs_a_tickets_section_and_the_section_a_ticket_route() {
+        let ticket_route = MINIMAL.replace(
+            "origins = [\"https://app.example.com\"]",
+            "origins = [\"https://app.example.com\"]\ntoken_sources = [\"ticket\", \"header\"]",
+        );
+        let err = Config::parse(&ticket_route, Path::new(".")).unwrap_err().to_string();
+        assert!(err.starts_with("routes[0].token_sources:") && err.contains("[tickets]"), "{err}");
+        let err = Config::parse(&format!("[auth]\ntoken_sources = [\"ticket\"]\n{MINIMAL}"), Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("auth.token_sources:"), "{err}");
+        let with = format!("{ticket_route}\n[tickets]\nttl_seconds = 10\n");
+        let c = Config::parse(&with, Path::new(".")).expect("valid");
+        assert_eq!(c.tickets.as_ref().map(|t| t.ttl), Some(Duration::from_secs(10)));
+        assert!(c.routes[0].accepts_tickets());
+        assert_eq!(c.ticket_routes().count(), 1);
+        let err = Config::parse(&format!("{MINIMAL}\n[tickets]\n"), Path::new(".")).unwrap_err().to_string();
+        assert!(err.starts_with("tickets:"), "{err}");
+        let endpoint = with.replace("path = \"/ws\"", "path = \"/v1/ws-ticket\"");
+        let err = Config::parse(&endpoint, Path::new(".")).unwrap_err().to_string();
+        assert!(err.starts_with("routes[0].path:"), "{err}");
+        let twice = with.replace("[\"ticket\", \"header\"]", "[\"ticket\", \"ticket\"]");
+        let err = Config::parse(&twice, Path::new(".")).unwrap_err().to_string();
+        assert!(err.starts_with("routes[0].token_sources:") && err.contains("twice"), "{err}");
+        let err = Config::parse(&format!("{ticket_route}\n[tickets]\nttl_seconds = 121\n"), Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("tickets.ttl_seconds:"), "{err}");
     }
 
     #[test]

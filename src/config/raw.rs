@@ -64,6 +64,8 @@ pub(super) struct RawConfig {
     pub(super) routes: Vec<RawRoute>,
     /// Fleet mode (several nodes sharing caps, rates and revocations through Redis).
     pub(super) fleet: Option<super::fleet::RawFleet>,
+    /// One-time connection tickets (`POST /v1/ws-ticket`, the `ticket` token source).
+    pub(super) tickets: Option<super::tickets::RawTickets>,
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]

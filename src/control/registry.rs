@@ -1,25 +1,26 @@
 //! The `Registry` actor: the node's admission bookkeeping over time. It performs the releases
 //! that dropped leases queued (never inside `Drop`), forgets idle handshake buckets, runs a
-//! shared store's upkeep (fleet heartbeat, retried releases, reconcile) and compacts the
-//! revocation log as entries expire.
+//! shared store's upkeep (fleet heartbeat, retried releases, reconcile), compacts the
+//! revocation log as entries expire and reaps expired one-time tickets.
 //!
 //! Owns: the release queue and the periodic upkeep of the stores. Does not own: the admission
 //! decision itself (the handshake calls the store directly: a mailbox round trip per call costs
 //! two cross-thread wake-ups).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::{Actor, AsyncContext, Context};
 
 use crate::auth::unix_now;
 use crate::store::admission::{Admission, ReleaseQueue};
 use crate::store::revocation::RevocationStore;
+use crate::store::tickets::TicketStore;
 
 /// Releases given to the store at once at most.
 const RELEASE_BATCH: usize = 256;
 
-/// How often idle handshake buckets are forgotten.
+/// How often idle handshake buckets are forgotten and expired tickets reaped.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
 /// How often expired revocations are dropped (and the log rewritten when mostly expired).
@@ -30,13 +31,19 @@ pub struct Registry {
     admission: Arc<Admission>,
     releases: Option<ReleaseQueue>,
     revocations: Arc<dyn RevocationStore>,
+    tickets: Arc<dyn TicketStore>,
 }
 
 impl Registry {
-    /// A registry maintaining `admission` (performing the releases of `releases`) and
-    /// `revocations`.
-    pub fn new(admission: Arc<Admission>, releases: ReleaseQueue, revocations: Arc<dyn RevocationStore>) -> Self {
-        Self { admission, releases: Some(releases), revocations }
+    /// A registry maintaining `admission` (performing the releases of `releases`),
+    /// `revocations` and `tickets`.
+    pub fn new(
+        admission: Arc<Admission>,
+        releases: ReleaseQueue,
+        revocations: Arc<dyn RevocationStore>,
+        tickets: Arc<dyn TicketStore>,
+    ) -> Self {
+        Self { admission, releases: Some(releases), revocations, tickets }
     }
 }
 
@@ -54,7 +61,10 @@ impl Actor for Registry {
                 }
             }));
         }
-        ctx.run_interval(SWEEP_INTERVAL, |this, _| this.admission.sweep());
+        ctx.run_interval(SWEEP_INTERVAL, |this, _| {
+            this.admission.sweep();
+            this.tickets.sweep(Instant::now());
+        });
         if let Some(every) = self.admission.upkeep_interval() {
             // Heartbeat, retried releases, reconcile: at once, then every period. A slow round
             // is not doubled up (the store skips a round while the previous one runs).

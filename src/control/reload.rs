@@ -128,6 +128,9 @@ fn load_and_apply(gw: &Reloader) -> Result<Reloaded, String> {
         crate::metrics::register_route(&r.path);
         crate::metrics::register_sensitive(&r.path, r.sensitive.as_deref());
     }
+    if config.tickets.is_some() {
+        crate::metrics::register_tickets();
+    }
     let config = Arc::new(config);
     let reloaded =
         Reloaded { routes: config.routes.len(), keys: keys.len(), sessions: gw.sessions.len(), restart_needed };

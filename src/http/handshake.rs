@@ -1,31 +1,34 @@
 //! The handshake policy of docs/protocol.md, in its order (cheapest first): admission, the
-//! RFC 6455 upgrade, the route, origin, subprotocol, token (one, verified, not revoked),
-//! connect scope, the connection caps, the upstream. [`negotiate`] runs the stages; a refusal
-//! comes back as [`Refused`] with its status, log detail, `Retry-After` and body, and is
-//! counted in `wsgate_handshakes_total{result}` and logged once with client IP, route,
-//! origin, user agent and reason — never the token (nor the query string, which may carry
-//! one).
+//! RFC 6455 upgrade, the route, origin, subprotocol, token (one, verified, not revoked; or a
+//! one-time ticket, redeemed in `redeem.rs`), connect scope, the connection caps, the
+//! upstream. [`negotiate`] runs the stages; a refusal comes back as [`Refused`] with its
+//! status, log detail, `Retry-After` and body, and is counted in
+//! `wsgate_handshakes_total{result}` and logged once with client IP, route, origin, user agent
+//! and reason — never the token (nor the query string, which may carry one or a ticket).
 //!
-//! Owns: the order of the checks and the refusal's HTTP answer. Does not own: the sockets
-//! (`ws.rs`), the checks themselves (`policy/`, `auth/`), the counts (`store::admission`).
+//! Owns: the order of the checks. Does not own: the sockets (`ws.rs`), the refusal's HTTP
+//! form (`refusal.rs`), the checks themselves (`policy/`, `auth/`), the counts
+//! (`store::admission`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use actix_http::header::{self, HeaderMap};
-use actix_http::{HttpMessage, Method, Request, Response, Version};
+use actix_http::{HttpMessage, Method, Request, Version};
 use base64::Engine;
 
-use crate::auth::{jwt, unix_now, AuthError};
+use super::redeem::redeem;
+use super::refusal::{Attempt, Refused};
+use crate::auth::{jwt, unix_now, AuthError, Claims};
 use crate::error::HandshakeRefusal;
-use crate::log_text::log_text;
-use crate::metrics::{self as m, NO_ROUTE};
+use crate::metrics as m;
 use crate::policy::origin::OriginVerdict;
-use crate::policy::token_source::{extract_token, select_subprotocol, TokenCarriers, TokenProblem};
+use crate::policy::token_source::{extract_token, select_subprotocol, TokenCarriers, TokenProblem, TokenSource};
 use crate::session::SessionHandles;
 use crate::state::{JwksDemand, Policy};
 use crate::store::admission::{Admission, Admitted, Lease, Refusal};
+use crate::store::tickets::TicketStore;
 use crate::upstream::{self, Identity};
 
 /// `Retry-After` of the 503 answered while draining: the process is going away, so a client
@@ -46,6 +49,9 @@ pub struct EntryHandles {
     pub demo_page: bool,
     /// Fleet mode: this node's id, which prefixes connection ids (`<node>-<n>`).
     pub node: Option<Arc<str>>,
+    /// One-time tickets (issued at `POST /v1/ws-ticket`, redeemed at the token stage); used
+    /// only while `[tickets]` is in force.
+    pub tickets: Arc<dyn TicketStore>,
 }
 
 impl EntryHandles {
@@ -59,163 +65,6 @@ impl EntryHandles {
     }
 }
 
-/// A refusal on its way to the client: why, a detail for the log, `Retry-After`, and a body
-/// that tells the client more than the fixed text when that helps it (which subprotocols
-/// the route accepts, which header is repeated). Bodies never carry a client's input.
-pub(crate) struct Refused {
-    pub(crate) denied: HandshakeRefusal,
-    pub(crate) detail: String,
-    pub(crate) retry_after: Option<Duration>,
-    pub(crate) body: Option<String>,
-}
-
-impl Refused {
-    pub(crate) fn new(denied: HandshakeRefusal, detail: impl Into<String>) -> Self {
-        Self { denied, detail: detail.into(), retry_after: None, body: None }
-    }
-
-    fn with_body(mut self, body: String) -> Self {
-        self.body = Some(body);
-        self
-    }
-}
-
-impl From<Refusal> for Refused {
-    fn from(r: Refusal) -> Self {
-        Self { denied: r.denied, detail: String::new(), retry_after: r.retry_after, body: None }
-    }
-}
-
-/// What the log and metrics need to know about a handshake.
-pub(crate) struct Attempt<'a> {
-    pub(crate) started: Instant,
-    pub(crate) ip: IpAddr,
-    pub(crate) route_path: Option<&'a str>,
-    pub(crate) path: &'a str,
-    /// The `Origin` as the policy reads it: `None` when absent or not visible ASCII (see
-    /// `origin_raw`).
-    pub(crate) origin: Option<&'a str>,
-    /// The raw `Origin` and `User-Agent` values, for logs (escaped and bounded there).
-    pub(crate) origin_raw: Option<&'a [u8]>,
-    pub(crate) user_agent_raw: Option<&'a [u8]>,
-    /// Token subject and id, once the token verified.
-    pub(crate) subject: Option<String>,
-    pub(crate) jti: Option<String>,
-}
-
-impl<'a> Attempt<'a> {
-    pub(crate) fn new(req: &'a Request, ip: IpAddr, route_path: Option<&'a str>) -> Self {
-        let headers = req.headers();
-        Self {
-            started: Instant::now(),
-            ip,
-            route_path,
-            path: req.path(),
-            origin: header_str(headers, header::ORIGIN),
-            origin_raw: headers.get(header::ORIGIN).map(|v| v.as_bytes()),
-            user_agent_raw: headers.get(header::USER_AGENT).map(|v| v.as_bytes()),
-            subject: None,
-            jti: None,
-        }
-    }
-
-    pub(crate) fn route_label(&self) -> &str {
-        self.route_path.unwrap_or(NO_ROUTE)
-    }
-
-    /// Count and log a refusal.
-    pub(crate) fn log_refusal(&self, r: &Refused) {
-        m::handshake(self.route_label(), r.denied.reason(), self.started.elapsed());
-        tracing::warn!(
-            event = "handshake_refused",
-            reason = r.denied.reason(),
-            status = r.denied.status().as_u16(),
-            detail = r.detail.as_str(),
-            route = self.route_label(),
-            path = &*log_text(self.path.as_bytes()),
-            client_ip = %self.ip,
-            origin = &*self.origin_log(),
-            user_agent = &*self.user_agent_log(),
-            subject = &*log_text(self.subject.as_deref().unwrap_or("").as_bytes()),
-            jti = &*log_text(self.jti.as_deref().unwrap_or("").as_bytes()),
-        );
-    }
-
-    pub(crate) fn origin_log(&self) -> std::borrow::Cow<'a, str> {
-        log_text(self.origin_raw.unwrap_or_default())
-    }
-
-    pub(crate) fn user_agent_log(&self) -> std::borrow::Cow<'a, str> {
-        log_text(self.user_agent_raw.unwrap_or_default())
-    }
-}
-
-/// The headers a refusal carries besides content type, length and `Connection: close`.
-fn refusal_headers(denied: HandshakeRefusal, retry_after: Option<Duration>) -> Vec<(&'static str, String)> {
-    let mut headers = Vec::new();
-    let auth = match denied {
-        HandshakeRefusal::UnsupportedVersion => {
-            headers.push(("sec-websocket-version", "13".to_string()));
-            None
-        }
-        HandshakeRefusal::MissingToken => Some("Bearer realm=\"wsgate\""),
-        // A revoked token is refused exactly like any invalid one.
-        HandshakeRefusal::InvalidToken | HandshakeRefusal::Revoked => {
-            Some("Bearer realm=\"wsgate\", error=\"invalid_token\"")
-        }
-        HandshakeRefusal::ExpiredToken => {
-            Some("Bearer realm=\"wsgate\", error=\"invalid_token\", error_description=\"token expired\"")
-        }
-        HandshakeRefusal::ConnectScope => Some("Bearer realm=\"wsgate\", error=\"insufficient_scope\""),
-        _ => None,
-    };
-    if let Some(value) = auth {
-        headers.push(("www-authenticate", value.to_string()));
-    }
-    if let Some(wait) = retry_after {
-        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-        headers.push(("retry-after", secs.to_string()));
-    }
-    headers
-}
-
-/// A refusal as an HTTP/1.1 response on the wire. A refused client gets no keep-alive: its
-/// next attempt pays the admission checks again and a refused connection holds nothing here.
-pub(crate) fn refusal_bytes(denied: HandshakeRefusal, retry_after: Option<Duration>, body: Option<&str>) -> Vec<u8> {
-    let status = denied.status();
-    let body = format!("{}\n", body.unwrap_or(denied.client_text()));
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or(""),
-        body.len()
-    );
-    for (name, value) in refusal_headers(denied, retry_after) {
-        out.push_str(&format!("{name}: {value}\r\n"));
-    }
-    out.push_str("\r\n");
-    out.push_str(&body);
-    out.into_bytes()
-}
-
-/// A refusal as an actix-http response (for requests that are not upgrades).
-pub(crate) fn refusal_response(
-    denied: HandshakeRefusal,
-    retry_after: Option<Duration>,
-    body: Option<&str>,
-) -> Response<String> {
-    let mut resp = Response::with_body(denied.status(), format!("{}\n", body.unwrap_or(denied.client_text())));
-    let headers = resp.headers_mut();
-    headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("text/plain; charset=utf-8"));
-    for (name, value) in refusal_headers(denied, retry_after) {
-        if let Ok(value) = header::HeaderValue::from_str(&value) {
-            headers.insert(header::HeaderName::from_static(name), value);
-        }
-    }
-    resp.head_mut().set_connection_type(actix_http::ConnectionType::Close);
-    resp
-}
-
 /// The client's address: the TCP peer, or from a trusted proxy the rightmost untrusted
 /// `X-Forwarded-For` entry (`policy::client_ip`).
 pub(crate) fn client_ip(req: &Request, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
@@ -225,10 +74,6 @@ pub(crate) fn client_ip(req: &Request, trusted: &[ipnet::IpNet]) -> Option<IpAdd
     }
     let forwarded = header_values(req.headers(), header::HeaderName::from_static("x-forwarded-for"));
     Some(crate::policy::client_ip::client_ip(peer, &forwarded, trusted))
-}
-
-fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 pub(crate) fn header_values(headers: &HeaderMap, name: header::HeaderName) -> Vec<&str> {
@@ -338,6 +183,34 @@ pub fn check_upgrade(method: &Method, version: Version, headers: &HeaderMap) -> 
     Ok(())
 }
 
+/// Verify `token` (found in `source`) with the keys in force, and once more after a JWKS
+/// fetch when it names an unknown `kid` (perhaps the IdP rotated its keys). Revocation is the
+/// caller's next check.
+///
+/// # Errors
+/// A 401 [`Refused`]: `ExpiredToken` past `exp` + leeway, `InvalidToken` otherwise.
+pub(crate) async fn verify_jwt(
+    gw: &EntryHandles,
+    policy: &Policy,
+    token: &str,
+    source: TokenSource,
+) -> Result<Claims, Refused> {
+    let auth = &policy.config.auth;
+    let mut verified = jwt::verify(token, &policy.keys, auth, SystemTime::now());
+    if let (Err(AuthError::Invalid("unknown_kid")), Some(jwks)) = (&verified, &gw.jwks) {
+        // One bounded, rate-limited look at the IdP's JWKS.
+        if jwks.refetch_for_unknown_kid(auth.jwks_timeout).await {
+            verified = jwt::verify(token, &gw.session.policy.load().keys, auth, SystemTime::now());
+        }
+    }
+    match verified {
+        Ok(c) => Ok(c),
+        Err(AuthError::Expired) => Err(Refused::new(HandshakeRefusal::ExpiredToken, source.name())),
+        Err(AuthError::Invalid(why)) => Err(Refused::new(HandshakeRefusal::InvalidToken, why)),
+        Err(_) => Err(Refused::new(HandshakeRefusal::InvalidToken, "verification failed")),
+    }
+}
+
 /// A handshake that passed every check, with its upstream open.
 pub(crate) struct Accepted {
     pub(crate) route: Arc<crate::config::Route>,
@@ -405,24 +278,18 @@ pub(crate) async fn negotiate(
         Err(TokenProblem::Oversized) => return Err(Refused::new(HandshakeRefusal::InvalidToken, "oversized")),
         Err(TokenProblem::Empty) => return Err(Refused::new(HandshakeRefusal::InvalidToken, "empty")),
     };
-    let mut verified = jwt::verify(token, &policy.keys, auth, SystemTime::now());
-    if let (Err(AuthError::Invalid("unknown_kid")), Some(jwks)) = (&verified, &gw.jwks) {
-        // Perhaps the IdP rotated its keys: one bounded, rate-limited look at its JWKS.
-        if jwks.refetch_for_unknown_kid(auth.jwks_timeout).await {
-            verified = jwt::verify(token, &gw.session.policy.load().keys, auth, SystemTime::now());
+    let claims = if source == TokenSource::Ticket {
+        let revocations = gw.session.revocations.as_ref();
+        redeem(gw.tickets.as_ref(), revocations, auth, token, route, attempt).await?
+    } else {
+        let claims = verify_jwt(gw, policy, token, source).await?;
+        attempt.subject = Some(claims.sub.clone());
+        attempt.jti.clone_from(&claims.jti);
+        if gw.session.revocations.check(&claims, unix_now()) {
+            return Err(Refused::new(HandshakeRefusal::Revoked, ""));
         }
-    }
-    let claims = match verified {
-        Ok(c) => c,
-        Err(AuthError::Expired) => return Err(Refused::new(HandshakeRefusal::ExpiredToken, source.name())),
-        Err(AuthError::Invalid(why)) => return Err(Refused::new(HandshakeRefusal::InvalidToken, why)),
-        Err(_) => return Err(Refused::new(HandshakeRefusal::InvalidToken, "verification failed")),
+        claims
     };
-    attempt.subject = Some(claims.sub.clone());
-    attempt.jti.clone_from(&claims.jti);
-    if gw.session.revocations.check(&claims, unix_now()) {
-        return Err(Refused::new(HandshakeRefusal::Revoked, ""));
-    }
     // 7: connect scope.
     if let Some(scope) = &route.connect_scope {
         if !claims.has_scope(scope) {
@@ -540,15 +407,8 @@ mod tests {
     }
 
     #[test]
-    fn a_revoked_token_is_answered_like_an_invalid_one() {
-        assert_eq!(
-            refusal_bytes(HandshakeRefusal::Revoked, None, None),
-            refusal_bytes(HandshakeRefusal::InvalidToken, None, None)
-        );
-    }
-
-    #[test]
     fn another_version_gets_426() {
+        use crate::http::refusal::refusal_response;
         let mut v = OK.to_vec();
         v[3] = ("sec-websocket-version", "8");
         assert_eq!(
@@ -558,18 +418,5 @@ mod tests {
         let resp = refusal_response(HandshakeRefusal::UnsupportedVersion, None, None);
         assert_eq!(resp.status().as_u16(), 426);
         assert_eq!(resp.headers().get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()), Some(&b"13"[..]));
-    }
-
-    #[test]
-    fn refusals_on_the_wire_are_complete_responses() {
-        let bytes = refusal_bytes(HandshakeRefusal::HandshakeRate, Some(Duration::from_millis(1500)), None);
-        let text = String::from_utf8(bytes).expect("ascii");
-        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
-        assert!(head.starts_with("HTTP/1.1 429 Too Many Requests\r\n"), "{head}");
-        assert!(head.contains("\r\nretry-after: 2"), "{head}");
-        assert!(head.contains("\r\nconnection: close"), "{head}");
-        assert!(head.contains(&format!("\r\ncontent-length: {}", body.len())), "{head}");
-        let text = String::from_utf8(refusal_bytes(HandshakeRefusal::InvalidToken, None, None)).expect("ascii");
-        assert!(text.contains("www-authenticate: Bearer realm=\"wsgate\", error=\"invalid_token\"\r\n"), "{text}");
     }
 }

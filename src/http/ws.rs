@@ -2,7 +2,8 @@
 //! A request with `Upgrade: websocket` arrives as the request plus its raw connection
 //! ([`upgrade`]): the handshake policy runs (`handshake.rs`), then either the refusal is
 //! written to the socket or the 101 is queued and a [`WsSession`] owns both sockets. Anything
-//! else gets the same admission checks and a refusal ([`plain`]), or the demo page.
+//! else gets the same admission checks and a refusal ([`plain`]), the ticket endpoint
+//! (`ticket.rs`, with `[tickets]`), or the demo page.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -17,9 +18,9 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 pub use super::handshake::{check_upgrade, EntryHandles, DRAIN_RETRY_AFTER};
-use super::handshake::{
-    client_ip, negotiate, refusal_bytes, refusal_response, upgrade_refusal, Accepted, Attempt, Refused,
-};
+use super::handshake::{client_ip, negotiate, upgrade_refusal, Accepted};
+use super::refusal::{refusal_bytes, refusal_response, Attempt, Refused};
+use crate::config::TICKET_ENDPOINT;
 use crate::error::HandshakeRefusal;
 use crate::http::accept::{Watch, Watched};
 use crate::log_text::log_text;
@@ -114,8 +115,9 @@ pub fn plain_service(
     })
 }
 
-/// A request without `Upgrade: websocket` on the public listener: admission (so floods of
-/// plain requests are rate-limited like handshakes), then `400`.
+/// A request without `Upgrade: websocket` on the public listener: the ticket endpoint (with
+/// `[tickets]`), else admission (so floods of plain requests are rate-limited like
+/// handshakes), then `400` on a route's path (not an upgrade) and `404` anywhere else.
 ///
 /// # Errors
 /// Never; the signature is what actix-http's service wants.
@@ -131,9 +133,14 @@ pub async fn plain(entry: Rc<Entry>, req: Request) -> Result<Response<String>, a
     let Some(ip) = client_ip(&req, &policy.config.trusted_proxies) else {
         return Ok(refusal_response(HandshakeRefusal::Internal, None, None));
     };
+    if let (Some(tickets), TICKET_ENDPOINT) = (&policy.config.tickets, req.path()) {
+        let tickets = tickets.clone();
+        return Ok(super::ticket::serve(gw, &policy, &tickets, req, ip).await);
+    }
     let route = policy.config.route(req.path());
     let attempt = Attempt::new(&req, ip, route.map(|r| r.path.as_str()));
     let refused = match gw.admit(ip).await {
+        Ok(_) if route.is_none() => Refused::new(HandshakeRefusal::NoRoute, "not an upgrade"),
         Ok(_) => match check_upgrade(req.method(), req.version(), req.headers()) {
             Err(denied) => upgrade_refusal(denied, req.headers()),
             Ok(()) => Refused::new(HandshakeRefusal::BadUpgrade, "upgrade header not usable"),

@@ -4,12 +4,20 @@
 //! - `subprotocol`: an offered `Sec-WebSocket-Protocol` entry `bearer.<jwt>` (browsers cannot
 //!   set headers); that entry is never selected or echoed;
 //! - `cookie`: a named cookie (only on routes with an Origin allowlist);
-//! - `query`: `?<param>=<jwt>` (off by default; query strings end up in logs and histories).
+//! - `query`: `?<param>=<jwt>` (off by default; query strings end up in logs and histories);
+//! - `ticket`: a one-time ticket (`auth::ticket`), as `?ticket=<t>` or an offered
+//!   `Sec-WebSocket-Protocol` entry `ticket.<t>` (never selected or echoed either).
 //!
 //! Also selects the application subprotocol, since both read the same header.
 
 /// Prefix of a subprotocol entry carrying a token.
 pub const BEARER_PROTOCOL_PREFIX: &str = "bearer.";
+
+/// Prefix of a subprotocol entry carrying a one-time ticket.
+pub const TICKET_PROTOCOL_PREFIX: &str = "ticket.";
+
+/// The query parameter carrying a one-time ticket.
+pub const TICKET_QUERY_PARAM: &str = "ticket";
 
 /// Longest token accepted from any source; a JWT is far shorter in practice. Bounds the work
 /// done on an unauthenticated request.
@@ -26,6 +34,8 @@ pub enum TokenSource {
     Cookie,
     /// A named query parameter.
     Query,
+    /// A one-time ticket: `?ticket=` or `Sec-WebSocket-Protocol: ticket.<t>`.
+    Ticket,
 }
 
 impl TokenSource {
@@ -36,6 +46,7 @@ impl TokenSource {
             "subprotocol" => Some(Self::Subprotocol),
             "cookie" => Some(Self::Cookie),
             "query" => Some(Self::Query),
+            "ticket" => Some(Self::Ticket),
             _ => None,
         }
     }
@@ -47,6 +58,7 @@ impl TokenSource {
             Self::Subprotocol => "subprotocol",
             Self::Cookie => "cookie",
             Self::Query => "query",
+            Self::Ticket => "ticket",
         }
     }
 }
@@ -73,7 +85,8 @@ pub enum TokenProblem {
     Multiple,
     /// A token longer than [`MAX_TOKEN_BYTES`].
     Oversized,
-    /// A carrier present with an empty value (`Bearer `, `bearer.`, `access_token=`).
+    /// A carrier present with an empty value (`Bearer `, `bearer.`, `access_token=`,
+    /// `ticket.`, `ticket=`).
     Empty,
 }
 
@@ -117,6 +130,13 @@ pub fn extract_token<'a>(
                     take(t, *src)?;
                 }
             }
+            TokenSource::Ticket => {
+                let offered =
+                    offered_protocols(carriers.protocols).filter_map(|p| p.strip_prefix(TICKET_PROTOCOL_PREFIX));
+                for t in query_values(carriers.query, TICKET_QUERY_PARAM).chain(offered) {
+                    take(t, *src)?;
+                }
+            }
         }
     }
     match found {
@@ -132,11 +152,15 @@ pub fn offered_protocols<'a>(values: &'a [&'a str]) -> impl Iterator<Item = &'a 
 }
 
 /// The subprotocol the gateway selects: the first one the client offered that the route lists
-/// (`"*"` in the route's list accepts any). Token entries are never selected.
+/// (`"*"` in the route's list accepts any). Token and ticket entries are never selected.
 pub fn select_subprotocol<'a>(offered: &'a [&'a str], allowed: &[String]) -> Option<&'a str> {
-    offered_protocols(offered)
-        .filter(|p| !p.starts_with(BEARER_PROTOCOL_PREFIX))
-        .find(|p| allowed.iter().any(|a| a == "*" || a == p))
+    offered_protocols(offered).filter(|p| !is_credential_entry(p)).find(|p| allowed.iter().any(|a| a == "*" || a == p))
+}
+
+/// True for an offered subprotocol entry that carries a credential (`bearer.<jwt>`,
+/// `ticket.<t>`): never selected, echoed or forwarded.
+pub fn is_credential_entry(protocol: &str) -> bool {
+    protocol.starts_with(BEARER_PROTOCOL_PREFIX) || protocol.starts_with(TICKET_PROTOCOL_PREFIX)
 }
 
 fn bearer_from_header(value: &str) -> Option<&str> {
@@ -161,12 +185,14 @@ fn query_values<'a, 'n>(query: &'a str, name: &'n str) -> impl Iterator<Item = &
     })
 }
 
-/// The query string with the token parameter's value replaced, for logs.
+/// The query string with the values of the token parameter `name` and of
+/// [`TICKET_QUERY_PARAM`] replaced, for logs (the gateway logs no query string; whatever does
+/// must pass it through this first).
 pub fn redact_query(query: &str, name: &str) -> String {
     query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k == name => format!("{k}=REDACTED"),
+            Some((k, _)) if k == name || k == TICKET_QUERY_PARAM => format!("{k}=REDACTED"),
             _ => pair.to_string(),
         })
         .collect::<Vec<_>>()
@@ -177,8 +203,8 @@ pub fn redact_query(query: &str, name: &str) -> String {
 mod tests {
     use super::*;
 
-    const ALL: [TokenSource; 4] =
-        [TokenSource::Header, TokenSource::Subprotocol, TokenSource::Cookie, TokenSource::Query];
+    const ALL: [TokenSource; 5] =
+        [TokenSource::Header, TokenSource::Subprotocol, TokenSource::Cookie, TokenSource::Query, TokenSource::Ticket];
 
     #[test]
     fn header_token_is_found_case_insensitively() {
@@ -266,7 +292,52 @@ mod tests {
     }
 
     #[test]
-    fn query_redaction_hides_only_the_token() {
+    fn query_redaction_hides_only_the_token_and_the_ticket() {
         assert_eq!(redact_query("a=1&access_token=x.y.z", "access_token"), "a=1&access_token=REDACTED");
+        assert_eq!(
+            redact_query("ticket=wst_abc&room=1&ticket=again", "access_token"),
+            "ticket=REDACTED&room=1&ticket=REDACTED"
+        );
+    }
+
+    #[test]
+    fn tickets_come_from_the_query_or_a_ticket_entry_and_are_never_selected() {
+        let t = [TokenSource::Ticket];
+        let c = TokenCarriers { query: "room=1&ticket=wst_x", ..Default::default() };
+        assert_eq!(extract_token(&t, &c, "c", "q"), Ok(Some(("wst_x", TokenSource::Ticket))));
+        let c = TokenCarriers { protocols: &["chat.v1, ticket.wst_y"], ..Default::default() };
+        assert_eq!(extract_token(&t, &c, "c", "q"), Ok(Some(("wst_y", TokenSource::Ticket))));
+        assert_eq!(select_subprotocol(&["ticket.wst_y, chat.v1"], &["*".to_string()]), Some("chat.v1"));
+        assert_eq!(select_subprotocol(&["ticket.wst_y"], &["*".to_string()]), None);
+        // Not a source of the route: not read.
+        let c = TokenCarriers { query: "ticket=wst_x", ..Default::default() };
+        assert_eq!(extract_token(&[TokenSource::Header], &c, "c", "q"), Ok(None));
+    }
+
+    #[test]
+    fn a_ticket_beside_another_credential_or_twice_is_multiple() {
+        let multiple = Err(TokenProblem::Multiple);
+        let twice = TokenCarriers { query: "ticket=a&ticket=b", ..Default::default() };
+        assert_eq!(extract_token(&ALL, &twice, "c", "q"), multiple);
+        let same_twice = TokenCarriers { query: "ticket=a&ticket=a", ..Default::default() };
+        assert_eq!(extract_token(&ALL, &same_twice, "c", "q"), multiple);
+        let query_and_entry = TokenCarriers { query: "ticket=a", protocols: &["ticket.a"], ..Default::default() };
+        assert_eq!(extract_token(&ALL, &query_and_entry, "c", "q"), multiple);
+        let with_bearer = TokenCarriers { query: "ticket=a", authorization: &["Bearer x.y.z"], ..Default::default() };
+        assert_eq!(extract_token(&ALL, &with_bearer, "c", "q"), multiple);
+        let with_entry = TokenCarriers { protocols: &["bearer.x.y.z, ticket.a"], ..Default::default() };
+        assert_eq!(extract_token(&ALL, &with_entry, "c", "q"), multiple);
+    }
+
+    #[test]
+    fn an_empty_ticket_is_invalid_not_missing() {
+        let t = [TokenSource::Ticket];
+        let c = TokenCarriers { protocols: &["chat.v1, ticket."], ..Default::default() };
+        assert_eq!(extract_token(&t, &c, "c", "q"), Err(TokenProblem::Empty));
+        let c = TokenCarriers { query: "ticket=", ..Default::default() };
+        assert_eq!(extract_token(&t, &c, "c", "q"), Err(TokenProblem::Empty));
+        let big = format!("ticket={}", "a".repeat(MAX_TOKEN_BYTES + 1));
+        let c = TokenCarriers { query: &big, ..Default::default() };
+        assert_eq!(extract_token(&t, &c, "c", "q"), Err(TokenProblem::Oversized));
     }
 }

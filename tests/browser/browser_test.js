@@ -2,7 +2,11 @@
 //   node browser_test.js GATEWAY_HOSTPORT ALLOWED_PAGE_ORIGIN FOREIGN_PAGE_ORIGIN TOKEN
 // 1. a page on the allowed origin connects with a `bearer.<jwt>` subprotocol token;
 // 2. the same with the token in the gateway's cookie;
-// 3. a page on a foreign origin (same site, other port: Chromium sends the cookie) is refused.
+// 3. a page on a foreign origin (same site, other port: Chromium sends the cookie) is refused;
+// 4. a page on the allowed origin fetches a one-time ticket with fetch() (CORS) and connects
+//    with it in the URL, then in a `ticket.<t>` subprotocol entry; each replay is refused;
+// 5. a page on a foreign origin cannot read a ticket answer (the CORS preflight is refused).
+// Prints "ticket-used <t>" for every ticket a page used (the script checks the gateway log).
 const { chromium } = require('playwright-core');
 const fs = require('fs'), os = require('os'), path = require('path');
 
@@ -35,6 +39,15 @@ async function title(page, url) {
   check('cross-site WebSocket hijacking from a foreign origin is refused', got.startsWith('refused'), got);
   got = await title(page, `${foreign}/page.html?mode=subprotocol&ws=ws://${gw}/ws&token=${t}`);
   check('a foreign origin is refused even with a valid token', got.startsWith('refused'), got);
+  const issuer = encodeURIComponent(`http://${gw}/v1/ws-ticket`);
+  for (const mode of ['ticket', 'ticket-sub']) {
+    got = await title(page, `${allowed}/page.html?mode=${mode}&ws=ws://${gw}/t&issuer=${issuer}&route=/t&token=${t}`);
+    check(`${mode}: a ticket fetched from the allowed origin opens the socket, its replay is refused`,
+      got === 'ok browser chat.v1 replay-refused', got);
+    console.log('ticket-used ' + (await page.evaluate(() => window.ticketUsed || '')));
+  }
+  got = await title(page, `${foreign}/page.html?mode=ticket&ws=ws://${gw}/t&issuer=${issuer}&route=/t&token=${t}`);
+  check('a page on a foreign origin cannot read a ticket answer (CORS)', got === 'cors-blocked', got);
   await ctx.close();
   console.log(`browser: ${passed} passed, ${failed} failed`);
   process.exit(failed ? 1 : 0);

@@ -8,11 +8,14 @@
 //! - [`revocation`]: [`revocation::RedisRevocations`], markers and the revocation stream, a
 //!   local cache that every check reads; the feed reader, which also carries kick and list
 //!   commands between nodes ([`revocation::Command`]).
+//! - [`tickets`]: [`tickets::RedisTickets`], one-time tickets issued on one node and redeemed
+//!   once on any (`SET NX` at issue, `GETDEL` at redeem, keyed by the ticket's SHA-256).
 
 pub mod admission;
 pub mod link;
 pub mod revocation;
 pub mod scripts;
+pub mod tickets;
 
 use std::net::IpAddr;
 
@@ -93,6 +96,22 @@ impl Keys {
     /// Set once per Redis data set: a changed or missing epoch means Redis lost its data.
     pub fn epoch(&self) -> String {
         self.key(&["epoch"])
+    }
+    /// A live ticket's record, by the SHA-256 of the ticket (hex).
+    pub fn ticket(&self, hash: &str) -> String {
+        self.key(&["tkt:", hash])
+    }
+    /// A redeemed (or late) ticket, remembered through its grace (replays told apart).
+    pub fn ticket_used(&self, hash: &str) -> String {
+        self.key(&["tkt:used:", hash])
+    }
+    /// ZSET of one subject's outstanding tickets (hash → expiry ms, Redis time).
+    pub fn tickets_outstanding(&self, sub: &str) -> String {
+        self.key(&["tkt:out:", sub])
+    }
+    /// The GCRA theoretical arrival time of one subject's ticket issues.
+    pub fn ticket_issues(&self, sub: &str) -> String {
+        self.key(&["tkt:rate:", sub])
     }
 }
 

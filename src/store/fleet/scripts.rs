@@ -157,5 +157,85 @@ redis.call('SET', KEYS[1], v, 'PXAT', string.format('%d', until_ms))
 return 1
 ";
 
+/// Issue one ticket: the subject's outstanding tickets against the cap, then its issue rate
+/// (GCRA: `burst` at once, one more per `interval`), then `SET NX` of the record with the TTL
+/// (plus the grace in which a late or repeated presentation is still told apart; the ticket's
+/// own expiry travels in the value and is judged on Redis time at redeem). A refusal changes
+/// nothing.
+///
+/// KEYS: ticket, outstanding(sub), issues(sub). ARGV: record (JSON), ttl ms, grace ms, max
+/// outstanding, GCRA interval µs, burst, ticket hash (the outstanding set's member).
+/// The stored value is `<expiry ms>\n<outstanding key>\n<record>`.
+/// Returns `{verdict, n}`: `ok` (n = expiry ms), `outstanding`, `rate` (n = retry-after ms),
+/// `exists`.
+pub static TICKET_ISSUE: LazyLock<Script> = LazyLock::new(|| Script::new(TICKET_ISSUE_LUA));
+
+const TICKET_ISSUE_LUA: &str = r"
+local t = redis.call('TIME')
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = math.floor(now_us / 1000)
+local ttl = tonumber(ARGV[2])
+local grace = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then
+  return {'outstanding', 0}
+end
+local interval = tonumber(ARGV[5])
+local tat = tonumber(redis.call('GET', KEYS[3]) or now_us)
+if tat < now_us then tat = now_us end
+local new_tat = tat + interval
+local allowed = tonumber(ARGV[6]) * interval
+if new_tat - now_us > allowed then
+  return {'rate', math.ceil((new_tat - now_us - allowed) / 1000)}
+end
+local exp = now + ttl
+local value = string.format('%d', exp) .. '\n' .. KEYS[2] .. '\n' .. ARGV[1]
+if not redis.call('SET', KEYS[1], value, 'NX', 'PX', ttl + grace) then
+  return {'exists', 0}
+end
+redis.call('SET', KEYS[3], string.format('%d', new_tat), 'PX', math.max(1, math.ceil((new_tat - now_us) / 1000)))
+redis.call('ZADD', KEYS[2], exp, ARGV[7])
+if redis.call('PTTL', KEYS[2]) < ttl then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
+return {'ok', exp}
+";
+
+/// Redeem one ticket: `GETDEL` of its record (so of concurrent redeems on any nodes exactly
+/// one gets it), its hash off the subject's outstanding set (the set's key is in the value),
+/// and a marker kept through the grace so a second presentation reads `replayed`.
+///
+/// KEYS: ticket, used(ticket). ARGV: grace ms, ticket hash.
+/// Returns `{verdict, record}`: `ok`, `expired` (the record is gone either way), `replayed`,
+/// `unknown`.
+pub static TICKET_REDEEM: LazyLock<Script> = LazyLock::new(|| Script::new(TICKET_REDEEM_LUA));
+
+const TICKET_REDEEM_LUA: &str = r"
+local v = redis.call('GETDEL', KEYS[1])
+if not v then
+  if redis.call('EXISTS', KEYS[2]) == 1 then
+    return {'replayed', ''}
+  end
+  return {'unknown', ''}
+end
+local a = string.find(v, '\n', 1, true)
+local b = a and string.find(v, '\n', a + 1, true)
+if not b then
+  return {'unknown', ''}
+end
+local exp = tonumber(string.sub(v, 1, a - 1)) or 0
+redis.call('ZREM', string.sub(v, a + 1, b - 1), ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local keep = exp - now
+if keep < 0 then keep = 0 end
+redis.call('SET', KEYS[2], '1', 'PX', keep + tonumber(ARGV[1]))
+if now >= exp then
+  return {'expired', ''}
+end
+return {'ok', string.sub(v, b + 1)}
+";
+
 /// Every script's source (loaded on each new connection, in one round trip).
-pub const ALL: [&str; 5] = [ACQUIRE_LUA, RELEASE_LUA, HEARTBEAT_LUA, REVOKE_LUA, RESTORE_LUA];
+pub const ALL: [&str; 7] =
+    [ACQUIRE_LUA, RELEASE_LUA, HEARTBEAT_LUA, REVOKE_LUA, RESTORE_LUA, TICKET_ISSUE_LUA, TICKET_REDEEM_LUA];
