@@ -394,10 +394,17 @@ async fn cors_answers_allowed_origins_only_and_never_a_wildcard() {
     }
     let put = request(&gw, "OPTIONS", &[("Origin", ORIGIN), ("Access-Control-Request-Method", "PUT")], "").await;
     assert_eq!(put.status, 403);
+    let no_method = request(&gw, "OPTIONS", &[("Origin", ORIGIN)], "").await;
+    assert_eq!(no_method.status, 403, "a preflight names its method");
     // A refusal to an allowed origin carries CORS, so the page can read why.
     let refused = issue(&gw, Some(ORIGIN), None, "{\"route\": \"/ws\"}").await;
     assert_eq!(refused.status, 401);
     assert_eq!(refused.header("access-control-allow-origin").as_deref(), Some(ORIGIN));
+    assert!(
+        refused.header("access-control-expose-headers").is_some_and(|h| h.contains("retry-after")),
+        "the page can read Retry-After: {}",
+        refused.head
+    );
     assert!(!gw.log().contains("\"access-control-allow-origin\":\"*\""));
 }
 

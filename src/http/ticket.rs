@@ -149,8 +149,9 @@ fn preflight(headers: &HeaderMap, r: &IssueAttempt<'_>) -> Result<(), Refused> {
     if r.cors.is_none() {
         return Err(Refused::new(TicketRefusal::Preflight, "origin"));
     }
+    // A preflight names the method it asks for; only POST is ever allowed.
     let method = headers.get(header::ACCESS_CONTROL_REQUEST_METHOD).map(HeaderValue::as_bytes);
-    if method.is_some_and(|m| m != b"POST") {
+    if method != Some(b"POST".as_slice()) {
         return Err(Refused::new(TicketRefusal::Preflight, "method"));
     }
     Ok(())
@@ -172,6 +173,8 @@ fn cors_headers(h: &mut HeaderMap, origin: Option<&str>) {
     h.insert(header::VARY, HeaderValue::from_static("origin"));
     if let Some(value) = origin.and_then(|o| HeaderValue::from_str(o).ok()) {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        // A page reads how long to wait after a 429 or 503, and why a 401 was answered.
+        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("retry-after, www-authenticate"));
     }
 }
 

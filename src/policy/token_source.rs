@@ -158,9 +158,10 @@ pub fn select_subprotocol<'a>(offered: &'a [&'a str], allowed: &[String]) -> Opt
 }
 
 /// True for an offered subprotocol entry that carries a credential (`bearer.<jwt>`,
-/// `ticket.<t>`): never selected, echoed or forwarded.
+/// `ticket.<t>`, in any letter case): never selected, echoed or forwarded.
 pub fn is_credential_entry(protocol: &str) -> bool {
-    protocol.starts_with(BEARER_PROTOCOL_PREFIX) || protocol.starts_with(TICKET_PROTOCOL_PREFIX)
+    let starts = |prefix: &str| protocol.get(..prefix.len()).is_some_and(|p| p.eq_ignore_ascii_case(prefix));
+    starts(BEARER_PROTOCOL_PREFIX) || starts(TICKET_PROTOCOL_PREFIX)
 }
 
 fn bearer_from_header(value: &str) -> Option<&str> {
@@ -309,6 +310,11 @@ mod tests {
         assert_eq!(extract_token(&t, &c, "c", "q"), Ok(Some(("wst_y", TokenSource::Ticket))));
         assert_eq!(select_subprotocol(&["ticket.wst_y, chat.v1"], &["*".to_string()]), Some("chat.v1"));
         assert_eq!(select_subprotocol(&["ticket.wst_y"], &["*".to_string()]), None);
+        for entry in ["Ticket.wst_y", "TICKET.x", "BEARER.a.b.c", "Bearer.a.b.c"] {
+            assert_eq!(select_subprotocol(&[entry], &["*".to_string()]), None, "{entry} is a credential in any case");
+        }
+        assert_eq!(select_subprotocol(&["ticketing"], &["*".to_string()]), Some("ticketing"));
+        assert_eq!(select_subprotocol(&["é"], &["*".to_string()]), Some("é"));
         // Not a source of the route: not read.
         let c = TokenCarriers { query: "ticket=wst_x", ..Default::default() };
         assert_eq!(extract_token(&[TokenSource::Header], &c, "c", "q"), Ok(None));
