@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::redis::Redis;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
@@ -17,73 +17,6 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::MaybeTlsStream;
-
-/// A `redis-server` of this test.
-struct Redis {
-    child: Option<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut r = Self { child: None, dir };
-        r.restart();
-        r
-    }
-
-    fn sock(&self) -> PathBuf {
-        self.dir.path().join("r.sock")
-    }
-
-    fn url(&self) -> String {
-        format!("redis+unix://{}", self.sock().display())
-    }
-
-    /// Start (again, empty: no persistence) on the same socket.
-    fn restart(&mut self) {
-        let _ = std::fs::remove_file(self.sock());
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocket"])
-            .arg(self.sock())
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("redis-server could not be started ({e}): install the redis-server package (apt-get install redis-server)")
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.cli(&["PING"]) != "PONG" {
-            assert!(Instant::now() < deadline, "redis-server did not answer PING");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg(c.id().to_string()).status();
-            let _ = c.wait();
-        }
-    }
-
-    /// Run one command with redis-cli; its output, trimmed.
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli").arg("-s").arg(self.sock()).args(args).output();
-        match out {
-            Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_string(),
-            Err(e) => panic!("redis-cli: {e} (install the redis-tools package)"),
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 fn fleet_setup(upstream: &str, redis: &Redis, name: &str, limits: &str, fleet: &str) -> Setup {
     Setup::new(upstream).limits(limits).tail(&format!(

@@ -2,6 +2,8 @@
 //! test upstreams on loopback, and real WebSocket clients (tokio-tungstenite).
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
