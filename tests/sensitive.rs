@@ -202,3 +202,40 @@ fn check_config_names_the_key_of_a_bad_rule() {
     let out = check_config(&base.route(ok));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn member_names_and_nested_password_values_are_read_and_never_written_down() {
+    let gw = spawn_gateway(&Setup::new(&echo_upstream().await).route(&rules("client_to_upstream")));
+    let mut ws = gw.connect().await;
+    // a card number used as a member name is a card number: blocked, and its event's pointer
+    // hides the name
+    let named = json!({"type": "chat.read", "payload": {"4111111111111111": "x"}, "id": "k-1"});
+    send_json(&mut ws, &named).await;
+    let error = recv_json(&mut ws).await;
+    assert_eq!(
+        (error["payload"]["code"].as_str(), error["payload"]["ref"].as_str()),
+        (Some("sensitive_data"), Some("k-1"))
+    );
+    // a password member whose value is an array or an object: every string under it redacted
+    let nested = json!({"type": "chat.read", "payload": {"token": ["t1", {"v": PASSWORD}], "ok": "kept"}});
+    send_json(&mut ws, &nested).await;
+    let echoed = recv_json(&mut ws).await;
+    assert_eq!(
+        echoed["payload"]["token"],
+        json!(["[REDACTED:password_field]", {"v": "[REDACTED:password_field]"}]),
+        "{echoed}"
+    );
+    assert_eq!(echoed["payload"]["ok"], "kept");
+    let found = events(&gw, 3).await;
+    let card = found.iter().find(|e| field(e, "rule") == "card_number").expect("card event");
+    assert_eq!(field(card, "pointer"), "/payload/[REDACTED]");
+    let pointers: Vec<&str> = found
+        .iter()
+        .filter(|e| field(e, "rule") == "password_field")
+        .filter_map(|e| field(e, "pointer").as_str())
+        .collect();
+    assert_eq!(pointers, ["/payload/token/0", "/payload/token/1/v"]);
+    assert_no_value_leaked(&gw.log());
+    let (_, body) = gw.admin_get("/metrics").await;
+    assert_no_value_leaked(&body);
+}

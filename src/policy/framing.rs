@@ -109,6 +109,11 @@ impl Framing {
         Front::Complete { header, len }
     }
 
+    /// The largest message allowed, in bytes.
+    pub fn max_message(&self) -> u64 {
+        self.max_message
+    }
+
     /// A reload changed `max_message_bytes`: applies from the next message on (a message being
     /// assembled keeps its count).
     pub fn set_max_message(&mut self, max_message_bytes: usize) {

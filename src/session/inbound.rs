@@ -458,9 +458,10 @@ impl Inbound {
     fn found(&mut self, found: Box<Findings>, forward: Action, payload: &[u8], now: Instant) -> Action {
         let then = match found.action {
             GuardAction::Log => forward,
-            GuardAction::Redact => match std::str::from_utf8(payload).ok().and_then(|t| redact(t, &found)) {
-                Some(text) => Action::Replace(text),
-                None => self.block(payload, now),
+            // a redaction that is not JSON, or that grows the message past the limit, blocks
+            GuardAction::Redact => match simdutf8::basic::from_utf8(payload).ok().and_then(|t| redact(t, &found)) {
+                Some(text) if text.len() as u64 <= self.framing.max_message() => Action::Replace(text),
+                _ => self.block(payload, now),
             },
             GuardAction::Block => self.block(payload, now),
         };
@@ -862,5 +863,22 @@ mod tests {
             act(&mut p, &text(r#"{"type":"chat.read","payload":{"n":"4111 1111 1111 1112"}}"#), now),
             Action::Forward { .. }
         ));
+    }
+
+    #[test]
+    fn a_redaction_past_the_message_limit_blocks() {
+        let now = Instant::now();
+        let msg = br#"{"type":"chat.read","payload":{"password":"x"}}"#;
+        // the redacted form is longer than the message: allowed exactly up to the limit
+        let redacted = msg.len() - r#""x""#.len() + r#""[REDACTED:password_field]""#.len();
+        for (max, redacts) in [(redacted, true), (redacted - 1, false)] {
+            let l = Limits { max_message_bytes: max, ..limits() };
+            let mut p = Inbound::new(guarded_route(), &l, now);
+            let (_, then) = sensitive(act(&mut p, &text(std::str::from_utf8(msg).expect("utf-8")), now));
+            match then {
+                Action::Replace(t) => assert!(redacts && t.len() == max, "{t}"),
+                other => assert!(!redacts && rejected(other).rejection == Rejection::SensitiveData),
+            }
+        }
     }
 }

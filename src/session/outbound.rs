@@ -148,11 +148,15 @@ impl Outbound {
 
     /// Scan a complete text message (valid UTF-8 already); `forward` when nothing is found.
     fn scan(&self, payload: &[u8], forward: Outward) -> Outward {
-        let (Some(guard), Ok(text)) = (&self.guard, std::str::from_utf8(payload)) else { return forward };
+        let (Some(guard), Ok(text)) = (&self.guard, simdutf8::basic::from_utf8(payload)) else { return forward };
         let Some(found) = guard.scan(Direction::UpstreamToClient, text, &FINGERPRINTS) else { return forward };
         let then = match found.action {
             GuardAction::Log => forward,
-            GuardAction::Redact => redact(text, &found).map_or(Outward::Drop, |t| Outward::Replace(t.into())),
+            // a redaction that is not JSON, or that grows the message past the limit, drops it
+            GuardAction::Redact => match redact(text, &found) {
+                Some(t) if t.len() as u64 <= self.framing.max_message() => Outward::Replace(t.into()),
+                _ => Outward::Drop,
+            },
             GuardAction::Block => Outward::Drop,
         };
         Outward::Sensitive(Box::new((found.hits, then)))

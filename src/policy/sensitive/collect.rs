@@ -1,6 +1,7 @@
 //! Stage 2's hits, and redaction.
 
-use super::json::{self, Event};
+use std::ops::Range;
+
 use super::{Builtin, Findings, FingerprintKey, Guard, GuardAction, Hit, Plan, MAX_HITS};
 
 /// At most this many pointer bytes per message (deep nesting × many hits): hits past it are
@@ -17,6 +18,9 @@ pub(super) struct Collector<'g> {
     /// acts; a redaction would leave that hit in place, so it blocks.
     dropped: Vec<bool>,
     pointer_bytes: usize,
+    /// The spans of the redact and block rules' hits, with the rule and whether the span is
+    /// a member name.
+    spans: Vec<(Range<usize>, usize, bool)>,
 }
 
 impl<'g> Collector<'g> {
@@ -28,6 +32,7 @@ impl<'g> Collector<'g> {
             counts: vec![0; guard.rules.len()],
             dropped: vec![false; guard.rules.len()],
             pointer_bytes: 0,
+            spans: Vec::new(),
         }
     }
 
@@ -36,9 +41,20 @@ impl<'g> Collector<'g> {
         self.counts.iter_mut().for_each(|n| *n = 0);
         self.dropped.iter_mut().for_each(|d| *d = false);
         self.pointer_bytes = 0;
+        self.spans.clear();
     }
 
-    pub(super) fn builtin(&mut self, plan: &Plan, kind: Builtin, ptr: &str, len: usize, value: &[u8]) {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn builtin(
+        &mut self,
+        plan: &Plan,
+        kind: Builtin,
+        ptr: &str,
+        len: usize,
+        value: &[u8],
+        span: Option<Range<usize>>,
+        key: bool,
+    ) {
         let rules = match kind {
             Builtin::Card => &plan.card,
             Builtin::Iban => &plan.iban,
@@ -47,14 +63,31 @@ impl<'g> Collector<'g> {
             Builtin::Jwt => &plan.jwt,
         };
         for &r in rules {
-            self.hit(r, ptr, len, value);
+            self.hit(r, ptr, len, value, span.clone(), key);
         }
     }
 
-    pub(super) fn hit(&mut self, rule: usize, ptr: &str, len: usize, value: &[u8]) {
+    /// A hit of `rule` in the string or number at `span` (`None`: the text is not JSON), a
+    /// member name when `key`.
+    pub(super) fn hit(
+        &mut self,
+        rule: usize,
+        ptr: &str,
+        len: usize,
+        value: &[u8],
+        span: Option<Range<usize>>,
+        key: bool,
+    ) {
         let Some(r) = self.guard.rules.get(rule) else { return };
         if let Some(n) = self.counts.get_mut(rule) {
             *n = n.saturating_add(1);
+        }
+        // one span per string (several hits in one string replace it once); kept even past
+        // MAX_HITS, so a redaction misses none (bounded: one per string of the message)
+        if let (true, Some(span)) = (r.action >= GuardAction::Redact, span) {
+            if self.spans.last().is_none_or(|(s, _, _)| *s != span) {
+                self.spans.push((span, rule, key));
+            }
         }
         if self.hits.len() >= MAX_HITS || self.pointer_bytes >= MAX_POINTER_BYTES {
             if let Some(d) = self.dropped.get_mut(rule) {
@@ -69,56 +102,67 @@ impl<'g> Collector<'g> {
         self.hits.push((rule, hit));
     }
 
-    pub(super) fn finish(self) -> Option<Findings> {
+    /// The findings (`json`: the text was walked as JSON, so its spans can be redacted).
+    pub(super) fn finish(self, json: bool) -> Option<Findings> {
         let counts = self.counts;
         let rules = &self.guard.rules;
-        let hits: Vec<Hit> = self
-            .hits
-            .into_iter()
-            .filter(|(r, _)| {
-                let min = rules.get(*r).map_or(1, |r| r.min_matches.max(1));
-                counts.get(*r).copied().unwrap_or(0) >= min
-            })
-            .map(|(_, h)| h)
-            .collect();
+        let counted = |r: usize| {
+            let min = rules.get(r).map_or(1, |r| r.min_matches.max(1));
+            counts.get(r).copied().unwrap_or(0) >= min
+        };
+        let hits: Vec<Hit> = self.hits.into_iter().filter(|(r, _)| counted(*r)).map(|(_, h)| h).collect();
         let mut action = hits.iter().map(|h| h.action).max();
         // A rule whose hits could not all be listed acts all the same (an attacker must not
-        // push a block rule's hit out of the list with a flood of log hits); redaction would
-        // leave the unlisted ones in place, so redact becomes block.
+        // push a block rule's hit out of the list with a flood of log hits).
         for (i, r) in rules.iter().enumerate() {
-            let over = counts.get(i).copied().unwrap_or(0) >= r.min_matches.max(1);
-            if self.dropped.get(i).copied().unwrap_or(false) && over {
-                let a = if r.action >= GuardAction::Redact { GuardAction::Block } else { r.action };
-                action = Some(action.map_or(a, |x| x.max(a)));
+            if self.dropped.get(i).copied().unwrap_or(false) && counted(i) {
+                action = Some(action.map_or(r.action, |x| x.max(r.action)));
             }
         }
-        Some(Findings { hits, action: action? })
+        let mut spans: Vec<(Range<usize>, usize, bool)> =
+            self.spans.into_iter().filter(|(_, r, _)| counted(*r)).collect();
+        // the pattern pass adds its spans after the walk's
+        spans.sort_by_key(|(s, _, _)| s.start);
+        // A member name cannot be replaced without changing the message's shape (and two
+        // replaced names would collide): a redaction that would have to blocks instead.
+        if action == Some(GuardAction::Redact)
+            && spans.iter().any(|(_, r, key)| *key && rules.get(*r).is_some_and(|r| r.action == GuardAction::Redact))
+        {
+            action = Some(GuardAction::Block);
+        }
+        let redactions = json.then(|| {
+            spans
+                .into_iter()
+                .filter(|(_, r, key)| !key && rules.get(*r).is_some_and(|r| r.action >= GuardAction::Redact))
+                .filter_map(|(span, r, _)| rules.get(r).map(|rule| (span, rule.name.clone())))
+                .collect()
+        });
+        Some(Findings { hits, action: action?, redactions })
     }
 }
 
-/// The text with each string value that held a hit of a redact or block rule (for
-/// `password_field`: the member's value) replaced by `"[REDACTED:<rule>]"`; everything else is
-/// kept byte for byte (member order, duplicates, whitespace). `None` when the text is not JSON
-/// (the caller then blocks instead).
+/// The text with each string or number that held a hit of a redact or block rule (for
+/// `password_field`: each string and number under the member) replaced by
+/// `"[REDACTED:<rule>]"`; everything else is kept byte for byte (member order, duplicates,
+/// whitespace). `None` when the text was not JSON (the caller then blocks instead). Linear in
+/// the text and the hits.
 pub fn redact(text: &str, findings: &Findings) -> Option<String> {
-    let targets: Vec<&Hit> = findings.hits.iter().filter(|h| h.action >= GuardAction::Redact).collect();
-    let mut spans: Vec<(std::ops::Range<usize>, &str)> = Vec::new();
-    json::walk(text, |_, ptr, ev, span| {
-        if matches!(ev, Event::Key(_)) {
-            return;
-        }
-        // equal lengths, then from the end: siblings deep in one tree differ at the tail
-        let same = |h: &&&Hit| h.pointer.len() == ptr.len() && h.pointer.bytes().rev().eq(ptr.bytes().rev());
-        if let Some(h) = targets.iter().find(same) {
-            spans.push((span, h.rule.as_str()));
-        }
-    })
-    .ok()?;
+    let spans = findings.redactions.as_ref()?;
     let mut out = String::with_capacity(text.len());
     let mut at = 0;
     for (span, rule) in spans {
+        if span.start < at {
+            continue; // the same string again (another rule's hit)
+        }
         out.push_str(text.get(at..span.start)?);
-        out.push_str(&serde_json::to_string(&format!("[REDACTED:{rule}]")).ok()?);
+        let plain = rule.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        if plain {
+            out.push_str("\"[REDACTED:");
+            out.push_str(rule);
+            out.push_str("]\"");
+        } else {
+            out.push_str(&serde_json::to_string(&format!("[REDACTED:{rule}]")).ok()?);
+        }
         at = span.end;
     }
     out.push_str(text.get(at..)?);

@@ -22,11 +22,16 @@ pub(super) struct Rule {
     pub(super) kind: Kind,
 }
 
-/// The rules of one direction, their automaton and which kinds are on.
+/// The rules of one direction, their automata and which kinds are on.
 #[derive(Debug, Default)]
 pub(super) struct Plan {
     pub(super) rules: Vec<usize>,
+    /// Stage 2's automaton: the value anchors (AWS prefixes, PEM, JWT) and the keywords.
     pub(super) pre: Prefilter,
+    /// Stage 1's automaton: the keywords only (the built-ins have their own scans).
+    pub(super) keywords: Prefilter,
+    /// The field names of every `password_field` rule, for stage 1's quote scan.
+    pub(super) names: NameIndex,
     pub(super) digits: bool,
     pub(super) card: Vec<usize>,
     pub(super) iban: Vec<usize>,
@@ -37,6 +42,34 @@ pub(super) struct Plan {
     /// Patterns without keywords: their regex runs on every message.
     pub(super) always: Vec<usize>,
     pub(super) patterns: Vec<usize>,
+}
+
+/// What stage 1 needs to know of the field names: per first byte (lowercase), the lengths
+/// of the names starting with it (bit `n` for `n` bytes; bit 63 for 63 bytes or more).
+#[derive(Debug)]
+pub(super) struct NameIndex {
+    lengths: Box<[u64; 256]>,
+}
+
+impl Default for NameIndex {
+    fn default() -> Self {
+        NameIndex { lengths: Box::new([0; 256]) }
+    }
+}
+
+impl NameIndex {
+    fn add(&mut self, name: &[u8]) {
+        if let Some(&c) = name.first() {
+            self.lengths[usize::from(c.to_ascii_lowercase())] |= 1 << name.len().min(63);
+        }
+    }
+
+    /// Whether a member name of `len` bytes starting with `first` may be one of the names
+    /// (ASCII case-insensitively).
+    #[inline]
+    pub(super) fn may_be(&self, len: usize, first: u8) -> bool {
+        self.lengths[usize::from(first.to_ascii_lowercase())] & (1 << len.min(63)) != 0
+    }
 }
 
 fn compile_rule(i: usize, def: &RuleDef) -> Result<Kind, RuleError> {
@@ -96,6 +129,7 @@ fn compile_rule(i: usize, def: &RuleDef) -> Result<Kind, RuleError> {
 fn build_plan(rules: &[Rule], defs: &[RuleDef], ids: Vec<usize>) -> Result<Plan, RuleError> {
     let mut plan = Plan::default();
     let mut pairs: Vec<(Vec<u8>, Target)> = Vec::new();
+    let mut keyword_pairs: Vec<(Vec<u8>, Target)> = Vec::new();
     for &i in &ids {
         let Some(rule) = rules.get(i) else { continue };
         match &rule.kind {
@@ -115,18 +149,7 @@ fn build_plan(rules: &[Rule], defs: &[RuleDef], ids: Vec<usize>) -> Result<Plan,
             }
             Kind::Fields { names, .. } => {
                 plan.fields.push(i);
-                for n in names {
-                    // the opening quote and two letters: a quote is rare outside JSON's
-                    // structure, so the SIMD search rarely stops (a one-letter name: `"x"`)
-                    let mut lit = vec![b'"'];
-                    lit.extend_from_slice(n.get(..2).unwrap_or(n));
-                    if n.len() < 2 {
-                        lit.push(b'"');
-                    }
-                    for v in case_variants(&lit) {
-                        pairs.push((v, Target::Name { rule: i }));
-                    }
-                }
+                names.iter().for_each(|n| plan.names.add(n));
             }
             Kind::Pattern { keyworded, .. } => {
                 plan.patterns.push(i);
@@ -138,6 +161,7 @@ fn build_plan(rules: &[Rule], defs: &[RuleDef], ids: Vec<usize>) -> Result<Plan,
                         let word = k.to_ascii_lowercase().into_bytes().into_boxed_slice();
                         let head = word.get(..3).unwrap_or(&word);
                         for v in case_variants(head) {
+                            keyword_pairs.push((v.clone(), Target::Keyword { rule: i, word: word.clone() }));
                             pairs.push((v, Target::Keyword { rule: i, word: word.clone() }));
                         }
                     }
@@ -146,11 +170,15 @@ fn build_plan(rules: &[Rule], defs: &[RuleDef], ids: Vec<usize>) -> Result<Plan,
         }
     }
     plan.digits = !plan.card.is_empty() || !plan.iban.is_empty();
-    plan.pre = Prefilter::build(pairs).map_err(|e| RuleError {
-        rule: ids.last().copied().unwrap_or(0),
-        field: "keywords",
-        message: format!("the prefilter does not build: {e}"),
-    })?;
+    let built = |pairs| {
+        Prefilter::build(pairs).map_err(|e| RuleError {
+            rule: ids.last().copied().unwrap_or(0),
+            field: "keywords",
+            message: format!("the prefilter does not build: {e}"),
+        })
+    };
+    plan.pre = built(pairs)?;
+    plan.keywords = built(keyword_pairs)?;
     plan.rules = ids;
     Ok(plan)
 }

@@ -7,6 +7,8 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::ops::Range;
 
+use super::HIDDEN_NAME;
+
 /// One step of a path: a member name (unescaped) or an array index.
 #[derive(Debug, Clone)]
 pub(super) enum Seg<'t> {
@@ -192,9 +194,15 @@ struct Path<'t> {
 }
 
 impl<'t> Path<'t> {
-    fn push(&mut self, seg: Seg<'t>) {
+    /// Step into `seg`; a `hidden` member name is written [`HIDDEN_NAME`] in the pointer.
+    fn push(&mut self, seg: Seg<'t>, hidden: bool) {
         self.marks.push(self.ptr.len());
-        push_seg(&mut self.ptr, &seg);
+        if hidden {
+            self.ptr.push('/');
+            self.ptr.push_str(HIDDEN_NAME);
+        } else {
+            push_seg(&mut self.ptr, &seg);
+        }
         self.segs.push(seg);
     }
 
@@ -214,14 +222,15 @@ impl<'t> Path<'t> {
     }
 }
 
-type Visit<'v, 't> = dyn FnMut(&[Seg<'t>], &str, Event<'_>, Range<usize>) + 'v;
+type Visit<'v, 't> = dyn FnMut(&[Seg<'t>], &str, Event<'_>, Range<usize>) -> bool + 'v;
 
 /// Walk `text` as one JSON value, calling `f(path, pointer, event, span)` for each member
-/// name, string and number in order. `Err` when the text is not JSON (events may have been
-/// reported by then).
+/// name, string and number in order; for a member name, `f` returns whether the pointers
+/// under it show [`HIDDEN_NAME`] instead of the name (for a value the answer is unused).
+/// `Err` when the text is not JSON (events may have been reported by then).
 pub(super) fn walk<'t>(
     text: &'t str,
-    mut f: impl FnMut(&[Seg<'t>], &str, Event<'_>, Range<usize>),
+    mut f: impl FnMut(&[Seg<'t>], &str, Event<'_>, Range<usize>) -> bool,
 ) -> Result<(), NotJson> {
     let f: &mut Visit<'_, 't> = &mut f;
     let mut c = Cursor { s: text, b: text.as_bytes(), i: 0 };
@@ -233,9 +242,9 @@ pub(super) fn walk<'t>(
             return Err(NotJson);
         }
         let (k, span) = c.string()?;
-        f(&path.segs, &path.ptr, Event::Key(&k), span);
+        let hidden = f(&path.segs, &path.ptr, Event::Key(&k), span);
         c.expect(b':')?;
-        path.push(Seg::Key(k));
+        path.push(Seg::Key(k), hidden);
         Ok(())
     };
     'value: loop {
@@ -259,17 +268,17 @@ pub(super) fn walk<'t>(
                     c.i += 1;
                 } else {
                     stack.push(Frame::Array);
-                    path.push(Seg::Index(0));
+                    path.push(Seg::Index(0), false);
                     continue 'value;
                 }
             }
             b'"' => {
                 let (v, span) = c.string()?;
-                f(&path.segs, &path.ptr, Event::Str(&v), span);
+                let _ = f(&path.segs, &path.ptr, Event::Str(&v), span);
             }
             b'-' | b'0'..=b'9' => {
                 let (n, span) = c.number()?;
-                f(&path.segs, &path.ptr, Event::Num(n), span);
+                let _ = f(&path.segs, &path.ptr, Event::Num(n), span);
             }
             b't' => c.literal(b"true")?,
             b'f' => c.literal(b"false")?,
@@ -344,6 +353,7 @@ mod tests {
                 Event::Num(n) => format!("num {n}"),
             };
             out.push((pointer(p), what));
+            false
         })?;
         Ok(out)
     }

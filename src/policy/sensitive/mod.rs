@@ -35,6 +35,7 @@ mod compile;
 mod json;
 mod prefilter;
 mod rules;
+mod sweep;
 #[cfg(test)]
 mod tests;
 
@@ -180,6 +181,10 @@ pub struct Findings {
     pub hits: Vec<Hit>,
     /// The strongest action among the hits.
     pub action: GuardAction,
+    /// What [`redact`] replaces: the byte spans (quotes included) of the strings and numbers
+    /// holding a hit of a redact or block rule, in order, with the rule's name; `None` when
+    /// the message cannot be redacted (not JSON).
+    redactions: Option<Vec<(std::ops::Range<usize>, String)>>,
 }
 
 /// One match.
@@ -224,19 +229,11 @@ enum Builtin {
 enum Found<'a> {
     Value { kind: Builtin, len: usize, value: &'a [u8] },
     Keyword { rule: usize },
-    Name,
 }
 
-/// Where the searched bytes come from.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    /// The whole raw text, no backslash in it (field names checked on the spot).
-    Raw,
-    /// One string value, or a text that is not JSON.
-    Value,
-    /// A member name: keywords only.
-    Key,
-}
+/// How a member name that itself holds a hit appears in the pointers of the event (the
+/// name is the value found: it must not be written down).
+pub const HIDDEN_NAME: &str = "[REDACTED]";
 
 fn plan_index(dir: Direction) -> usize {
     match dir {
@@ -274,23 +271,37 @@ impl Guard {
         if plan.rules.is_empty() {
             return None;
         }
-        if memchr::memchr(b'\\', text.as_bytes()).is_none() && !self.candidate(plan, text) {
+        if !self.candidate(plan, text) {
             return None;
         }
         self.walk(plan, text, key)
     }
 
-    /// Stage 1 on the raw text (no backslash in it): any confirmed candidate?
+    /// Stage 1 on the raw text: any confirmed candidate, or a backslash? (`sweep.rs`)
     fn candidate(&self, plan: &Plan, text: &str) -> bool {
+        sweep::sweep(plan, &self.rules, text.as_bytes())
+            || self.keyword_candidate(plan, text)
+            || plan.always.iter().any(|&r| self.pattern_may_match(r, text))
+    }
+
+    /// A keyword of a custom rule is in the raw text, and its pattern may match.
+    fn keyword_candidate(&self, plan: &Plan, text: &str) -> bool {
+        if plan.keywords.is_empty() {
+            return false;
+        }
+        let b = text.as_bytes();
         let mut tried = [0u64; MAX_RULES / 64];
-        let flow = self.search(plan, text.as_bytes(), Mode::Raw, &mut |found| match found {
-            Found::Value { .. } | Found::Name => ControlFlow::Break(()),
-            Found::Keyword { rule } => {
-                let (w, bit) = (rule / 64, 1u64 << (rule % 64));
+        plan.keywords
+            .each(b, |s, _, target| {
+                let Target::Keyword { rule, word } = target else { return ControlFlow::Continue(()) };
+                if !b.get(s..s + word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word)) {
+                    return ControlFlow::Continue(());
+                }
+                let (w, bit) = (*rule / 64, 1u64 << (*rule % 64));
                 match tried.get_mut(w) {
                     Some(t) if *t & bit == 0 => {
                         *t |= bit;
-                        if self.pattern_may_match(rule, text) {
+                        if self.pattern_may_match(*rule, text) {
                             ControlFlow::Break(())
                         } else {
                             ControlFlow::Continue(())
@@ -298,9 +309,8 @@ impl Guard {
                     }
                     _ => ControlFlow::Continue(()),
                 }
-            }
-        });
-        flow.is_break() || plan.always.iter().any(|&r| self.pattern_may_match(r, text))
+            })
+            .is_break()
     }
 
     /// Whether a pattern can match one of the text's strings (a superset of stage 2's answer):
@@ -324,14 +334,9 @@ impl Guard {
         false
     }
 
-    /// One pass of the anchors and the digit scan over `b`, reporting what checks out.
-    fn search(
-        &self,
-        plan: &Plan,
-        b: &[u8],
-        mode: Mode,
-        sink: &mut dyn FnMut(Found<'_>) -> ControlFlow<()>,
-    ) -> ControlFlow<()> {
+    /// Stage 2's search of one string (a value, a member name, or a text that is not JSON):
+    /// the anchors and the digit runs, reporting what checks out.
+    fn search(&self, plan: &Plan, b: &[u8], sink: &mut dyn FnMut(Found<'_>) -> ControlFlow<()>) -> ControlFlow<()> {
         // the end of the last hit of Aws, Pem, Jwt: hits of one kind do not overlap
         let mut done = [0usize; 3];
         plan.pre.each(b, |s, _, target| {
@@ -341,7 +346,6 @@ impl Guard {
                 {
                     sink(Found::Keyword { rule: *rule })?;
                 }
-                _ if mode == Mode::Key => {}
                 Target::Aws if s >= done[0] => {
                     if let Some(e) = rules::aws_at(b, s) {
                         done[0] = e;
@@ -350,7 +354,7 @@ impl Guard {
                 }
                 Target::Pem if s >= done[1] => {
                     if let Some(h) = rules::pem_header_at(b, s) {
-                        let e = if mode == Mode::Raw { h } else { rules::pem_block_end(b, h) };
+                        let e = rules::pem_block_end(b, h);
                         done[1] = e;
                         sink(Found::Value { kind: Builtin::Pem, len: e - s, value: b.get(s..e).unwrap_or_default() })?;
                     }
@@ -361,18 +365,11 @@ impl Guard {
                         sink(Found::Value { kind: Builtin::Jwt, len: e - s, value: b.get(s..e).unwrap_or_default() })?;
                     }
                 }
-                Target::Name { rule } if mode == Mode::Raw => {
-                    if let Some(Rule { kind: Kind::Fields { names, longest }, .. }) = self.rules.get(*rule) {
-                        if rules::name_candidate(b, s, names, *longest) {
-                            sink(Found::Name)?;
-                        }
-                    }
-                }
                 _ => {}
             }
             ControlFlow::Continue(())
         })?;
-        if !plan.digits || mode == Mode::Key {
+        if !plan.digits {
             return ControlFlow::Continue(());
         }
         let (cards, ibans) = (!plan.card.is_empty(), !plan.iban.is_empty());
@@ -412,45 +409,89 @@ impl Guard {
         ControlFlow::Continue(())
     }
 
+    /// Whether `name` is one of the field names of the `password_field` rule `rule`.
+    fn field_named(&self, rule: usize, name: &str) -> bool {
+        matches!(self.rules.get(rule), Some(Rule { kind: Kind::Fields { names, .. }, .. })
+            if names.iter().any(|n| n.eq_ignore_ascii_case(name.as_bytes())))
+    }
+
+    /// Whether any pattern of the plan matches inside `s` (its keywords aside).
+    fn any_pattern(&self, plan: &Plan, s: &str) -> bool {
+        plan.patterns
+            .iter()
+            .any(|&r| matches!(self.rules.get(r), Some(Rule { kind: Kind::Pattern { re, .. }, .. }) if re.is_match(s)))
+    }
+
     /// Stage 2: walk the text (as JSON, else as a whole), collect the hits.
+    ///
+    /// Member names are searched like values: a name that holds a hit is reported with the
+    /// member's pointer, and every pointer through it shows [`HIDDEN_NAME`] instead of it. A
+    /// `password_field` rule reads the strings and numbers anywhere under a member it names
+    /// (`{"password":["x"]}` too).
     fn walk(&self, plan: &Plan, text: &str, key: &FingerprintKey) -> Option<Findings> {
         let mut c = Collector::new(self, key);
         let mut triggered = vec![false; self.rules.len()];
-        let json = json::walk(text, |path, ptr, ev, _| {
-            let (s, mode) = match ev {
-                Event::Key(k) => (k, Mode::Key),
-                Event::Str(s) => (s, Mode::Value),
-                Event::Num(n) => (n, Mode::Value),
+        // per `password_field` rule: the depth of the member it named, while inside it
+        let mut inside: Vec<Option<usize>> = vec![None; plan.fields.len()];
+        // per member name, in order: whether it is hidden in pointers (the pattern pass
+        // replays it)
+        let mut hidden: Vec<bool> = Vec::new();
+        let json = json::walk(text, |path, ptr, ev, span| {
+            let s = match ev {
+                Event::Key(k) => k,
+                Event::Str(s) | Event::Num(s) => s,
             };
-            let _ = self.search(plan, s.as_bytes(), mode, &mut |found| {
-                match found {
-                    Found::Value { kind, len, value } => c.builtin(plan, kind, ptr, len, value),
+            let is_key = matches!(ev, Event::Key(_));
+            let member = || format!("{ptr}/{HIDDEN_NAME}");
+            let mut found = false;
+            let _ = self.search(plan, s.as_bytes(), &mut |f| {
+                match f {
+                    Found::Value { kind, len, value } => {
+                        found = true;
+                        if is_key {
+                            c.builtin(plan, kind, &member(), len, value, Some(span.clone()), true);
+                        } else {
+                            c.builtin(plan, kind, ptr, len, value, Some(span.clone()), false);
+                        }
+                    }
                     Found::Keyword { rule } => triggered[rule] = true,
-                    Found::Name => {}
                 }
                 ControlFlow::Continue(())
             });
-            if let (Event::Str(_) | Event::Num(_), Some(Seg::Key(name))) = (ev, path.last()) {
-                if !s.is_empty() {
-                    for &r in &plan.fields {
-                        if let Some(Rule { kind: Kind::Fields { names, .. }, .. }) = self.rules.get(r) {
-                            if names.iter().any(|n| n.eq_ignore_ascii_case(name.as_bytes())) {
-                                c.hit(r, ptr, s.len(), s.as_bytes());
-                            }
-                        }
+            if is_key {
+                let hide = found || self.any_pattern(plan, s);
+                hidden.push(hide);
+                let depth = path.len();
+                for (slot, &r) in inside.iter_mut().zip(&plan.fields) {
+                    if slot.is_some_and(|at| depth <= at) {
+                        *slot = None;
+                    }
+                    if slot.is_none() && self.field_named(r, s) {
+                        *slot = Some(depth);
+                    }
+                }
+                return hide;
+            }
+            if !s.is_empty() {
+                for (slot, &r) in inside.iter().zip(&plan.fields) {
+                    let named = slot
+                        .and_then(|at| path.get(at))
+                        .is_some_and(|seg| matches!(seg, Seg::Key(name) if self.field_named(r, name)));
+                    if named {
+                        c.hit(r, ptr, s.len(), s.as_bytes(), Some(span.clone()), false);
                     }
                 }
             }
+            false
         })
         .is_ok();
         if !json {
             c.clear();
             triggered.iter_mut().for_each(|t| *t = false);
-            let _ = self.search(plan, text.as_bytes(), Mode::Value, &mut |found| {
+            let _ = self.search(plan, text.as_bytes(), &mut |found| {
                 match found {
-                    Found::Value { kind, len, value } => c.builtin(plan, kind, "", len, value),
+                    Found::Value { kind, len, value } => c.builtin(plan, kind, "", len, value, None, false),
                     Found::Keyword { rule } => triggered[rule] = true,
-                    Found::Name => {}
                 }
                 ControlFlow::Continue(())
             });
@@ -460,23 +501,30 @@ impl Guard {
             if *keyworded && !triggered.get(r).copied().unwrap_or(false) {
                 continue;
             }
-            let mut run = |ptr: &str, s: &str| {
+            let mut run = |ptr: &str, s: &str, span: Option<std::ops::Range<usize>>, key: bool| {
                 for m in re.find_iter(s) {
                     if !m.is_empty() {
-                        c.hit(r, ptr, m.len(), m.as_str().as_bytes());
+                        c.hit(r, ptr, m.len(), m.as_str().as_bytes(), span.clone(), key);
                     }
                 }
             };
             if json {
-                let _ = json::walk(text, |_, ptr, ev, _| {
-                    if let Event::Str(s) = ev {
-                        run(ptr, s);
+                let mut names = hidden.iter();
+                let _ = json::walk(text, |_, ptr, ev, span| match ev {
+                    Event::Key(k) => {
+                        run(&format!("{ptr}/{HIDDEN_NAME}"), k, Some(span), true);
+                        names.next().copied().unwrap_or(true)
                     }
+                    Event::Str(s) => {
+                        run(ptr, s, Some(span), false);
+                        false
+                    }
+                    Event::Num(_) => false,
                 });
             } else {
-                run("", text);
+                run("", text, None, false);
             }
         }
-        c.finish()
+        c.finish(json)
     }
 }

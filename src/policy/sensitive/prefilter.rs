@@ -1,12 +1,12 @@
-//! Stage 1: one Aho-Corasick pass over every rule's anchor literals, and a scan for digit runs.
+//! The anchor automaton (an Aho-Corasick pass over the rules' anchor literals) and the
+//! digit-run scan that stage 2 runs over each string; stage 1 uses the automaton for custom
+//! rules' keywords only (the built-ins have their own scans, `sweep.rs`).
 //!
 //! The automaton is case-sensitive on purpose: `aho-corasick` only uses its SIMD (Teddy)
 //! searcher for case-sensitive literal sets, and falls back to a byte-at-a-time automaton
 //! (several times slower) when ASCII case-insensitivity is asked for. The case-insensitive
-//! anchors (field names, keywords) are therefore short pieces of the word in every ASCII case
-//! variant — a field name's opening quote and first two characters (`"pa`, `"PA`, `"Pa`,
-//! `"pA`; a quote is rare outside JSON's structure, so the search seldom stops), a keyword's
-//! first three characters — and the whole word is compared at the hit.
+//! anchors (keywords) are therefore a keyword's first three characters in every ASCII case
+//! variant, and the whole word is compared at the hit.
 
 use std::ops::ControlFlow;
 
@@ -18,10 +18,6 @@ pub(super) enum Target {
     Aws,
     Pem,
     Jwt,
-    /// A field name's opening quote (the literal's first byte) and first characters.
-    Name {
-        rule: usize,
-    },
     /// The first characters of a keyword; `word` is the whole keyword, lowercase.
     Keyword {
         rule: usize,
@@ -67,6 +63,11 @@ pub(super) fn case_variants(word: &[u8]) -> Vec<Vec<u8>> {
 }
 
 impl Prefilter {
+    /// No literals: [`Prefilter::each`] finds nothing.
+    pub(super) fn is_empty(&self) -> bool {
+        self.ac.is_none()
+    }
+
     /// Build from (literal, target) pairs; equal literals are merged.
     pub(super) fn build(pairs: Vec<(Vec<u8>, Target)>) -> Result<Prefilter, aho_corasick::BuildError> {
         let mut lits: Vec<Literal> = Vec::new();

@@ -423,8 +423,9 @@ pub fn jwt_at(b: &[u8], s: usize) -> Option<usize> {
 // === field names ===
 
 /// Whether the quoted member name opening with the quote at `open` (no backslash in the text)
-/// is one of `names` and is followed by `:` and a non-empty string or a number. The raw fast
-/// path's check; the walk over the text decides.
+/// is one of `names` and is followed by `:` and a value the rule reads: a non-empty string, a
+/// number, or an array or object (whose strings and numbers it reads). Stage 1's check; the
+/// walk over the text decides.
 pub fn name_candidate(b: &[u8], open: usize, names: &[Box<[u8]>], longest: usize) -> bool {
     let from = open + 1;
     let Some(window) = b.get(from..b.len().min(from + longest + 1)) else { return false };
@@ -446,7 +447,7 @@ pub fn name_candidate(b: &[u8], open: usize, names: &[Box<[u8]>], longest: usize
     let i = ws(i + 1);
     match b.get(i) {
         Some(b'"') => b.get(i + 1) != Some(&b'"'),
-        Some(c) => *c == b'-' || c.is_ascii_digit(),
+        Some(c) => matches!(c, b'-' | b'[' | b'{') || c.is_ascii_digit(),
         None => false,
     }
 }

@@ -1,0 +1,340 @@
+//! Byte-class bit masks of a 64-byte block: bit `i` of a mask is byte `i` of the block.
+//!
+//! The sensitive-data guard's first stage reads every byte of every text message of a
+//! guarded route; one pass that classifies 16 or 32 bytes per instruction replaces several
+//! searches. This crate is the only place in wsgate with `unsafe` code: the SIMD loads and
+//! compares of `std::arch`, each beside the reason it holds. The gateway crate itself
+//! forbids `unsafe`.
+//!
+//! - x86_64: AVX-512BW or AVX2 when the CPU has them (detected once at run time), else SSE2
+//!   (part of every x86_64 CPU).
+//! - other targets: a byte loop.
+//!
+//! Every implementation returns the same masks as [`classify_scalar`]; the tests compare
+//! them on random blocks.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+/// The classes of one block.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Masks {
+    /// `"`
+    pub quote: u64,
+    /// `0`–`9`
+    pub digit: u64,
+    /// `A`–`Z`
+    pub upper: u64,
+    /// space or `-`
+    pub sep: u64,
+    /// `-`, `J` or `\`: rare bytes whose position the caller looks at one by one
+    pub rare: u64,
+}
+
+/// Block length.
+pub const BLOCK: usize = 64;
+
+/// The masks of `block`, the fastest way this CPU allows.
+#[inline(always)]
+pub fn classify(block: &[u8; BLOCK]) -> Masks {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match x86::level() {
+            // SAFETY: the CPU supports AVX-512BW (checked at run time by `level`).
+            x86::Level::Avx512 => unsafe { x86::classify_avx512(block) },
+            // SAFETY: the CPU supports AVX2 (checked at run time by `level`).
+            x86::Level::Avx2 => unsafe { x86::classify_avx2(block) },
+            x86::Level::Sse2 => x86::classify_sse2(block),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        classify_scalar(block)
+    }
+}
+
+/// Run `f` compiled for this CPU's widest vector unit: on x86_64 with AVX2 (and BMI1, BMI2,
+/// POPCNT, which every AVX2 CPU has), `f` is inlined into a function built with those
+/// features, so the bit arithmetic on the masks (128-bit shifts, counts) and [`classify`]
+/// use them; elsewhere it simply runs `f`. The code `f` inlines is what gains; what it calls
+/// out of line runs as usual.
+#[inline]
+pub fn with_wide_vectors<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match x86::level() {
+            // SAFETY: the CPU supports AVX-512F/BW and AVX2, BMI1, BMI2, POPCNT (`level`).
+            x86::Level::Avx512 => return unsafe { x86::run_avx512(f) },
+            // SAFETY: the CPU supports AVX2, BMI1, BMI2 and POPCNT (`level`).
+            x86::Level::Avx2 => return unsafe { x86::run_avx2(f) },
+            x86::Level::Sse2 => {}
+        }
+    }
+    f()
+}
+
+/// The masks of `block`, one byte at a time (the reference).
+pub fn classify_scalar(block: &[u8; BLOCK]) -> Masks {
+    let mut m = Masks::default();
+    for (i, &c) in block.iter().enumerate() {
+        let bit = 1u64 << i;
+        if c == b'"' {
+            m.quote |= bit;
+        }
+        if c.is_ascii_digit() {
+            m.digit |= bit;
+        }
+        if c.is_ascii_uppercase() {
+            m.upper |= bit;
+        }
+        if c == b' ' || c == b'-' {
+            m.sep |= bit;
+        }
+        if matches!(c, b'-' | b'J' | b'\\') {
+            m.rare |= bit;
+        }
+    }
+    m
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Masks, BLOCK};
+    use std::arch::x86_64::*;
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    /// The widest vector unit usable here.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum Level {
+        Sse2,
+        /// AVX2 with BMI1, BMI2 and POPCNT (every AVX2 CPU has them; checked all the same).
+        Avx2,
+        /// AVX-512F and AVX-512BW on top of [`Level::Avx2`].
+        Avx512,
+    }
+
+    /// 0: not checked yet, else 1 + the level.
+    static LEVEL: AtomicU8 = AtomicU8::new(0);
+
+    #[inline(always)]
+    pub(super) fn level() -> Level {
+        match LEVEL.load(Ordering::Relaxed) {
+            1 => Level::Sse2,
+            2 => Level::Avx2,
+            3 => Level::Avx512,
+            _ => detect(),
+        }
+    }
+
+    #[cold]
+    fn detect() -> Level {
+        let avx2 = std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("bmi1")
+            && std::is_x86_feature_detected!("bmi2")
+            && std::is_x86_feature_detected!("popcnt");
+        let avx512 = avx2 && std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bw");
+        let level = if avx512 {
+            Level::Avx512
+        } else if avx2 {
+            Level::Avx2
+        } else {
+            Level::Sse2
+        };
+        LEVEL.store(level as u8 + 1, Ordering::Relaxed);
+        level
+    }
+
+    #[cfg(test)]
+    pub(super) fn has_avx2() -> bool {
+        level() != Level::Sse2
+    }
+
+    #[cfg(test)]
+    pub(super) fn has_avx512() -> bool {
+        level() == Level::Avx512
+    }
+
+    /// SSE2 is part of the x86_64 baseline: every x86_64 CPU has it.
+    #[inline]
+    pub(super) fn classify_sse2(block: &[u8; BLOCK]) -> Masks {
+        // SAFETY: SSE2 is enabled on every x86_64 target (the baseline), and `sse2_masks`
+        // reads the 64 bytes of `block` only.
+        unsafe { sse2_masks(block) }
+    }
+
+    #[target_feature(enable = "sse2")]
+    unsafe fn sse2_masks(block: &[u8; BLOCK]) -> Masks {
+        let quote = _mm_set1_epi8(b'"' as i8);
+        let dash = _mm_set1_epi8(b'-' as i8);
+        let space = _mm_set1_epi8(b' ' as i8);
+        let jay = _mm_set1_epi8(b'J' as i8);
+        let backslash = _mm_set1_epi8(b'\\' as i8);
+        let zero = _mm_set1_epi8(b'0' as i8);
+        let nine = _mm_set1_epi8(9);
+        let a = _mm_set1_epi8(b'A' as i8);
+        let z = _mm_set1_epi8(25);
+        let mut m = Masks::default();
+        for k in 0..4 {
+            // SAFETY: bytes 16k .. 16k + 16 of a 64-byte array; unaligned load.
+            let v = unsafe { _mm_loadu_si128(block.as_ptr().add(16 * k).cast::<__m128i>()) };
+            let d = _mm_sub_epi8(v, zero);
+            let digit = _mm_cmpeq_epi8(_mm_min_epu8(d, nine), d);
+            let u = _mm_sub_epi8(v, a);
+            let upper = _mm_cmpeq_epi8(_mm_min_epu8(u, z), u);
+            let is_dash = _mm_cmpeq_epi8(v, dash);
+            let sep = _mm_or_si128(is_dash, _mm_cmpeq_epi8(v, space));
+            let rare = _mm_or_si128(is_dash, _mm_or_si128(_mm_cmpeq_epi8(v, jay), _mm_cmpeq_epi8(v, backslash)));
+            let shift = 16 * k as u32;
+            let bits = |x: __m128i| u64::from(_mm_movemask_epi8(x) as u16) << shift;
+            m.quote |= bits(_mm_cmpeq_epi8(v, quote));
+            m.digit |= bits(digit);
+            m.upper |= bits(upper);
+            m.sep |= bits(sep);
+            m.rare |= bits(rare);
+        }
+        m
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2, BMI1, BMI2 and POPCNT.
+    #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
+    pub(super) unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F, AVX-512BW, AVX2, BMI1, BMI2 and POPCNT.
+    #[target_feature(enable = "avx512f,avx512bw,avx2,bmi1,bmi2,popcnt")]
+    pub(super) unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
+
+    /// # Safety
+    /// The CPU must support AVX-512F and AVX-512BW.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn classify_avx512(block: &[u8; BLOCK]) -> Masks {
+        // SAFETY: the 64 bytes of `block`; unaligned load.
+        let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
+        let digit = _mm512_cmplt_epu8_mask(_mm512_sub_epi8(v, _mm512_set1_epi8(b'0' as i8)), _mm512_set1_epi8(10));
+        let upper = _mm512_cmplt_epu8_mask(_mm512_sub_epi8(v, _mm512_set1_epi8(b'A' as i8)), _mm512_set1_epi8(26));
+        let dash = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'-' as i8));
+        let space = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b' ' as i8));
+        let jay = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'J' as i8));
+        let backslash = _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'\\' as i8));
+        Masks {
+            quote: _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b'"' as i8)),
+            digit,
+            upper,
+            sep: dash | space,
+            rare: dash | jay | backslash,
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn classify_avx2(block: &[u8; BLOCK]) -> Masks {
+        let quote = _mm256_set1_epi8(b'"' as i8);
+        let dash = _mm256_set1_epi8(b'-' as i8);
+        let space = _mm256_set1_epi8(b' ' as i8);
+        let jay = _mm256_set1_epi8(b'J' as i8);
+        let backslash = _mm256_set1_epi8(b'\\' as i8);
+        let zero = _mm256_set1_epi8(b'0' as i8);
+        let nine = _mm256_set1_epi8(9);
+        let a = _mm256_set1_epi8(b'A' as i8);
+        let z = _mm256_set1_epi8(25);
+        let mut m = Masks::default();
+        for k in 0..2 {
+            // SAFETY: bytes 32k .. 32k + 32 of a 64-byte array; unaligned load.
+            let v = unsafe { _mm256_loadu_si256(block.as_ptr().add(32 * k).cast::<__m256i>()) };
+            let d = _mm256_sub_epi8(v, zero);
+            let digit = _mm256_cmpeq_epi8(_mm256_min_epu8(d, nine), d);
+            let u = _mm256_sub_epi8(v, a);
+            let upper = _mm256_cmpeq_epi8(_mm256_min_epu8(u, z), u);
+            let is_dash = _mm256_cmpeq_epi8(v, dash);
+            let sep = _mm256_or_si256(is_dash, _mm256_cmpeq_epi8(v, space));
+            let rare =
+                _mm256_or_si256(is_dash, _mm256_or_si256(_mm256_cmpeq_epi8(v, jay), _mm256_cmpeq_epi8(v, backslash)));
+            let shift = 32 * k as u32;
+            let bits = |x: __m256i| u64::from(_mm256_movemask_epi8(x) as u32) << shift;
+            m.quote |= bits(_mm256_cmpeq_epi8(v, quote));
+            m.digit |= bits(digit);
+            m.upper |= bits(upper);
+            m.sep |= bits(sep);
+            m.rare |= bits(rare);
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn every_way(block: &[u8; BLOCK]) -> Vec<Masks> {
+        #[allow(unused_mut)]
+        let mut out = vec![classify(block)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            out.push(x86::classify_sse2(block));
+            if x86::has_avx2() {
+                // SAFETY: AVX2 checked just above.
+                out.push(unsafe { x86::classify_avx2(block) });
+            }
+            if x86::has_avx512() {
+                // SAFETY: AVX-512BW checked just above.
+                out.push(unsafe { x86::classify_avx512(block) });
+            }
+            out.push(with_wide_vectors(|| classify(block)));
+        }
+        out
+    }
+
+    #[test]
+    fn known_bytes() {
+        let mut b = [b'x'; BLOCK];
+        b[0] = b'"';
+        b[1] = b'7';
+        b[2] = b'Q';
+        b[3] = b'-';
+        b[4] = b' ';
+        b[5] = b'J';
+        b[6] = b'\\';
+        b[63] = b'9';
+        let want = Masks { quote: 1, digit: 2 | 1 << 63, upper: 4 | 32, sep: 8 | 16, rare: 8 | 32 | 64 };
+        assert_eq!(classify_scalar(&b), want);
+        for m in every_way(&b) {
+            assert_eq!(m, want);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn simd_equals_scalar(v in proptest::collection::vec(any::<u8>(), BLOCK), narrow in proptest::collection::vec(32u8..128, BLOCK)) {
+            for bytes in [v, narrow] {
+                let block: [u8; BLOCK] = bytes.try_into().expect("64 bytes");
+                let want = classify_scalar(&block);
+                for m in every_way(&block) {
+                    prop_assert_eq!(m, want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_byte_value_at_every_position() {
+        for c in 0..=255u8 {
+            for pos in [0usize, 15, 16, 31, 32, 47, 48, 63] {
+                let mut b = [0u8; BLOCK];
+                b[pos] = c;
+                let want = classify_scalar(&b);
+                for m in every_way(&b) {
+                    assert_eq!(m, want, "byte {c} at {pos}");
+                }
+            }
+        }
+    }
+}
