@@ -144,7 +144,9 @@ fn blocks(plan: &Plan, guard_rules: &[Rule], b: &[u8]) -> bool {
             }
         }
         let (d, u) = (wide(cur.digit, next.digit), wide(cur.upper, next.upper));
-        if cards {
+        // each pattern starts with a digit (cards) or an uppercase letter (IBANs, keys) in
+        // this block: most blocks of prose and JSON skip the run arithmetic
+        if cards && cur.digit != 0 {
             let sep = wide(cur.sep, next.sep);
             let x = d | (sep & ((d << 1) | digit_before) & (d >> 1));
             let r2 = x & (x >> 1);
@@ -155,7 +157,7 @@ fn blocks(plan: &Plan, guard_rules: &[Rule], b: &[u8]) -> bool {
                 return true;
             }
         }
-        if ibans {
+        if ibans && cur.upper != 0 {
             let mut starts = low(u & (u >> 1) & (d >> 2) & (d >> 3));
             while starts != 0 {
                 let i = base + starts.trailing_zeros() as usize;
@@ -165,7 +167,7 @@ fn blocks(plan: &Plan, guard_rules: &[Rule], b: &[u8]) -> bool {
                 }
             }
         }
-        if aws {
+        if aws && cur.upper != 0 {
             let ud = u | d;
             let r2 = ud & (ud >> 1);
             let r4 = r2 & (r2 >> 2);
