@@ -82,10 +82,11 @@ impl<'g> Collector<'g> {
         if let Some(n) = self.counts.get_mut(rule) {
             *n = n.saturating_add(1);
         }
-        // one span per string (several hits in one string replace it once); kept even past
+        // one span per string and rule (several hits in one string replace it once); kept even past
         // MAX_HITS, so a redaction misses none (bounded: one per string of the message)
         if let (true, Some(span)) = (r.action >= GuardAction::Redact, span) {
-            if self.spans.last().is_none_or(|(s, _, _)| *s != span) {
+            // per rule: which rules' hits count is only known at the end (`min_matches`)
+            if self.spans.last().is_none_or(|(s, r, _)| *s != span || *r != rule) {
                 self.spans.push((span, rule, key));
             }
         }
@@ -130,13 +131,17 @@ impl<'g> Collector<'g> {
         {
             action = Some(GuardAction::Block);
         }
-        let redactions = json.then(|| {
+        let redactions: Option<Vec<(Range<usize>, String)>> = json.then(|| {
             spans
                 .into_iter()
                 .filter(|(_, r, key)| !key && rules.get(*r).is_some_and(|r| r.action >= GuardAction::Redact))
                 .filter_map(|(span, r, _)| rules.get(r).map(|rule| (span, rule.name.clone())))
                 .collect()
         });
+        // a redaction that would replace nothing must not forward the message as it is
+        if action == Some(GuardAction::Redact) && redactions.as_ref().is_some_and(Vec::is_empty) {
+            action = Some(GuardAction::Block);
+        }
         Some(Findings { hits, action: action?, redactions })
     }
 }

@@ -427,7 +427,7 @@ impl Guard {
     /// Member names are searched like values: a name that holds a hit is reported with the
     /// member's pointer, and every pointer through it shows [`HIDDEN_NAME`] instead of it. A
     /// `password_field` rule reads the strings and numbers anywhere under a member it names
-    /// (`{"password":["x"]}` too).
+    /// (`{"password":["x"]}` too), and the member names under it are hidden like values.
     fn walk(&self, plan: &Plan, text: &str, key: &FingerprintKey) -> Option<Findings> {
         let mut c = Collector::new(self, key);
         let mut triggered = vec![false; self.rules.len()];
@@ -459,13 +459,16 @@ impl Guard {
                 ControlFlow::Continue(())
             });
             if is_key {
-                let hide = found || self.any_pattern(plan, s);
-                hidden.push(hide);
                 let depth = path.len();
+                inside.iter_mut().filter(|slot| slot.is_some_and(|at| depth <= at)).for_each(|slot| *slot = None);
+                // a name under a member a `password_field` rule names is part of its value
+                let under_field = inside.iter().zip(&plan.fields).any(|(slot, &r)| {
+                    slot.and_then(|at| path.get(at))
+                        .is_some_and(|seg| matches!(seg, Seg::Key(name) if self.field_named(r, name)))
+                });
+                let hide = found || under_field || self.any_pattern(plan, s);
+                hidden.push(hide);
                 for (slot, &r) in inside.iter_mut().zip(&plan.fields) {
-                    if slot.is_some_and(|at| depth <= at) {
-                        *slot = None;
-                    }
                     if slot.is_none() && self.field_named(r, s) {
                         *slot = Some(depth);
                     }

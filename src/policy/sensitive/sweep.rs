@@ -25,19 +25,21 @@ use wsgate_byteclass::{classify, with_wide_vectors, Masks, BLOCK};
 use super::compile::{Kind, Plan, Rule};
 use super::rules;
 
-/// A place where the digit search may start: right after a byte that no digit run (digits
-/// and single separators) and no IBAN (letters, digits, single spaces) can span.
-fn safe_start(b: &[u8], at: usize) -> usize {
-    b.get(..at)
+/// A place at or before `at` where the digit search may start: right after a byte that no
+/// digit run (digits and single separators) and no IBAN (letters, digits, single spaces) can
+/// span, looking back no further than `floor` (a place the search has reached already, so
+/// starting there is as good: the look-back is bounded by the text once over all calls).
+fn safe_start(b: &[u8], floor: usize, at: usize) -> usize {
+    b.get(floor..at)
         .and_then(|h| h.iter().rposition(|&c| !(c.is_ascii_alphanumeric() || c == b' ' || c == b'-')))
-        .map_or(0, |p| p + 1)
+        .map_or(floor, |p| floor + p + 1)
 }
 
 /// The digit runs of `b` whose first digit is in `from..limit`, searched as stage 2 searches
 /// a string: a confirmed card or IBAN? `*resume` is where an earlier call stopped.
 fn digits_in(plan: &Plan, b: &[u8], from: usize, limit: usize, resume: &mut usize) -> bool {
     let (cards, ibans) = (!plan.card.is_empty(), !plan.iban.is_empty());
-    let mut i = (*resume).max(safe_start(b, from));
+    let mut i = safe_start(b, *resume, from);
     while let Some(d) = super::prefilter::next_digit(b, i) {
         if d >= limit {
             *resume = d;
@@ -209,8 +211,11 @@ mod tests {
     #[test]
     fn safe_start_never_lands_inside_a_run() {
         let b = b"x: 4111 1111-1111 DE89 ab";
-        assert_eq!(safe_start(b, 10), 2);
-        assert_eq!(safe_start(b, 0), 0);
-        assert_eq!(safe_start(b"12 34", 4), 0);
+        assert_eq!(safe_start(b, 0, 10), 2);
+        assert_eq!(safe_start(b, 0, 0), 0);
+        assert_eq!(safe_start(b"12 34", 0, 4), 0);
+        // never before the floor, and the floor itself when nothing is between
+        assert_eq!(safe_start(b, 5, 10), 5);
+        assert_eq!(safe_start(b, 12, 10), 12);
     }
 }

@@ -138,12 +138,12 @@ fn password_fields_escaped_nested_and_typed() {
     assert_eq!(found(r#"{"x": {"api_key" : "k"}}"#), one("password_field", "/x/api_key"));
     // a named member's value may be an array or an object: every string and number under it
     assert_eq!(found(r#"{"password":["hunter2"]}"#), one("password_field", "/password/0"));
-    assert_eq!(found(r#"{"password":{"a":1}}"#), one("password_field", "/password/a"));
+    assert_eq!(found(r#"{"password":{"a":1}}"#), one("password_field", "/password/[REDACTED]"));
     assert_eq!(
         found(r#"[{"token":{"v":[{"x":"s1"}],"w":"s2"}},{"v":"no"},["no"],{"token":""}]"#),
         vec![
-            ("password_field".to_string(), "/0/token/v/0/x".to_string()),
-            ("password_field".into(), "/0/token/w".into())
+            ("password_field".to_string(), "/0/token/[REDACTED]/0/[REDACTED]".to_string()),
+            ("password_field".into(), "/0/token/[REDACTED]".into())
         ]
     );
     for miss in [
@@ -521,4 +521,27 @@ fn redaction_is_linear_in_the_hits() {
     assert!(!out.contains("4111"));
     assert_eq!(out.matches("[REDACTED:card_number]").count(), 20_000, "every hit redacted, also past the listed ones");
     assert_eq!(f.hits.len(), crate::policy::sensitive::MAX_HITS);
+}
+
+#[test]
+fn review_cases_redaction_spans_names_under_fields_and_linear_digit_search() {
+    // a rule below its min_matches must not take another rule's redaction with it
+    let mut card = def("card_number", RuleKind::CardNumber, GuardAction::Redact);
+    card.min_matches = 2;
+    let g = guard(&[card, def("password_field", RuleKind::PasswordField { names: vec![] }, GuardAction::Redact)]);
+    let text = r#"{"password":"4111111111111111"}"#;
+    let f = g.scan(C2U, text, &key()).expect("found");
+    assert_eq!(f.action, GuardAction::Redact);
+    assert_eq!(redact(text, &f).as_deref(), Some(r#"{"password":"[REDACTED:password_field]"}"#));
+    // names under a named member are part of its value: hidden in pointers
+    assert_eq!(found(r#"{"api_key":{"sk_live_abc":"x"}}"#), one("password_field", "/api_key/[REDACTED]"));
+    assert_eq!(
+        found(r#"{"api_key":"k","other":{"visible":"4111111111111111"}}"#).last().cloned(),
+        Some(("card_number".into(), "/other/visible".into()))
+    );
+    // a long text of digit runs with no punctuation: the digit search looks back only once
+    let g = guard(&default_pack());
+    // (a look-back to the text's start at every block took minutes on this one)
+    let t = "1111111111111 ".repeat(200_000);
+    assert!(g.scan(C2U, &t, &key()).is_none());
 }
