@@ -119,10 +119,14 @@ impl Outbound {
 
     /// A data frame on a route whose guard reads upstream messages: whole text messages are
     /// scanned; fragmented ones are held until complete; binary ones pass.
-    fn guard_data(&mut self, h: &Header, frame: &[u8], payload: &[u8]) -> Outward {
+    /// `whole` is the text of an unfragmented text message, validated by the framing step.
+    fn guard_data(&mut self, h: &Header, frame: &[u8], payload: &[u8], whole: Option<&str>) -> Outward {
         let forward = Outward::Forward { payload: payload.len(), fin: h.fin };
         match (h.opcode, h.fin) {
-            (wire::OP_TEXT, true) => self.scan(payload, forward),
+            (wire::OP_TEXT, true) => match whole {
+                Some(text) => self.scan(text, forward),
+                None => forward,
+            },
             (wire::OP_TEXT, false) => {
                 let mut frames = BytesMut::with_capacity(frame.len());
                 frames.extend_from_slice(frame);
@@ -139,16 +143,20 @@ impl Outbound {
                     }
                     let Some(held) = self.held.take() else { return Outward::None };
                     let forward = Outward::ForwardAssembled(Box::new((held.frames, held.payload.len())));
-                    self.scan(&held.payload, forward)
+                    // validated piece by piece (`Utf8Stream`); whole here once more for the &str
+                    match simdutf8::basic::from_utf8(&held.payload) {
+                        Ok(text) => self.scan(text, forward),
+                        Err(_) => forward,
+                    }
                 }
             },
             _ => forward,
         }
     }
 
-    /// Scan a complete text message (valid UTF-8 already); `forward` when nothing is found.
-    fn scan(&self, payload: &[u8], forward: Outward) -> Outward {
-        let (Some(guard), Ok(text)) = (&self.guard, simdutf8::basic::from_utf8(payload)) else { return forward };
+    /// Scan a complete text message; `forward` when nothing is found.
+    fn scan(&self, text: &str, forward: Outward) -> Outward {
+        let Some(guard) = &self.guard else { return forward };
         let Some(found) = guard.scan(Direction::UpstreamToClient, text, &FINGERPRINTS) else { return forward };
         let then = match found.action {
             GuardAction::Log => forward,
@@ -167,8 +175,12 @@ impl Outbound {
         let payload = &frame[h.header_len..];
         match h.opcode {
             wire::OP_TEXT | wire::OP_BINARY | wire::OP_CONTINUATION => {
+                let mut whole = None;
                 let text_ok = match (h.opcode, h.fin) {
-                    (wire::OP_TEXT, true) => simdutf8::basic::from_utf8(payload).is_ok(),
+                    (wire::OP_TEXT, true) => {
+                        whole = simdutf8::basic::from_utf8(payload).ok();
+                        whole.is_some()
+                    }
                     (wire::OP_TEXT, false) => {
                         let mut stream = Utf8Stream::default();
                         let ok = stream.feed(payload, false);
@@ -192,7 +204,7 @@ impl Outbound {
                 if self.guard.is_none() && self.held.is_none() {
                     return Outward::Forward { payload: payload.len(), fin: h.fin };
                 }
-                self.guard_data(h, frame, payload)
+                self.guard_data(h, frame, payload, whole)
             }
             wire::OP_PING => Outward::Pong { payload_at: h.header_len },
             wire::OP_CLOSE => match wire::parse_close(payload) {

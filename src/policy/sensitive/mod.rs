@@ -504,18 +504,24 @@ impl Guard {
             if *keyworded && !triggered.get(r).copied().unwrap_or(false) {
                 continue;
             }
+            // a member name's pointer is built only when the pattern matches in it
             let mut run = |ptr: &str, s: &str, span: Option<std::ops::Range<usize>>, key: bool| {
-                for m in re.find_iter(s) {
-                    if !m.is_empty() {
-                        c.hit(r, ptr, m.len(), m.as_str().as_bytes(), span.clone(), key);
-                    }
+                for m in re.find_iter(s).filter(|m| !m.is_empty()) {
+                    let member;
+                    let at = if key {
+                        member = format!("{ptr}/{HIDDEN_NAME}");
+                        member.as_str()
+                    } else {
+                        ptr
+                    };
+                    c.hit(r, at, m.len(), m.as_str().as_bytes(), span.clone(), key);
                 }
             };
             if json {
                 let mut names = hidden.iter();
                 let _ = json::walk(text, |_, ptr, ev, span| match ev {
                     Event::Key(k) => {
-                        run(&format!("{ptr}/{HIDDEN_NAME}"), k, Some(span), true);
+                        run(ptr, k, Some(span), true);
                         names.next().copied().unwrap_or(true)
                     }
                     Event::Str(s) => {

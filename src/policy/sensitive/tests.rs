@@ -445,7 +445,7 @@ const PIECES: &[&str] = &[
 ];
 
 fn generated_text() -> impl Strategy<Value = String> {
-    let filler = proptest::string::string_regex("[0-9A-Z a-z:,{}\\[\\]\"-]{0,90}").expect("regex");
+    let filler = proptest::string::string_regex("[0-9A-Z a-z:,{}\\[\\]\"éJ€-]{0,90}").expect("regex");
     let piece = proptest::sample::select(PIECES).prop_map(str::to_string);
     proptest::collection::vec(prop_oneof![3 => filler, 1 => piece], 0..8).prop_map(|parts| parts.concat())
 }
