@@ -104,7 +104,10 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 for rep in $(seq 1 "$REPS"); do
   for point in $POINTS; do
     IFS=: read -r conns size depth <<<"$point"
-    for t in $TARGETS; do
+    # odd repetitions run the targets in the listed order, even ones in reverse, so a target's
+    # place in the sequence (a warmer or a more loaded gateway) averages out
+    order=$TARGETS; [ $((rep % 2)) = 0 ] && order=$(printf '%s\n' $TARGETS | tac | xargs)
+    for t in $order; do
       taskset -c 1 $LT steady --url "${URL[$t]}" --connections "$conns" --size "$size" --depth "$depth" \
         --warmup 1 --duration "$WINDOW" --hs256-secret "$WSGATE_BENCH_SECRET" --scope chat:write \
         --cpu-pid "${CPU[$t]}" --label "$t" --json "$OUT/run-$rep-$conns-$size-$depth-$t.json" | tee -a "$OUT/runs.txt"

@@ -34,43 +34,68 @@ pub struct Masks {
 /// Block length.
 pub const BLOCK: usize = 64;
 
-/// The masks of `block`, the fastest way this CPU allows.
-#[inline(always)]
-pub fn classify(block: &[u8; BLOCK]) -> Masks {
-    #[cfg(target_arch = "x86_64")]
-    {
-        match x86::level() {
-            // SAFETY: the CPU supports AVX-512BW (checked at run time by `level`).
-            x86::Level::Avx512 => unsafe { x86::classify_avx512(block) },
-            // SAFETY: the CPU supports AVX2 (checked at run time by `level`).
-            x86::Level::Avx2 => unsafe { x86::classify_avx2(block) },
-            x86::Level::Sse2 => x86::classify_sse2(block),
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
+/// One way of classifying blocks. A value of a classifier type exists only where its
+/// instructions can run: the SIMD ones are made by [`with_classifier`] after the CPU check
+/// (their fields are private), [`Scalar`] anywhere.
+pub trait Classifier: Copy {
+    /// The masks of `block`.
+    fn classify(self, block: &[u8; BLOCK]) -> Masks;
+
+    /// Whether `block` holds no byte from `"` to `\\` (0x22..=0x5C): then every mask but
+    /// [`Masks::sep`] is zero. A cheaper test than [`Classifier::classify`], for skipping
+    /// runs of blocks with nothing in them.
+    fn is_quiet(self, block: &[u8; BLOCK]) -> bool;
+}
+
+/// The first and last byte of the range [`Classifier::is_quiet`] looks for.
+const LOUD: (u8, u8) = (b'"', b'\\');
+
+/// Work over blocks, generic in the classifier it is handed (see [`with_classifier`]).
+pub trait BlockWork {
+    /// What the work returns.
+    type Output;
+    /// Do the work, classifying with `classifier`.
+    fn run<C: Classifier>(self, classifier: C) -> Self::Output;
+}
+
+/// The byte loop ([`classify_scalar`]): usable on every CPU.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scalar;
+
+impl Classifier for Scalar {
+    #[inline]
+    fn classify(self, block: &[u8; BLOCK]) -> Masks {
         classify_scalar(block)
+    }
+
+    #[inline]
+    fn is_quiet(self, block: &[u8; BLOCK]) -> bool {
+        !block.iter().any(|c| (LOUD.0..=LOUD.1).contains(c))
     }
 }
 
-/// Run `f` compiled for this CPU's widest vector unit: on x86_64 with AVX2 (and BMI1, BMI2,
-/// POPCNT, which every AVX2 CPU has), `f` is inlined into a function built with those
-/// features, so the bit arithmetic on the masks (128-bit shifts, counts) and [`classify`]
-/// use them; elsewhere it simply runs `f`. The code `f` inlines is what gains; what it calls
-/// out of line runs as usual.
+/// Run `work` with this CPU's fastest classifier, the CPU checked once per call (one load
+/// of a cached level), not once per block. On x86_64 with AVX2 or AVX-512BW, `work.run` is
+/// inlined into a function built for that vector unit (with BMI1, BMI2 and POPCNT, which
+/// every AVX2 CPU has), so its bit arithmetic on the masks (128-bit shifts, counts) uses
+/// them too, and the classifier's compares are inlined into its loop. Mark the `run` of
+/// `work` `#[inline(always)]` for that; what it calls out of line runs as usual.
 #[inline]
-pub fn with_wide_vectors<R>(f: impl FnOnce() -> R) -> R {
+pub fn with_classifier<W: BlockWork>(work: W) -> W::Output {
     #[cfg(target_arch = "x86_64")]
     {
         match x86::level() {
             // SAFETY: the CPU supports AVX-512F/BW and AVX2, BMI1, BMI2, POPCNT (`level`).
-            x86::Level::Avx512 => return unsafe { x86::run_avx512(f) },
+            x86::Level::Avx512 => unsafe { x86::run_avx512(work) },
             // SAFETY: the CPU supports AVX2, BMI1, BMI2 and POPCNT (`level`).
-            x86::Level::Avx2 => return unsafe { x86::run_avx2(f) },
-            x86::Level::Sse2 => {}
+            x86::Level::Avx2 => unsafe { x86::run_avx2(work) },
+            x86::Level::Sse2 => work.run(x86::Sse2(())),
         }
     }
-    f()
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        work.run(Scalar)
+    }
 }
 
 /// The masks of `block`, one byte at a time (the reference).
@@ -99,7 +124,7 @@ pub fn classify_scalar(block: &[u8; BLOCK]) -> Masks {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Masks, BLOCK};
+    use super::{BlockWork, Classifier, Masks, BLOCK, LOUD};
     use std::arch::x86_64::*;
     use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -162,6 +187,27 @@ mod x86 {
         unsafe { sse2_masks(block) }
     }
 
+    /// See [`Classifier::is_quiet`].
+    #[inline]
+    pub(super) fn is_quiet_sse2(block: &[u8; BLOCK]) -> bool {
+        // SAFETY: as for `classify_sse2`: SSE2 is baseline, the 64 bytes of `block` only.
+        unsafe { sse2_quiet(block) }
+    }
+
+    #[target_feature(enable = "sse2")]
+    unsafe fn sse2_quiet(block: &[u8; BLOCK]) -> bool {
+        let low = _mm_set1_epi8(LOUD.0 as i8);
+        let span = _mm_set1_epi8((LOUD.1 - LOUD.0) as i8);
+        let mut loud = _mm_setzero_si128();
+        for k in 0..4 {
+            // SAFETY: bytes 16k .. 16k + 16 of a 64-byte array; unaligned load.
+            let v = unsafe { _mm_loadu_si128(block.as_ptr().add(16 * k).cast::<__m128i>()) };
+            let d = _mm_sub_epi8(v, low);
+            loud = _mm_or_si128(loud, _mm_cmpeq_epi8(_mm_min_epu8(d, span), d));
+        }
+        _mm_movemask_epi8(loud) == 0
+    }
+
     #[target_feature(enable = "sse2")]
     unsafe fn sse2_masks(block: &[u8; BLOCK]) -> Masks {
         let quote = _mm_set1_epi8(b'"' as i8);
@@ -195,18 +241,70 @@ mod x86 {
         m
     }
 
+    /// The SSE2 classifier (SSE2 is part of the x86_64 baseline).
+    #[derive(Debug, Clone, Copy)]
+    pub struct Sse2(pub(super) ());
+
+    impl Classifier for Sse2 {
+        #[inline(always)]
+        fn classify(self, block: &[u8; BLOCK]) -> Masks {
+            classify_sse2(block)
+        }
+
+        #[inline(always)]
+        fn is_quiet(self, block: &[u8; BLOCK]) -> bool {
+            is_quiet_sse2(block)
+        }
+    }
+
+    /// The AVX2 classifier: made only by [`run_avx2`], whose caller checked the CPU.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Avx2(());
+
+    impl Classifier for Avx2 {
+        #[inline(always)]
+        fn classify(self, block: &[u8; BLOCK]) -> Masks {
+            // SAFETY: an `Avx2` exists only inside `run_avx2`, which requires AVX2.
+            unsafe { classify_avx2(block) }
+        }
+
+        #[inline(always)]
+        fn is_quiet(self, block: &[u8; BLOCK]) -> bool {
+            // SAFETY: as above.
+            unsafe { is_quiet_avx2(block) }
+        }
+    }
+
+    /// The AVX-512BW classifier: made only by [`run_avx512`], whose caller checked the CPU.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Avx512(());
+
+    impl Classifier for Avx512 {
+        #[inline(always)]
+        fn classify(self, block: &[u8; BLOCK]) -> Masks {
+            // SAFETY: an `Avx512` exists only inside `run_avx512`, which requires AVX-512BW.
+            unsafe { classify_avx512(block) }
+        }
+
+        #[inline(always)]
+        fn is_quiet(self, block: &[u8; BLOCK]) -> bool {
+            // SAFETY: as above.
+            unsafe { is_quiet_avx512(block) }
+        }
+    }
+
     /// # Safety
     /// The CPU must support AVX2, BMI1, BMI2 and POPCNT.
     #[target_feature(enable = "avx2,bmi1,bmi2,popcnt")]
-    pub(super) unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
-        f()
+    pub(super) unsafe fn run_avx2<W: BlockWork>(work: W) -> W::Output {
+        work.run(Avx2(()))
     }
 
     /// # Safety
     /// The CPU must support AVX-512F, AVX-512BW, AVX2, BMI1, BMI2 and POPCNT.
     #[target_feature(enable = "avx512f,avx512bw,avx2,bmi1,bmi2,popcnt")]
-    pub(super) unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
-        f()
+    pub(super) unsafe fn run_avx512<W: BlockWork>(work: W) -> W::Output {
+        work.run(Avx512(()))
     }
 
     /// # Safety
@@ -229,6 +327,43 @@ mod x86 {
             sep: dash | space,
             rare: dash | jay | backslash,
         }
+    }
+
+    /// See [`Classifier::is_quiet`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and AVX-512BW.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn is_quiet_avx512(block: &[u8; BLOCK]) -> bool {
+        // SAFETY: the 64 bytes of `block`; unaligned load.
+        let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
+        let d = _mm512_sub_epi8(v, _mm512_set1_epi8(LOUD.0 as i8));
+        _mm512_cmple_epu8_mask(d, _mm512_set1_epi8((LOUD.1 - LOUD.0) as i8)) == 0
+    }
+
+    /// See [`Classifier::is_quiet`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn is_quiet_avx2(block: &[u8; BLOCK]) -> bool {
+        let low = _mm256_set1_epi8(LOUD.0 as i8);
+        let span = _mm256_set1_epi8((LOUD.1 - LOUD.0) as i8);
+        // SAFETY: bytes 0 .. 32 and 32 .. 64 of a 64-byte array; unaligned loads.
+        let (a, z) = unsafe {
+            (
+                _mm256_loadu_si256(block.as_ptr().cast::<__m256i>()),
+                _mm256_loadu_si256(block.as_ptr().add(32).cast::<__m256i>()),
+            )
+        };
+        let (da, dz) = (_mm256_sub_epi8(a, low), _mm256_sub_epi8(z, low));
+        let loud = _mm256_or_si256(
+            _mm256_cmpeq_epi8(_mm256_min_epu8(da, span), da),
+            _mm256_cmpeq_epi8(_mm256_min_epu8(dz, span), dz),
+        );
+        _mm256_testz_si256(loud, loud) == 1
     }
 
     /// # Safety
@@ -274,23 +409,78 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Classify one block with the classifier `with_classifier` hands out.
+    struct One<'a>(&'a [u8; BLOCK]);
+
+    impl BlockWork for One<'_> {
+        type Output = Masks;
+        #[inline(always)]
+        fn run<C: Classifier>(self, classifier: C) -> Masks {
+            classifier.classify(self.0)
+        }
+    }
+
     fn every_way(block: &[u8; BLOCK]) -> Vec<Masks> {
         #[allow(unused_mut)]
-        let mut out = vec![classify(block)];
+        let mut out = vec![with_classifier(One(block)), Scalar.classify(block)];
         #[cfg(target_arch = "x86_64")]
         {
             out.push(x86::classify_sse2(block));
             if x86::has_avx2() {
                 // SAFETY: AVX2 checked just above.
                 out.push(unsafe { x86::classify_avx2(block) });
+                // SAFETY: AVX2, BMI1, BMI2, POPCNT checked by `level` (has_avx2).
+                out.push(unsafe { x86::run_avx2(One(block)) });
             }
             if x86::has_avx512() {
                 // SAFETY: AVX-512BW checked just above.
                 out.push(unsafe { x86::classify_avx512(block) });
+                // SAFETY: the AVX-512 level includes every feature `run_avx512` needs.
+                out.push(unsafe { x86::run_avx512(One(block)) });
             }
-            out.push(with_wide_vectors(|| classify(block)));
         }
         out
+    }
+
+    /// `is_quiet` of the classifier `with_classifier` hands out, and of each one directly.
+    struct Quiet<'a>(&'a [u8; BLOCK]);
+
+    impl BlockWork for Quiet<'_> {
+        type Output = bool;
+        #[inline(always)]
+        fn run<C: Classifier>(self, classifier: C) -> bool {
+            classifier.is_quiet(self.0)
+        }
+    }
+
+    fn quiet_every_way(block: &[u8; BLOCK]) -> Vec<bool> {
+        #[allow(unused_mut)]
+        let mut out = vec![with_classifier(Quiet(block)), Scalar.is_quiet(block)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            out.push(x86::is_quiet_sse2(block));
+            if x86::has_avx2() {
+                // SAFETY: AVX2 checked just above.
+                out.push(unsafe { x86::is_quiet_avx2(block) });
+            }
+            if x86::has_avx512() {
+                // SAFETY: AVX-512BW checked just above.
+                out.push(unsafe { x86::is_quiet_avx512(block) });
+            }
+        }
+        out
+    }
+
+    /// The reference: no byte in `"`..=`\\`, and then only `sep` may be set.
+    fn check_quiet(block: &[u8; BLOCK]) {
+        let want = !block.iter().any(|&c| (b'"'..=b'\\').contains(&c));
+        for q in quiet_every_way(block) {
+            assert_eq!(q, want, "{block:?}");
+        }
+        if want {
+            let m = classify_scalar(block);
+            assert_eq!(Masks { sep: 0, ..m }, Masks::default());
+        }
     }
 
     #[test]
@@ -320,6 +510,7 @@ mod tests {
                 for m in every_way(&block) {
                     prop_assert_eq!(m, want);
                 }
+                check_quiet(&block);
             }
         }
     }
@@ -334,6 +525,10 @@ mod tests {
                 for m in every_way(&b) {
                     assert_eq!(m, want, "byte {c} at {pos}");
                 }
+                check_quiet(&b);
+                let mut lower = [b'x'; BLOCK];
+                lower[pos] = c;
+                check_quiet(&lower);
             }
         }
     }

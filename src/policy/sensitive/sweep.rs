@@ -9,8 +9,8 @@
 //! - a backslash anywhere: the text is walked (an escape can hide anything).
 //! - `jwt`: a `J` after `ey`; `private_key_pem`: a `-` that starts `-----BEGIN`.
 //! - `password_field`: without a backslash the quotes pair up exactly (open, close), so
-//!   each pair is a string; one whose length and first byte fit a name is compared, with the
-//!   `:` after it.
+//!   each pair is a string; one followed by `:` or whitespace whose length and first byte
+//!   fit a name is compared, with the `:` after it.
 //! - `card_number`: 13 bytes in a row that are digits or a separator between two digits (a
 //!   card is 13 to 19 digits with single spaces or dashes between them); then the digit runs
 //!   around it are searched as stage 2 searches a string, from a byte no run can span.
@@ -20,7 +20,7 @@
 //! Masks of a block are read with the next block's (as one 128-bit word), so a pattern that
 //! starts in one block and ends in the next is seen whole.
 
-use wsgate_byteclass::{classify, with_wide_vectors, Masks, BLOCK};
+use wsgate_byteclass::{with_classifier, BlockWork, Classifier, Masks, BLOCK};
 
 use super::compile::{Kind, Plan, Rule};
 use super::rules;
@@ -75,82 +75,129 @@ fn digits_in(plan: &Plan, b: &[u8], from: usize, limit: usize, resume: &mut usiz
 }
 
 /// Whether the raw text `b` holds a backslash or a confirmed candidate of the plan's
-/// built-in rules (compiled for the CPU's wide vectors, [`with_wide_vectors`]).
+/// built-in rules (compiled for the CPU's vector unit, [`with_classifier`]).
 pub(super) fn sweep(plan: &Plan, guard_rules: &[Rule], b: &[u8]) -> bool {
-    with_wide_vectors(
-        #[inline(always)]
-        || blocks(plan, guard_rules, b),
-    )
+    with_classifier(Sweep { plan, guard_rules, b })
 }
 
-/// The masks of block `k` of `b` (a last, partial block padded with zeros, which are in no
-/// class; past the end: none).
-#[inline(always)]
-fn masks_at(b: &[u8], k: usize) -> Masks {
-    let from = k.saturating_mul(BLOCK);
-    if let Some(Ok(block)) = b.get(from..from.saturating_add(BLOCK)).map(<&[u8; BLOCK]>::try_from) {
-        return classify(block);
-    }
-    match b.get(from..) {
-        Some(tail) if !tail.is_empty() => {
-            let mut block = [0u8; BLOCK];
-            block.iter_mut().zip(tail).for_each(|(o, &x)| *o = x);
-            classify(&block)
-        }
-        _ => Masks::default(),
+/// The pass over the blocks of one text, handed the CPU's classifier.
+struct Sweep<'a> {
+    plan: &'a Plan,
+    guard_rules: &'a [Rule],
+    b: &'a [u8],
+}
+
+impl BlockWork for Sweep<'_> {
+    type Output = bool;
+
+    #[inline(always)]
+    fn run<C: Classifier>(self, classifier: C) -> bool {
+        blocks(classifier, self.plan, self.guard_rules, self.b)
     }
 }
 
 #[inline(always)]
-fn blocks(plan: &Plan, guard_rules: &[Rule], b: &[u8]) -> bool {
+fn blocks<C: Classifier>(classifier: C, plan: &Plan, guard_rules: &[Rule], b: &[u8]) -> bool {
     let (cards, ibans, aws) = (!plan.card.is_empty(), !plan.iban.is_empty(), !plan.aws.is_empty());
     let (jwt, pem, fields) = (!plan.jwt.is_empty(), !plan.pem.is_empty(), !plan.fields.is_empty());
-    let mut cur = masks_at(b, 0);
-    let mut digit_before = 0u128; // the previous block's last digit bit, at bit 0
-    let mut open_quote: Option<usize> = None;
+    let (whole, tail) = b.as_chunks::<BLOCK>();
+    let count = whole.len() + usize::from(!tail.is_empty());
+    // the masks of block `k` (past the end: none)
+    let masks_at = |k: usize| match whole.get(k) {
+        Some(block) => classifier.classify(block),
+        None if k < count => padded(classifier, tail),
+        None => Masks::default(),
+    };
+    let wide = |a: u64, z: u64| u128::from(a) | u128::from(z) << 64;
+    let low = |x: u128| x as u64;
+    let mut cur = masks_at(0);
+    let mut digit_before = 0u64; // the previous block's last digit bit, at bit 0
+    let mut in_string = 0u64; // all ones when the text before this block ends inside a string
+    let mut last_open = 0usize; // then where that string opened
     let mut resume = 0usize;
-    for k in 0..b.len().div_ceil(BLOCK) {
-        let next = masks_at(b, k + 1);
+    let mut k = 0;
+    while k < count {
+        if cur.quote | cur.digit | cur.upper | cur.rare == 0 {
+            // nothing a pattern starts with: skip this block, and the blocks after it that
+            // hold no byte from `"` to `\` without classifying them
+            k += 1;
+            while whole.get(k).is_some_and(|block| classifier.is_quiet(block)) {
+                k += 1;
+            }
+            digit_before = 0;
+            cur = masks_at(k);
+            continue;
+        }
+        let next = masks_at(k + 1);
         let base = k * BLOCK;
-        let wide = |a: u64, z: u64| u128::from(a) | u128::from(z) << 64;
-        let low = |x: u128| x as u64;
-        // the rare bytes, one by one
-        let mut r = cur.rare;
-        while r != 0 {
-            let i = base + r.trailing_zeros() as usize;
-            r &= r - 1;
-            let hit = match b.get(i) {
-                Some(b'\\') => true,
-                Some(b'J') => jwt && i >= 2 && b.get(i - 2..i) == Some(b"ey") && rules::jwt_at(b, i - 2).is_some(),
-                Some(b'-') => {
-                    pem && b.get(i..).is_some_and(|t| t.starts_with(rules::PEM_ANCHOR.as_bytes()))
-                        && rules::pem_header_at(b, i).is_some()
+        // the rare bytes by class: a backslash is neither a separator nor uppercase, a `J`
+        // is uppercase, a `-` a separator
+        if cur.rare & !cur.sep & !cur.upper != 0 {
+            return true;
+        }
+        if jwt {
+            let mut j = cur.rare & cur.upper;
+            while j != 0 {
+                let i = base + j.trailing_zeros() as usize;
+                j &= j - 1;
+                if i >= 2 && b.get(i - 2..i) == Some(b"ey") && rules::jwt_at(b, i - 2).is_some() {
+                    return true;
                 }
-                _ => false,
-            };
-            if hit {
-                return true;
             }
         }
-        // the member names
-        if fields {
-            let mut q = cur.quote;
-            while q != 0 {
-                let i = base + q.trailing_zeros() as usize;
-                q &= q - 1;
-                match open_quote.take() {
-                    None => open_quote = Some(i),
-                    Some(open) if name_at(plan, guard_rules, b, open, i) => return true,
-                    Some(_) => {}
+        let (dash, dash_next) = (cur.rare & cur.sep, next.rare & next.sep);
+        if pem && dash != 0 && dash.count_ones() + dash_next.count_ones() >= 5 {
+            // `-----BEGIN`: five dashes in a row
+            let dash = wide(dash, dash_next);
+            let mut s = low(dash & (dash >> 1) & (dash >> 2) & (dash >> 3) & (dash >> 4));
+            while s != 0 {
+                let i = base + s.trailing_zeros() as usize;
+                s &= s - 1;
+                if b.get(i..).is_some_and(|t| t.starts_with(rules::PEM_ANCHOR.as_bytes()))
+                    && rules::pem_header_at(b, i).is_some()
+                {
+                    return true;
                 }
+            }
+        }
+        // the member names: without a backslash the quotes pair up exactly, so a quote is
+        // a closing one where the count of quotes up to it is even; a name's closing quote
+        // is followed by `:` or whitespace, and its opening quote is the quote before it
+        if fields && cur.quote != 0 {
+            let q = cur.quote;
+            let inside = prefix_xor(q) ^ in_string;
+            let mut closing = q & !inside;
+            while closing != 0 {
+                let close = closing.trailing_zeros();
+                closing &= closing - 1;
+                let at = base + close as usize;
+                if !matches!(b.get(at + 1), Some(b':' | b' ' | b'\t' | b'\n' | b'\r')) {
+                    continue;
+                }
+                let before = q & ((1u64 << close) - 1);
+                let open = match before.checked_ilog2() {
+                    Some(p) => base + p as usize,
+                    None => last_open,
+                };
+                if name_at(plan, guard_rules, b, open, at) {
+                    return true;
+                }
+            }
+            in_string = 0u64.wrapping_sub(inside >> 63);
+            if in_string != 0 {
+                // the block ends inside a string: its last quote opened it
+                last_open = base + q.ilog2() as usize;
             }
         }
         let (d, u) = (wide(cur.digit, next.digit), wide(cur.upper, next.upper));
         // each pattern starts with a digit (cards) or an uppercase letter (IBANs, keys) in
         // this block: most blocks of prose and JSON skip the run arithmetic
-        if cards && cur.digit != 0 {
+        // a card or key starting in this block ends in the next (37 and 20 bytes at most),
+        // so its digits (13 or more) or letters and digits (20) are counted in the two
+        let digits = cur.digit.count_ones() + next.digit.count_ones();
+        if cards && cur.digit != 0 && digits >= 13 {
             let sep = wide(cur.sep, next.sep);
-            let x = d | (sep & ((d << 1) | digit_before) & (d >> 1));
+            let x = d | (sep & ((d << 1) | u128::from(digit_before)) & (d >> 1));
             let r2 = x & (x >> 1);
             let r4 = r2 & (r2 >> 2);
             let r8 = r4 & (r4 >> 4);
@@ -169,7 +216,8 @@ fn blocks(plan: &Plan, guard_rules: &[Rule], b: &[u8]) -> bool {
                 }
             }
         }
-        if aws && cur.upper != 0 {
+        if aws && cur.upper != 0 && (cur.upper | cur.digit).count_ones() + (next.upper | next.digit).count_ones() >= 20
+        {
             let ud = u | d;
             let r2 = ud & (ud >> 1);
             let r4 = r2 & (r2 >> 2);
@@ -184,20 +232,48 @@ fn blocks(plan: &Plan, guard_rules: &[Rule], b: &[u8]) -> bool {
                 }
             }
         }
-        digit_before = u128::from(cur.digit >> 63);
+        digit_before = cur.digit >> 63;
         cur = next;
+        k += 1;
     }
     false
 }
 
-/// Whether the string quoted at `open`..`close` (no backslash in the text) is a member
-/// name of a `password_field` rule with a value it reads.
-fn name_at(plan: &Plan, guard_rules: &[Rule], b: &[u8], open: usize, close: usize) -> bool {
-    let len = close - open - 1;
-    let Some(&first) = b.get(open + 1) else { return false };
-    if !plan.names.may_be(len, first) {
-        return false;
+/// Bit `i`: the parity of the set bits of `x` up to and including bit `i`.
+#[inline(always)]
+fn prefix_xor(mut x: u64) -> u64 {
+    for shift in [1, 2, 4, 8, 16, 32] {
+        x ^= x << shift;
     }
+    x
+}
+
+/// The masks of the last, partial block, padded with zeros (which are in no class). Out of
+/// line: a text whose length is a multiple of 64 does not pay for it.
+#[inline(never)]
+fn padded<C: Classifier>(classifier: C, tail: &[u8]) -> Masks {
+    let mut last = [0u8; BLOCK];
+    match last.get_mut(..tail.len()) {
+        Some(head) => head.copy_from_slice(tail),
+        None => return Masks::default(),
+    }
+    classifier.classify(&last)
+}
+
+/// Whether the string quoted at `open`..`close` (no backslash in the text) is a member
+/// name of a `password_field` rule with a value it reads. Its length and first byte are
+/// tested here, in the block loop; the few strings that pass are compared out of line.
+#[inline(always)]
+fn name_at(plan: &Plan, guard_rules: &[Rule], b: &[u8], open: usize, close: usize) -> bool {
+    let len = close.saturating_sub(open + 1);
+    match b.get(open + 1) {
+        Some(&first) if plan.names.may_be(len, first) => named_field(plan, guard_rules, b, open),
+        _ => false,
+    }
+}
+
+#[inline(never)]
+fn named_field(plan: &Plan, guard_rules: &[Rule], b: &[u8], open: usize) -> bool {
     plan.fields.iter().any(|&r| {
         matches!(guard_rules.get(r), Some(Rule { kind: Kind::Fields { names, longest }, .. })
             if rules::name_candidate(b, open, names, *longest))
