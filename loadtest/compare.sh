@@ -10,7 +10,8 @@
 # Servers pinned to CPU 0, the generator to CPU 1. Loopback only; every run is bounded.
 # Env: REPS (3), WINDOW (6 s), POINTS ("100:64:1 1000:64:1 100:4096:1 1000:4096:1 100:64:16"),
 #      IDLE (9000 idle connections for the RSS figure; 0 to skip), OUT (target/compare),
-#      TARGETS (all six).
+#      TARGETS (all six), HANDSHAKES (1: the ES256 handshake storm), SYSCALLS (0; 1: syscalls
+#      per echoed message of each target, with strace, at SYSCALL_POINT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-3}; WINDOW=${WINDOW:-6}; IDLE=${IDLE:-9000}
@@ -24,7 +25,7 @@ if ! { command -v nginx && command -v haproxy; } >/dev/null && [ "$(id -u)" = 0 
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx-light haproxy >/dev/null
   if [ $own_guard = 1 ]; then rm -f $guard; fi
 fi
-cargo build -q --release --bin wsgate --bin wsgate-echo -p wsgate-loadtest --bin wsgate-loadtest 2>/dev/null || \
+cargo build -q --release --bin wsgate --bin wsgate-echo -p wsgate-loadtest --bin wsgate-loadtest --bin wsgate-verify-cost 2>/dev/null || \
   { cargo build -q --release --bin wsgate --bin wsgate-echo && cargo build -q --release -p wsgate-loadtest; }
 ulimit -n 20000
 source scripts/lib.sh
@@ -143,9 +144,54 @@ if [ "${HANDSHAKES:-1}" = 1 ]; then
     --close-after-handshake --spread-ips --rate 1000 --rate-step 1000 --max-connections 1000000 \
     --warmup 0 --duration "${HS_WINDOW:-8}" --cpu-pid "$GW_PID" --label wsgate-es256 --quiet \
     --json "$OUT/handshakes-es256.json" | tee -a "$OUT/runs.txt"
+  # HS256, a fresh token per handshake, on the main gateway's full-pipeline route.
+  taskset -c 1 $LT ramp --url "ws://$WSGATE_ADDR/ws" --hs256-secret "$WSGATE_BENCH_SECRET" --scope chat:write \
+    --close-after-handshake --spread-ips --rate 1000 --rate-step 1000 --max-connections 1000000 \
+    --warmup 0 --duration "${HS_WINDOW:-8}" --cpu-pid "$WSGATE_PID" --label wsgate-hs256 --quiet \
+    --json "$OUT/handshakes-hs256.json" | tee -a "$OUT/runs.txt"
   # The same storm through NGINX (no token check at all): the cost of proxying a handshake.
   taskset -c 1 $LT ramp --url "ws://127.0.0.1:$NGINX_PORT/" --close-after-handshake --spread-ips \
     --rate 1000 --rate-step 1000 --max-connections 1000000 --warmup 0 --duration "${HS_WINDOW:-8}" \
     --cpu-pid "$NGINX_WORKER" --label nginx --quiet --json "$OUT/handshakes-nginx.json" | tee -a "$OUT/runs.txt"
+  # The yardstick: one ES256 verification with the gateway's library and backend, on CPU 0.
+  taskset -c 0 ./target/release/wsgate-verify-cost --private-key "$OUT/es256.pk8.pem" \
+    --public-key "$OUT/es256.pub.pem" --alg ES256 --count 5000 >"$OUT/verify-es256.json"
+fi
+# Syscalls per echoed message (SYSCALLS=1; strace is installed when missing): each target once
+# at SYSCALL_POINT (100:64:1), `strace -c -f` attached to its process for the whole run (no
+# warmup, so the counted messages are every message of the run; the handshakes are in the
+# count too, about 1 % of it at 100 connections). strace slows the process it traces, so the
+# counts are the figure, not the rate; a closed loop of depth 1 keeps one message in flight
+# per connection, so a slower process cannot batch more of one connection's messages.
+if [ "${SYSCALLS:-0}" = 1 ]; then
+  if ! command -v strace >/dev/null && [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends strace >/dev/null
+  fi
+  IFS=: read -r conns size depth <<<"${SYSCALL_POINT:-100:64:1}"
+  for t in $TARGETS; do
+    strace -c -f -q -p "${CPU[$t]}" -o "$OUT/strace-$t.txt" & tracer=$!
+    sleep 1
+    taskset -c 1 $LT steady --url "${URL[$t]}" --connections "$conns" --size "$size" --depth "$depth" \
+      --warmup 0 --duration "${SYSCALL_WINDOW:-4}" --hs256-secret "$WSGATE_BENCH_SECRET" --scope chat:write \
+      --label "$t" --quiet --json "$OUT/syscalls-$t.json" >/dev/null
+    kill -INT $tracer; wait $tracer || true
+  done
+  python3 - "$OUT" $TARGETS <<'PY' | tee -a "$OUT/summary.txt"
+import json, re, sys
+out, targets = sys.argv[1], sys.argv[2:]
+print("\n| target | echoed messages | syscalls per message | the largest, per message |\n|---|---|---|---|")
+for t in targets:
+    msgs = json.load(open(f"{out}/syscalls-{t}.json"))["received"]
+    calls = {}
+    for line in open(f"{out}/strace-{t}.txt"):
+        m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:(\d+)\s+)?(\w+)\s*$", line)
+        if m and m.group(3) != "total":
+            calls[m.group(3)] = (int(m.group(1)), int(m.group(2) or 0))
+    top = sorted(calls.items(), key=lambda kv: -kv[1][0])[:6]
+    per = lambda n: n / msgs if msgs else float("nan")
+    total = sum(c for c, _ in calls.values())
+    show = lambda k, c, e: f"{k} {per(c):.2f}" + (f" ({per(e):.2f} failed)" if e else "")
+    print(f"| {t} | {msgs} | {per(total):.2f} | " + ", ".join(show(k, c, e) for k, (c, e) in top) + " |")
+PY
 fi
 python3 loadtest/report.py "$OUT" | tee -a "$OUT/summary.txt"

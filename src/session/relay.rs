@@ -87,6 +87,11 @@ impl Side {
     /// write first (the 101 response).
     pub fn new(io: Box<dyn Io>, carry: BytesMut, out: BytesMut) -> Self {
         let unhandled = !carry.is_empty();
+        // An empty read-ahead buffer is the HTTP layer's read buffer (kilobytes of capacity):
+        // kept, it would stay allocated for the connection's life, since reads go to the
+        // thread's scratch buffer while nothing is carried.
+        let carry = if unhandled { carry } else { BytesMut::new() };
+        let out = if out.is_empty() { BytesMut::new() } else { out };
         Self {
             io,
             carry,
