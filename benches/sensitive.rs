@@ -1,7 +1,7 @@
 //! Question: what does the sensitive-data guard cost per text message? The default pack (every
 //! built-in rule, action log, both directions) over realistic chat envelopes
 //! (`{"type":"chat.send","payload":{"room":"ops","text":"…"}}`) of 64 B, 1 KiB and 16 KiB:
-//! clean (the prefilter alone: one Aho-Corasick pass, one digit-run scan, one memchr) and
+//! clean (stage 1 alone: one classifying pass over 64-byte blocks, `wsgate-byteclass`) and
 //! with one hit (a card number in the text: prefilter, walk, pointer, fingerprint). Beside
 //! them, a clean message whose text holds a `\n` escape (it is walked, as an escape can hide
 //! an anchor), and the floor: a `serde_json` syntax check of the same text.

@@ -123,9 +123,11 @@ impl Outbound {
     fn guard_data(&mut self, h: &Header, frame: &[u8], payload: &[u8], whole: Option<&str>) -> Outward {
         let forward = Outward::Forward { payload: payload.len(), fin: h.fin };
         match (h.opcode, h.fin) {
-            (wire::OP_TEXT, true) => match whole {
-                Some(text) => self.scan(text, forward),
-                None => forward,
+            // `whole` is always given for such a frame; validating here keeps a caller that
+            // did not give it from forwarding the message unread
+            (wire::OP_TEXT, true) => match whole.map_or_else(|| simdutf8::basic::from_utf8(payload), Ok) {
+                Ok(text) => self.scan(text, forward),
+                Err(_) => forward,
             },
             (wire::OP_TEXT, false) => {
                 let mut frames = BytesMut::with_capacity(frame.len());

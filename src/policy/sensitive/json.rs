@@ -37,9 +37,14 @@ struct Cursor<'t> {
     i: usize,
 }
 
+/// JSON whitespace (RFC 8259): space, tab, line feed, carriage return.
+pub(super) fn is_ws(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r')
+}
+
 impl<'t> Cursor<'t> {
     fn ws(&mut self) {
-        while self.b.get(self.i).is_some_and(|&c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')) {
+        while self.b.get(self.i).copied().is_some_and(is_ws) {
             self.i += 1;
         }
     }

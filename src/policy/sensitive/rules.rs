@@ -435,7 +435,7 @@ pub fn name_candidate(b: &[u8], open: usize, names: &[Box<[u8]>], longest: usize
         return false;
     }
     let ws = |mut i: usize| {
-        while b.get(i).is_some_and(|&c| matches!(c, b' ' | b'\t' | b'\n' | b'\r')) {
+        while b.get(i).copied().is_some_and(super::json::is_ws) {
             i += 1;
         }
         i

@@ -171,7 +171,7 @@ fn blocks<C: Classifier>(classifier: C, plan: &Plan, guard_rules: &[Rule], b: &[
                 let close = closing.trailing_zeros();
                 closing &= closing - 1;
                 let at = base + close as usize;
-                if !matches!(b.get(at + 1), Some(b':' | b' ' | b'\t' | b'\n' | b'\r')) {
+                if !b.get(at + 1).is_some_and(|&c| c == b':' || super::json::is_ws(c)) {
                     continue;
                 }
                 let before = q & ((1u64 << close) - 1);
@@ -272,6 +272,8 @@ fn name_at(plan: &Plan, guard_rules: &[Rule], b: &[u8], open: usize, close: usiz
     }
 }
 
+/// The comparison of `name_at`: the string at `open` is a listed name, followed by `:` and a
+/// value a `password_field` rule reads.
 #[inline(never)]
 fn named_field(plan: &Plan, guard_rules: &[Rule], b: &[u8], open: usize) -> bool {
     plan.fields.iter().any(|&r| {
