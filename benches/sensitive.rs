@@ -4,7 +4,9 @@
 //! clean (stage 1 alone: one classifying pass over 64-byte blocks, `wsgate-byteclass`) and
 //! with one hit (a card number in the text: prefilter, walk, pointer, fingerprint). Beside
 //! them, a clean message whose text holds a `\n` escape (it is walked, as an escape can hide
-//! an anchor), and the floor: a `serde_json` syntax check of the same text.
+//! an anchor), and the floor: a `serde_json` syntax check of the same text. Last, the message
+//! `loadtest/compare.sh` echoes (`{"type":"chat.send","id":"lt","payload":{"text":"xxx…"}}`)
+//! at its two sizes, 64 B and 4 KiB: the guard's cost at the points compare.sh reports.
 
 use std::hint::black_box;
 
@@ -135,5 +137,27 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The load test's message (`wsgate-loadtest`'s `payload`): an envelope padded with `x`.
+fn padded(size: usize) -> String {
+    let head = r#"{"type":"chat.send","id":"lt","payload":{"text":""#;
+    let tail = r#""}}"#;
+    format!("{head}{}{tail}", "x".repeat(size.saturating_sub(head.len() + tail.len())))
+}
+
+fn bench_loadtest_message(c: &mut Criterion) {
+    let guard = default_pack();
+    let key = FingerprintKey::random();
+    let mut g = c.benchmark_group("sensitive_loadtest_message");
+    for size in [64, 4096] {
+        let text = padded(size);
+        assert!(guard.scan(Direction::ClientToUpstream, &text, &key).is_none(), "{text}");
+        g.throughput(Throughput::Bytes(text.len() as u64));
+        g.bench_with_input(BenchmarkId::new("clean", size), &text, |b, t| {
+            b.iter(|| guard.scan(Direction::ClientToUpstream, black_box(t), &key))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_loadtest_message);
 criterion_main!(benches);

@@ -42,9 +42,23 @@ pub trait Classifier: Copy {
     fn classify(self, block: &[u8; BLOCK]) -> Masks;
 
     /// Whether `block` holds no byte from `"` to `\\` (0x22..=0x5C): then every mask but
-    /// [`Masks::sep`] is zero. A cheaper test than [`Classifier::classify`], for skipping
-    /// runs of blocks with nothing in them.
+    /// [`Masks::sep`] is zero. A cheaper test than
+    /// [`Classifier::classify`], for skipping runs of blocks with nothing in them.
     fn is_quiet(self, block: &[u8; BLOCK]) -> bool;
+
+    /// How many of the leading `blocks` are quiet ([`Classifier::is_quiet`]). The SIMD
+    /// classifiers test four blocks with one compare.
+    #[inline(always)]
+    fn quiet_run(self, blocks: &[[u8; BLOCK]]) -> usize {
+        blocks.iter().take_while(|block| self.is_quiet(block)).count()
+    }
+
+    /// The bytes of `block` that are `:` or up to space ([`is_follow`]): computed apart from
+    /// [`Classifier::classify`], as only blocks with a string's closing quote need them.
+    #[inline(always)]
+    fn follow(self, block: &[u8; BLOCK]) -> u64 {
+        follow_scalar(block)
+    }
 }
 
 /// The first and last byte of the range [`Classifier::is_quiet`] looks for.
@@ -120,6 +134,18 @@ pub fn classify_scalar(block: &[u8; BLOCK]) -> Masks {
         }
     }
     m
+}
+
+/// Whether `c` is `:` or a byte up to space (0x00–0x20: JSON's whitespace and the other
+/// control bytes): what may follow a JSON member name's closing quote.
+#[inline(always)]
+pub fn is_follow(c: u8) -> bool {
+    c == b':' || c <= b' '
+}
+
+/// [`Classifier::follow`], one byte at a time.
+pub fn follow_scalar(block: &[u8; BLOCK]) -> u64 {
+    block.iter().enumerate().fold(0, |m, (i, &c)| m | u64::from(is_follow(c)) << i)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -241,6 +267,26 @@ mod x86 {
         m
     }
 
+    /// See [`Classifier::follow`].
+    #[inline]
+    pub(super) fn follow_sse2(block: &[u8; BLOCK]) -> u64 {
+        // SAFETY: as for `classify_sse2`: SSE2 is baseline, the 64 bytes of `block` only.
+        unsafe { sse2_follow(block) }
+    }
+
+    #[target_feature(enable = "sse2")]
+    unsafe fn sse2_follow(block: &[u8; BLOCK]) -> u64 {
+        let (colon, space) = (_mm_set1_epi8(b':' as i8), _mm_set1_epi8(b' ' as i8));
+        let mut m = 0u64;
+        for k in 0..4 {
+            // SAFETY: bytes 16k .. 16k + 16 of a 64-byte array; unaligned load.
+            let v = unsafe { _mm_loadu_si128(block.as_ptr().add(16 * k).cast::<__m128i>()) };
+            let f = _mm_or_si128(_mm_cmpeq_epi8(v, colon), _mm_cmpeq_epi8(_mm_min_epu8(v, space), v));
+            m |= u64::from(_mm_movemask_epi8(f) as u16) << (16 * k);
+        }
+        m
+    }
+
     /// The SSE2 classifier (SSE2 is part of the x86_64 baseline).
     #[derive(Debug, Clone, Copy)]
     pub struct Sse2(pub(super) ());
@@ -254,6 +300,11 @@ mod x86 {
         #[inline(always)]
         fn is_quiet(self, block: &[u8; BLOCK]) -> bool {
             is_quiet_sse2(block)
+        }
+
+        #[inline(always)]
+        fn follow(self, block: &[u8; BLOCK]) -> u64 {
+            follow_sse2(block)
         }
     }
 
@@ -273,6 +324,26 @@ mod x86 {
             // SAFETY: as above.
             unsafe { is_quiet_avx2(block) }
         }
+
+        #[inline(always)]
+        fn quiet_run(self, blocks: &[[u8; BLOCK]]) -> usize {
+            // the first block alone (in prose most runs end there), then four at a time
+            match blocks.split_first() {
+                Some((first, rest)) if self.is_quiet(first) => {
+                    let (fours, _) = rest.as_chunks::<4>();
+                    // SAFETY: as above.
+                    let quiet = fours.iter().take_while(|four| unsafe { quiet4_avx2(four) }).count() * 4;
+                    1 + quiet + rest.get(quiet..).map_or(0, |r| r.iter().take_while(|b| self.is_quiet(b)).count())
+                }
+                _ => 0,
+            }
+        }
+
+        #[inline(always)]
+        fn follow(self, block: &[u8; BLOCK]) -> u64 {
+            // SAFETY: as above.
+            unsafe { follow_avx2(block) }
+        }
     }
 
     /// The AVX-512BW classifier: made only by [`run_avx512`], whose caller checked the CPU.
@@ -290,6 +361,26 @@ mod x86 {
         fn is_quiet(self, block: &[u8; BLOCK]) -> bool {
             // SAFETY: as above.
             unsafe { is_quiet_avx512(block) }
+        }
+
+        #[inline(always)]
+        fn quiet_run(self, blocks: &[[u8; BLOCK]]) -> usize {
+            // the first block alone (in prose most runs end there), then four at a time
+            match blocks.split_first() {
+                Some((first, rest)) if self.is_quiet(first) => {
+                    let (fours, _) = rest.as_chunks::<4>();
+                    // SAFETY: as above.
+                    let quiet = fours.iter().take_while(|four| unsafe { quiet4_avx512(four) }).count() * 4;
+                    1 + quiet + rest.get(quiet..).map_or(0, |r| r.iter().take_while(|b| self.is_quiet(b)).count())
+                }
+                _ => 0,
+            }
+        }
+
+        #[inline(always)]
+        fn follow(self, block: &[u8; BLOCK]) -> u64 {
+            // SAFETY: as above.
+            unsafe { follow_avx512(block) }
         }
     }
 
@@ -329,6 +420,19 @@ mod x86 {
         }
     }
 
+    /// See [`Classifier::follow`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and AVX-512BW.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn follow_avx512(block: &[u8; BLOCK]) -> u64 {
+        // SAFETY: the 64 bytes of `block`; unaligned load.
+        let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
+        _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b':' as i8))
+            | _mm512_cmple_epu8_mask(v, _mm512_set1_epi8(b' ' as i8))
+    }
+
     /// See [`Classifier::is_quiet`].
     ///
     /// # Safety
@@ -340,6 +444,42 @@ mod x86 {
         let v = unsafe { _mm512_loadu_si512(block.as_ptr().cast()) };
         let d = _mm512_sub_epi8(v, _mm512_set1_epi8(LOUD.0 as i8));
         _mm512_cmple_epu8_mask(d, _mm512_set1_epi8((LOUD.1 - LOUD.0) as i8)) == 0
+    }
+
+    /// Whether all four blocks are quiet ([`Classifier::is_quiet`]): the bytes less `"` are
+    /// folded by unsigned minimum, and the minimum compared once.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F and AVX-512BW.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn quiet4_avx512(four: &[[u8; BLOCK]; 4]) -> bool {
+        let low = _mm512_set1_epi8(LOUD.0 as i8);
+        // SAFETY: the 64 bytes of each of the four blocks; unaligned loads.
+        let d = |k: usize| _mm512_sub_epi8(unsafe { _mm512_loadu_si512(four[k].as_ptr().cast()) }, low);
+        let m = _mm512_min_epu8(_mm512_min_epu8(d(0), d(1)), _mm512_min_epu8(d(2), d(3)));
+        _mm512_cmple_epu8_mask(m, _mm512_set1_epi8((LOUD.1 - LOUD.0) as i8)) == 0
+    }
+
+    /// [`quiet4_avx512`] with AVX2.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn quiet4_avx2(four: &[[u8; BLOCK]; 4]) -> bool {
+        let low = _mm256_set1_epi8(LOUD.0 as i8);
+        let span = _mm256_set1_epi8((LOUD.1 - LOUD.0) as i8);
+        // SAFETY: bytes 32h .. 32h + 32 of each of the four 64-byte blocks; unaligned loads.
+        let d = |k: usize, h: usize| {
+            _mm256_sub_epi8(unsafe { _mm256_loadu_si256(four[k].as_ptr().add(32 * h).cast::<__m256i>()) }, low)
+        };
+        let m = _mm256_min_epu8(
+            _mm256_min_epu8(_mm256_min_epu8(d(0, 0), d(0, 1)), _mm256_min_epu8(d(1, 0), d(1, 1))),
+            _mm256_min_epu8(_mm256_min_epu8(d(2, 0), d(2, 1)), _mm256_min_epu8(d(3, 0), d(3, 1))),
+        );
+        let loud = _mm256_cmpeq_epi8(_mm256_min_epu8(m, span), m);
+        _mm256_testz_si256(loud, loud) == 1
     }
 
     /// See [`Classifier::is_quiet`].
@@ -399,6 +539,24 @@ mod x86 {
             m.upper |= bits(upper);
             m.sep |= bits(sep);
             m.rare |= bits(rare);
+        }
+        m
+    }
+
+    /// See [`Classifier::follow`].
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn follow_avx2(block: &[u8; BLOCK]) -> u64 {
+        let (colon, space) = (_mm256_set1_epi8(b':' as i8), _mm256_set1_epi8(b' ' as i8));
+        let mut m = 0u64;
+        for k in 0..2 {
+            // SAFETY: bytes 32k .. 32k + 32 of a 64-byte array; unaligned load.
+            let v = unsafe { _mm256_loadu_si256(block.as_ptr().add(32 * k).cast::<__m256i>()) };
+            let f = _mm256_or_si256(_mm256_cmpeq_epi8(v, colon), _mm256_cmpeq_epi8(_mm256_min_epu8(v, space), v));
+            m |= u64::from(_mm256_movemask_epi8(f) as u32) << (32 * k);
         }
         m
     }
@@ -471,7 +629,7 @@ mod tests {
         out
     }
 
-    /// The reference: no byte in `"`..=`\\`, and then only `sep` may be set.
+    /// The reference: no byte in `"`..=`\\`, and then only `sep` and `follow` may be set.
     fn check_quiet(block: &[u8; BLOCK]) {
         let want = !block.iter().any(|&c| (b'"'..=b'\\').contains(&c));
         for q in quiet_every_way(block) {
@@ -494,14 +652,120 @@ mod tests {
         b[5] = b'J';
         b[6] = b'\\';
         b[63] = b'9';
+        b[7] = b':';
+        b[8] = b'\t';
+        b[9] = 0;
         let want = Masks { quote: 1, digit: 2 | 1 << 63, upper: 4 | 32, sep: 8 | 16, rare: 8 | 32 | 64 };
         assert_eq!(classify_scalar(&b), want);
         for m in every_way(&b) {
             assert_eq!(m, want);
         }
+        for f in follow_every_way(&b) {
+            assert_eq!(f, 16 | 128 | 256 | 512);
+        }
+    }
+
+    /// `follow` of the classifier `with_classifier` hands out, and of each one directly.
+    struct Follow<'a>(&'a [u8; BLOCK]);
+
+    impl BlockWork for Follow<'_> {
+        type Output = u64;
+        #[inline(always)]
+        fn run<C: Classifier>(self, classifier: C) -> u64 {
+            classifier.follow(self.0)
+        }
+    }
+
+    fn follow_every_way(block: &[u8; BLOCK]) -> Vec<u64> {
+        #[allow(unused_mut)]
+        let mut out = vec![with_classifier(Follow(block)), Scalar.follow(block)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            out.push(x86::follow_sse2(block));
+            if x86::has_avx2() {
+                // SAFETY: AVX2 checked just above.
+                out.push(unsafe { x86::follow_avx2(block) });
+            }
+            if x86::has_avx512() {
+                // SAFETY: AVX-512BW checked just above.
+                out.push(unsafe { x86::follow_avx512(block) });
+            }
+        }
+        out
+    }
+
+    /// The reference of `follow`, and every way equal to it.
+    fn check_follow(block: &[u8; BLOCK]) {
+        let want = block.iter().enumerate().fold(0u64, |m, (i, &c)| m | u64::from(c == b':' || c <= 0x20) << i);
+        for f in follow_every_way(block) {
+            assert_eq!(f, want, "{block:?}");
+        }
+    }
+
+    /// `quiet_run` of the classifier `with_classifier` hands out, and of each one directly.
+    struct QuietRun<'a>(&'a [[u8; BLOCK]]);
+
+    impl BlockWork for QuietRun<'_> {
+        type Output = usize;
+        #[inline(always)]
+        fn run<C: Classifier>(self, classifier: C) -> usize {
+            classifier.quiet_run(self.0)
+        }
+    }
+
+    fn quiet_run_every_way(blocks: &[[u8; BLOCK]]) -> Vec<usize> {
+        #[allow(unused_mut)]
+        let mut out = vec![with_classifier(QuietRun(blocks)), Scalar.quiet_run(blocks)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            out.push(x86::Sse2(()).quiet_run(blocks));
+            if x86::has_avx2() {
+                // SAFETY: AVX2, BMI1, BMI2, POPCNT checked by `level` (has_avx2).
+                out.push(unsafe { x86::run_avx2(QuietRun(blocks)) });
+            }
+            if x86::has_avx512() {
+                // SAFETY: the AVX-512 level includes every feature `run_avx512` needs.
+                out.push(unsafe { x86::run_avx512(QuietRun(blocks)) });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn quiet_run_stops_at_the_first_loud_block() {
+        // every loud and quiet boundary byte, at the first and last byte of every block of
+        // runs of 0 to 11 blocks (the four-block groups, their remainders and both halves of
+        // a 32-byte lane)
+        for n in 0..12usize {
+            let quiet = vec![[b'x'; BLOCK]; n];
+            for got in quiet_run_every_way(&quiet) {
+                assert_eq!(got, n);
+            }
+            for at in 0..n {
+                for pos in [0usize, 31, 32, 63] {
+                    for c in [b'!', b'"', b'5', b'\\', b']', 0, 0x80, 0xff] {
+                        let mut blocks = quiet.clone();
+                        blocks[at][pos] = c;
+                        let want = if (b'"'..=b'\\').contains(&c) { at } else { n };
+                        for got in quiet_run_every_way(&blocks) {
+                            assert_eq!(got, want, "{n} blocks, byte {c} in block {at} at {pos}");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     proptest! {
+        #[test]
+        fn quiet_run_equals_the_block_by_block_test(v in proptest::collection::vec(prop_oneof![40 => Just(b'x'), 8 => Just(b' '), 2 => Just(b'}'), 1 => any::<u8>()], 0..(BLOCK * 9))) {
+            let blocks: Vec<[u8; BLOCK]> = v.chunks_exact(BLOCK).map(|c| c.try_into().expect("64 bytes")).collect();
+            let want = blocks.iter().take_while(|b| !b.iter().any(|c| (b'"'..=b'\\').contains(c))).count();
+            for got in quiet_run_every_way(&blocks) {
+                prop_assert_eq!(got, want);
+            }
+        }
+
         #[test]
         fn simd_equals_scalar(v in proptest::collection::vec(any::<u8>(), BLOCK), narrow in proptest::collection::vec(32u8..128, BLOCK)) {
             for bytes in [v, narrow] {
@@ -511,6 +775,7 @@ mod tests {
                     prop_assert_eq!(m, want);
                 }
                 check_quiet(&block);
+                check_follow(&block);
             }
         }
     }
@@ -526,9 +791,11 @@ mod tests {
                     assert_eq!(m, want, "byte {c} at {pos}");
                 }
                 check_quiet(&b);
+                check_follow(&b);
                 let mut lower = [b'x'; BLOCK];
                 lower[pos] = c;
                 check_quiet(&lower);
+                check_follow(&lower);
             }
         }
     }

@@ -428,6 +428,9 @@ impl Guard {
     /// member's pointer, and every pointer through it shows [`HIDDEN_NAME`] instead of it. A
     /// `password_field` rule reads the strings and numbers anywhere under a member it names
     /// (`{"password":["x"]}` too), and the member names under it are hidden like values.
+    /// Out of line: only a message with a candidate gets here, and [`Guard::scan`]'s clean
+    /// path keeps a small frame.
+    #[inline(never)]
     fn walk(&self, plan: &Plan, text: &str, key: &FingerprintKey) -> Option<Findings> {
         let mut c = Collector::new(self, key);
         let mut triggered = vec![false; self.rules.len()];

@@ -9,8 +9,8 @@
 //! - a backslash anywhere: the text is walked (an escape can hide anything).
 //! - `jwt`: a `J` after `ey`; `private_key_pem`: a `-` that starts `-----BEGIN`.
 //! - `password_field`: without a backslash the quotes pair up exactly (open, close), so
-//!   each pair is a string; one followed by `:` or whitespace whose length and first byte
-//!   fit a name is compared, with the `:` after it.
+//!   each pair is a string; one followed by `:` or a byte up to space (JSON whitespace among
+//!   them) whose length and first byte fit a name is compared, with the `:` after it.
 //! - `card_number`: 13 bytes in a row that are digits or a separator between two digits (a
 //!   card is 13 to 19 digits with single spaces or dashes between them); then the digit runs
 //!   around it are searched as stage 2 searches a string, from a byte no run can span.
@@ -20,7 +20,7 @@
 //! Masks of a block are read with the next block's (as one 128-bit word), so a pattern that
 //! starts in one block and ends in the next is seen whole.
 
-use wsgate_byteclass::{with_classifier, BlockWork, Classifier, Masks, BLOCK};
+use wsgate_byteclass::{is_follow, with_classifier, BlockWork, Classifier, Masks, BLOCK};
 
 use super::compile::{Kind, Plan, Rule};
 use super::rules;
@@ -121,9 +121,7 @@ fn blocks<C: Classifier>(classifier: C, plan: &Plan, guard_rules: &[Rule], b: &[
             // nothing a pattern starts with: skip this block, and the blocks after it that
             // hold no byte from `"` to `\` without classifying them
             k += 1;
-            while whole.get(k).is_some_and(|block| classifier.is_quiet(block)) {
-                k += 1;
-            }
+            k += whole.get(k..).map_or(0, |rest| classifier.quiet_run(rest));
             digit_before = 0;
             cur = masks_at(k);
             continue;
@@ -162,18 +160,25 @@ fn blocks<C: Classifier>(classifier: C, plan: &Plan, guard_rules: &[Rule], b: &[
         }
         // the member names: without a backslash the quotes pair up exactly, so a quote is
         // a closing one where the count of quotes up to it is even; a name's closing quote
-        // is followed by `:` or whitespace, and its opening quote is the quote before it
+        // is followed by `:` or whitespace (in `follow`, with the other control bytes), and
+        // its opening quote is the quote before it
         if fields && cur.quote != 0 {
             let q = cur.quote;
             let inside = prefix_xor(q) ^ in_string;
             let mut closing = q & !inside;
+            if closing != 0 {
+                // the bytes after the closing quotes: this block's, and the next block's first
+                let follow = match whole.get(k) {
+                    Some(block) => classifier.follow(block),
+                    None => tail.iter().enumerate().fold(0, |m, (i, &c)| m | u64::from(is_follow(c)) << i),
+                };
+                let after = b.get(base + BLOCK).is_some_and(|&c| is_follow(c));
+                closing &= follow >> 1 | u64::from(after) << 63;
+            }
             while closing != 0 {
                 let close = closing.trailing_zeros();
                 closing &= closing - 1;
                 let at = base + close as usize;
-                if !b.get(at + 1).is_some_and(|&c| c == b':' || super::json::is_ws(c)) {
-                    continue;
-                }
                 let before = q & ((1u64 << close) - 1);
                 let open = match before.checked_ilog2() {
                     Some(p) => base + p as usize,
