@@ -11,7 +11,8 @@
 # Env: REPS (3), WINDOW (6 s), POINTS ("100:64:1 1000:64:1 100:4096:1 1000:4096:1 100:64:16"),
 #      IDLE (9000 idle connections for the RSS figure; 0 to skip), OUT (target/compare),
 #      TARGETS (all six), HANDSHAKES (1: the ES256 handshake storm), SYSCALLS (0; 1: syscalls
-#      per echoed message of each target, with strace, at SYSCALL_POINT).
+#      per echoed message of each target, with strace, at SYSCALL_POINT), PAIRED (1: the
+#      guard's cost in alternating slices; PAIRED_POINTS, PAIRED_WINDOW, PAIRED_SLICE_MS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${REPS:-3}; WINDOW=${WINDOW:-6}; IDLE=${IDLE:-9000}
@@ -193,5 +194,20 @@ for t in targets:
     show = lambda k, c, e: f"{k} {per(c):.2f}" + (f" ({per(e):.2f} failed)" if e else "")
     print(f"| {t} | {msgs} | {per(total):.2f} | " + ", ".join(show(k, c, e) for k, (c, e) in top) + " |")
 PY
+fi
+# The guard's cost, paired (PAIRED=1, the default): /ws and /guarded of the same gateway,
+# `--connections` clients on each, sending in turn in PAIRED_SLICE_MS (50) slices, A B B A …,
+# for PAIRED_WINDOW (24) s per point after a 2 s warm-up; the gateway's CPU (schedstat, ns)
+# per echoed message, /guarded over /ws. Alternating slices cancel the machine's drift that
+# sinks a 3 % difference in the sequential windows above.
+if [ "${PAIRED:-1}" = 1 ]; then
+  for point in ${PAIRED_POINTS:-$POINTS}; do
+    IFS=: read -r conns size depth <<<"$point"
+    taskset -c 1 $LT paired --url "ws://$WSGATE_ADDR/ws" --url "ws://$WSGATE_ADDR/guarded" \
+      --connections "$conns" --size "$size" --depth "$depth" --warmup 2 --duration "${PAIRED_WINDOW:-24}" \
+      --slice-ms "${PAIRED_SLICE_MS:-50}" --hs256-secret "$WSGATE_BENCH_SECRET" --scope chat:write \
+      --cpu-pid "$WSGATE_PID" --label "guard-paired-$conns-$size-$depth" \
+      --json "$OUT/paired-$conns-$size-$depth.json" | tee -a "$OUT/runs.txt"
+  done
 fi
 python3 loadtest/report.py "$OUT" | tee -a "$OUT/summary.txt"

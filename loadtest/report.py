@@ -81,3 +81,17 @@ if nginx_hs:
     if es256 and verify:
         print(f"| ES256 vs NGINX's + one ES256 verification ({verify:.0f} us) | {es256:.0f} | {nginx_hs + verify:.0f} | "
               f"{es256 / (nginx_hs + verify):.2f} |")
+# The guard's cost in alternating slices (compare.sh's PAIRED step): /guarded over /ws of one
+# gateway, CPU per echoed message; the target is within 3 %.
+paired = []
+for f in glob.glob(os.path.join(out, "paired-*.json")):
+    p = json.load(open(f))
+    paired.append(((p["connections_per_side"], p["size"], p["depth"]), p))
+if paired:
+    print("\n| guard, paired slices (conns x bytes x depth) | slices | /ws CPU us/msg | /guarded CPU us/msg | /guarded / /ws | pairs' median | 95 % interval |")
+    print("|---|---|---|---|---|---|---|")
+    for (c, s, d), p in sorted(paired):
+        ci = p.get("ratio_ci95")
+        print(f"| {c} x {s} x {d} | {len(p['slices'])} of {p['slice_ms']} ms | {fmt(p['a']['cpu_us_per_msg'], 2)} | "
+              f"{fmt(p['b']['cpu_us_per_msg'], 2)} | {fmt(p['ratio_b_over_a'], 3)} | {fmt(p['ratio_pair_median'], 3)} | "
+              + (f"{ci[0]:.3f}-{ci[1]:.3f}" if ci else "-") + " |")

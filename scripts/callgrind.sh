@@ -40,7 +40,9 @@
 # Output: one line per run, `case=<none|full|guarded> size=<bytes> ir_per_msg=<n>` followed by
 # `rep= msgs= ir=` detail, then the median per case. Files in OUT (target/callgrind): the
 # config, logs, the callgrind out files (callgrind_annotate them to see where the Ir go).
-# Env: REPS, CASES, CONNS, WARM, WINDOW, SETTLE, OUT, PIN (1: gateway on CPU 0, echo and
+# Env: REPS, CASES, CONNS, WARM, WINDOW, SETTLE, OUT, CG_ARGS (extra callgrind options, e.g.
+# "--cache-sim=yes --branch-sim=yes" for modelled cache misses and mispredicted branches),
+# PIN (1: gateway on CPU 0, echo and
 # generator on CPU 1; 0: no pinning).
 #
 # What this relies on in the gateway (change it here if they are renamed):
@@ -139,7 +141,8 @@ run_one() {
     printf '[fleet]\nredis_url = "redis+unix://%s"\nnode_id = "cg"\n' "$OUT/redis/r.sock" >>"$OUT/wsgate-$tag.toml"
   fi
   local cg="$OUT/callgrind.$tag.out"
-  WSGATE_LOG=warn $(pin 0) valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$cg" \
+  # shellcheck disable=SC2086 # CG_ARGS: extra callgrind options, word-split on purpose
+  WSGATE_LOG=warn $(pin 0) valgrind --tool=callgrind --instr-atstart=no ${CG_ARGS:-} --callgrind-out-file="$cg" \
     "$WSGATE_BIN" serve --config "$OUT/wsgate-$tag.toml" >"$OUT/gw-$tag.out" 2>"$OUT/gw-$tag.log" &
   local gw=$!; PIDS+=("$gw")
   wait_for 120 port_up "$ADMIN_PORT" && wait_for 30 port_up "$PUBLIC_PORT" ||

@@ -8,6 +8,7 @@
 //! run is bounded by `--duration` and `--max-connections`; client addresses can be spread over
 //! 127.0.0.0/8 (`--spread-ips`) so per-IP caps and ephemeral ports do not limit a test.
 
+mod paired;
 mod revoke;
 mod scenarios;
 mod stats;
@@ -48,6 +49,9 @@ enum Scenario {
     /// `--connections` busy connections, each token with its own `jti`; then each revoked
     /// through `--admin-url` at `--revoke-rate`, timing the request to the client's 4003 close.
     Revoke,
+    /// Two `--url`s served by one process (`--cpu-pid`), `--connections` clients each, sending
+    /// in turn in `--slice-ms` slices (A B B A …): that process's CPU per message of B over A.
+    Paired,
 }
 
 #[derive(Parser, Debug, Clone)]
@@ -168,6 +172,9 @@ pub struct Args {
     /// PID of the proxy process whose CPU time per message is reported.
     #[arg(long)]
     cpu_pid: Option<u32>,
+    /// Paired: the length of one side's turn, in milliseconds.
+    #[arg(long, default_value_t = 250)]
+    slice_ms: u64,
     /// Write the summary as JSON here.
     #[arg(long)]
     json: Option<String>,
@@ -316,6 +323,9 @@ async fn main() -> anyhow::Result<()> {
         Some(t) => t.clone(),
         None => run.mint(&format!("{}-{i}", a.sub), a.ttl as i64),
     };
+    if a.scenario == Scenario::Paired {
+        return paired::run(Arc::clone(&run), (0..2 * a.connections).map(token_for).collect()).await;
+    }
     let bar = progress(&run, quiet);
 
     let mut tasks = Vec::new();
@@ -331,7 +341,7 @@ async fn main() -> anyhow::Result<()> {
                     Scenario::Idle => scenarios::idle(run, i, t).await,
                     Scenario::Expiry => scenarios::expiry(run, i).await,
                     Scenario::Abuse => scenarios::abuse(run, i, role, t).await,
-                    Scenario::Ramp | Scenario::Revoke => {}
+                    Scenario::Ramp | Scenario::Revoke | Scenario::Paired => {}
                 }
             }));
         }
