@@ -36,7 +36,9 @@ fn safe_start(b: &[u8], floor: usize, at: usize) -> usize {
 }
 
 /// The digit runs of `b` whose first digit is in `from..limit`, searched as stage 2 searches
-/// a string: a confirmed card or IBAN? `*resume` is where an earlier call stopped.
+/// a string: a confirmed card or IBAN? `*resume` is where an earlier call stopped. Out of
+/// line: only blocks with 13 digits in a run get here.
+#[inline(never)]
 fn digits_in(plan: &Plan, b: &[u8], from: usize, limit: usize, resume: &mut usize) -> bool {
     let (cards, ibans) = (!plan.card.is_empty(), !plan.iban.is_empty());
     let mut i = safe_start(b, *resume, from);
@@ -133,29 +135,16 @@ fn blocks<C: Classifier>(classifier: C, plan: &Plan, guard_rules: &[Rule], b: &[
         if cur.rare & !cur.sep & !cur.upper != 0 {
             return true;
         }
-        if jwt {
-            let mut j = cur.rare & cur.upper;
-            while j != 0 {
-                let i = base + j.trailing_zeros() as usize;
-                j &= j - 1;
-                if i >= 2 && b.get(i - 2..i) == Some(b"ey") && rules::jwt_at(b, i - 2).is_some() {
-                    return true;
-                }
-            }
+        if jwt && cur.rare & cur.upper != 0 && jwt_in(b, base, cur.rare & cur.upper) {
+            return true;
         }
         let (dash, dash_next) = (cur.rare & cur.sep, next.rare & next.sep);
         if pem && dash != 0 && dash.count_ones() + dash_next.count_ones() >= 5 {
             // `-----BEGIN`: five dashes in a row
             let dash = wide(dash, dash_next);
-            let mut s = low(dash & (dash >> 1) & (dash >> 2) & (dash >> 3) & (dash >> 4));
-            while s != 0 {
-                let i = base + s.trailing_zeros() as usize;
-                s &= s - 1;
-                if b.get(i..).is_some_and(|t| t.starts_with(rules::PEM_ANCHOR.as_bytes()))
-                    && rules::pem_header_at(b, i).is_some()
-                {
-                    return true;
-                }
+            let s = low(dash & (dash >> 1) & (dash >> 2) & (dash >> 3) & (dash >> 4));
+            if s != 0 && pem_in(b, base, s) {
+                return true;
             }
         }
         // the member names: without a backslash the quotes pair up exactly, so a quote is
@@ -212,13 +201,9 @@ fn blocks<C: Classifier>(classifier: C, plan: &Plan, guard_rules: &[Rule], b: &[
             }
         }
         if ibans && cur.upper != 0 {
-            let mut starts = low(u & (u >> 1) & (d >> 2) & (d >> 3));
-            while starts != 0 {
-                let i = base + starts.trailing_zeros() as usize;
-                starts &= starts - 1;
-                if rules::iban_start(b, i) && rules::iban_at(b, i, &mut [0u8; 34]).is_some() {
-                    return true;
-                }
+            let starts = low(u & (u >> 1) & (d >> 2) & (d >> 3));
+            if starts != 0 && iban_in(b, base, starts) {
+                return true;
             }
         }
         if aws && cur.upper != 0 && (cur.upper | cur.digit).count_ones() + (next.upper | next.digit).count_ones() >= 20
@@ -228,18 +213,75 @@ fn blocks<C: Classifier>(classifier: C, plan: &Plan, guard_rules: &[Rule], b: &[
             let r4 = r2 & (r2 >> 2);
             let r8 = r4 & (r4 >> 4);
             let r16 = r8 & (r8 >> 8);
-            let mut starts = low(r16 & (r4 >> 16) & u);
-            while starts != 0 {
-                let i = base + starts.trailing_zeros() as usize;
-                starts &= starts - 1;
-                if b.get(i) == Some(&b'A') && rules::aws_at(b, i).is_some() {
-                    return true;
-                }
+            let starts = low(r16 & (r4 >> 16) & u);
+            if starts != 0 && aws_in(b, base, starts) {
+                return true;
             }
         }
         digit_before = cur.digit >> 63;
         cur = next;
         k += 1;
+    }
+    false
+}
+
+/// The `jwt` candidates: the `J`s at the bits of `j` in the block at `base`, after `ey`.
+/// Out of line, as are the other value rules' candidate loops: most blocks have none, and
+/// the block loop's code stays small.
+#[cold]
+#[inline(never)]
+fn jwt_in(b: &[u8], base: usize, mut j: u64) -> bool {
+    while j != 0 {
+        let i = base + j.trailing_zeros() as usize;
+        j &= j - 1;
+        if i >= 2 && b.get(i - 2..i) == Some(b"ey") && rules::jwt_at(b, i - 2).is_some() {
+            return true;
+        }
+    }
+    false
+}
+
+/// The `private_key_pem` candidates: five dashes in a row starting at the bits of `s`.
+#[cold]
+#[inline(never)]
+fn pem_in(b: &[u8], base: usize, mut s: u64) -> bool {
+    while s != 0 {
+        let i = base + s.trailing_zeros() as usize;
+        s &= s - 1;
+        if b.get(i..).is_some_and(|t| t.starts_with(rules::PEM_ANCHOR.as_bytes()))
+            && rules::pem_header_at(b, i).is_some()
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// The `iban` candidates: two uppercase letters and two digits starting at the bits of `starts`.
+#[cold]
+#[inline(never)]
+fn iban_in(b: &[u8], base: usize, mut starts: u64) -> bool {
+    while starts != 0 {
+        let i = base + starts.trailing_zeros() as usize;
+        starts &= starts - 1;
+        if rules::iban_start(b, i) && rules::iban_at(b, i, &mut [0u8; 34]).is_some() {
+            return true;
+        }
+    }
+    false
+}
+
+/// The `aws_access_key` candidates: 20 uppercase letters or digits starting at the bits of
+/// `starts`, the first an uppercase letter.
+#[cold]
+#[inline(never)]
+fn aws_in(b: &[u8], base: usize, mut starts: u64) -> bool {
+    while starts != 0 {
+        let i = base + starts.trailing_zeros() as usize;
+        starts &= starts - 1;
+        if b.get(i) == Some(&b'A') && rules::aws_at(b, i).is_some() {
+            return true;
+        }
     }
     false
 }
