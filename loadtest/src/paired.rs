@@ -71,15 +71,15 @@ fn side_of(k: usize) -> usize {
     usize::from(matches!(k % 4, 1 | 2))
 }
 
+/// The CPU time and the messages of `side`'s slices.
+fn totals(slices: &[Slice], side: usize) -> (u64, u64) {
+    slices.iter().filter(|s| s.side == side).fold((0, 0), |(c, m), s| (c + s.cpu_ns, m + s.msgs))
+}
+
 /// (CPU per message of B) / (CPU per message of A) over `slices`; `None` if a side has none.
 fn pooled(slices: &[Slice]) -> Option<f64> {
-    let mut sum = [(0u64, 0u64); 2];
-    for s in slices {
-        sum[s.side].0 += s.cpu_ns;
-        sum[s.side].1 += s.msgs;
-    }
     let per = |(cpu, msgs): (u64, u64)| (msgs > 0 && cpu > 0).then(|| cpu as f64 / msgs as f64);
-    Some(per(sum[1])? / per(sum[0])?)
+    Some(per(totals(slices, 1))? / per(totals(slices, 0))?)
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -229,7 +229,7 @@ pub async fn run(run: Arc<Run>, tokens: Vec<Option<String>>) -> anyhow::Result<(
         let (cpu1, msgs1) = (cpu_ns(pid), shared.echoed[side].load(Ordering::SeqCst));
         if k >= warm_slices {
             let cpu = cpu0.zip(cpu1).map(|(c0, c1)| c1.saturating_sub(c0)).context("paired: the process is gone")?;
-            recorded.push(Slice { side, cpu_ns: cpu, msgs: msgs1 - msgs0 });
+            recorded.push(Slice { side, cpu_ns: cpu, msgs: msgs1.saturating_sub(msgs0) });
         }
     }
     shared.stop.store(true, Ordering::SeqCst);
@@ -253,8 +253,7 @@ fn summarize(run: &Run, shared: &Shared, slices: &[Slice]) -> anyhow::Result<()>
     let pair_median = median(pair_ratios.clone());
     let interval = bootstrap(&pairs);
     let side = |s: usize| {
-        let (cpu, msgs) =
-            slices.iter().filter(|x| x.side == s).fold((0u64, 0u64), |(c, m), x| (c + x.cpu_ns, m + x.msgs));
+        let (cpu, msgs) = totals(slices, s);
         let n = slices.iter().filter(|x| x.side == s).count();
         serde_json::json!({
             "url": run.targets.urls()[s],

@@ -135,7 +135,12 @@ fn blocks<C: Classifier>(classifier: C, plan: &Plan, guard_rules: &[Rule], b: &[
         if cur.rare & !cur.sep & !cur.upper != 0 {
             return true;
         }
-        if jwt && cur.rare & cur.upper != 0 && jwt_in(b, base, cur.rare & cur.upper) {
+        // a `J` after `ey`
+        let j = cur.rare & cur.upper;
+        if jwt
+            && j != 0
+            && any_at(base, j, |i| i >= 2 && b.get(i - 2..i) == Some(b"ey") && rules::jwt_at(b, i - 2).is_some())
+        {
             return true;
         }
         let (dash, dash_next) = (cur.rare & cur.sep, next.rare & next.sep);
@@ -143,7 +148,12 @@ fn blocks<C: Classifier>(classifier: C, plan: &Plan, guard_rules: &[Rule], b: &[
             // `-----BEGIN`: five dashes in a row
             let dash = wide(dash, dash_next);
             let s = low(dash & (dash >> 1) & (dash >> 2) & (dash >> 3) & (dash >> 4));
-            if s != 0 && pem_in(b, base, s) {
+            if s != 0
+                && any_at(base, s, |i| {
+                    b.get(i..).is_some_and(|t| t.starts_with(rules::PEM_ANCHOR.as_bytes()))
+                        && rules::pem_header_at(b, i).is_some()
+                })
+            {
                 return true;
             }
         }
@@ -202,7 +212,9 @@ fn blocks<C: Classifier>(classifier: C, plan: &Plan, guard_rules: &[Rule], b: &[
         }
         if ibans && cur.upper != 0 {
             let starts = low(u & (u >> 1) & (d >> 2) & (d >> 3));
-            if starts != 0 && iban_in(b, base, starts) {
+            if starts != 0
+                && any_at(base, starts, |i| rules::iban_start(b, i) && rules::iban_at(b, i, &mut [0u8; 34]).is_some())
+            {
                 return true;
             }
         }
@@ -214,7 +226,7 @@ fn blocks<C: Classifier>(classifier: C, plan: &Plan, guard_rules: &[Rule], b: &[
             let r8 = r4 & (r4 >> 4);
             let r16 = r8 & (r8 >> 8);
             let starts = low(r16 & (r4 >> 16) & u);
-            if starts != 0 && aws_in(b, base, starts) {
+            if starts != 0 && any_at(base, starts, |i| b.get(i) == Some(&b'A') && rules::aws_at(b, i).is_some()) {
                 return true;
             }
         }
@@ -225,61 +237,16 @@ fn blocks<C: Classifier>(classifier: C, plan: &Plan, guard_rules: &[Rule], b: &[
     false
 }
 
-/// The `jwt` candidates: the `J`s at the bits of `j` in the block at `base`, after `ey`.
-/// Out of line, as are the other value rules' candidate loops: most blocks have none, and
-/// the block loop's code stays small.
+/// Whether `at(i)` holds at a position `i = base + bit` of a set bit of `bits`: a value
+/// rule's candidates in one block. Out of line and cold (one copy per rule): most blocks have
+/// no candidate, and the block loop's code stays small.
 #[cold]
 #[inline(never)]
-fn jwt_in(b: &[u8], base: usize, mut j: u64) -> bool {
-    while j != 0 {
-        let i = base + j.trailing_zeros() as usize;
-        j &= j - 1;
-        if i >= 2 && b.get(i - 2..i) == Some(b"ey") && rules::jwt_at(b, i - 2).is_some() {
-            return true;
-        }
-    }
-    false
-}
-
-/// The `private_key_pem` candidates: five dashes in a row starting at the bits of `s`.
-#[cold]
-#[inline(never)]
-fn pem_in(b: &[u8], base: usize, mut s: u64) -> bool {
-    while s != 0 {
-        let i = base + s.trailing_zeros() as usize;
-        s &= s - 1;
-        if b.get(i..).is_some_and(|t| t.starts_with(rules::PEM_ANCHOR.as_bytes()))
-            && rules::pem_header_at(b, i).is_some()
-        {
-            return true;
-        }
-    }
-    false
-}
-
-/// The `iban` candidates: two uppercase letters and two digits starting at the bits of `starts`.
-#[cold]
-#[inline(never)]
-fn iban_in(b: &[u8], base: usize, mut starts: u64) -> bool {
-    while starts != 0 {
-        let i = base + starts.trailing_zeros() as usize;
-        starts &= starts - 1;
-        if rules::iban_start(b, i) && rules::iban_at(b, i, &mut [0u8; 34]).is_some() {
-            return true;
-        }
-    }
-    false
-}
-
-/// The `aws_access_key` candidates: 20 uppercase letters or digits starting at the bits of
-/// `starts`, the first an uppercase letter.
-#[cold]
-#[inline(never)]
-fn aws_in(b: &[u8], base: usize, mut starts: u64) -> bool {
-    while starts != 0 {
-        let i = base + starts.trailing_zeros() as usize;
-        starts &= starts - 1;
-        if b.get(i) == Some(&b'A') && rules::aws_at(b, i).is_some() {
+fn any_at(base: usize, mut bits: u64, at: impl Fn(usize) -> bool) -> bool {
+    while bits != 0 {
+        let i = base + bits.trailing_zeros() as usize;
+        bits &= bits - 1;
+        if at(i) {
             return true;
         }
     }
