@@ -414,7 +414,12 @@ pub fn register_sensitive(route: &str, guard: Option<&Guard>) {
 
 /// A sensitive-data rule hit on `route` (`direction` "in" or "out").
 pub fn sensitive_hit(route: &str, rule: &str, direction: &'static str, action: &'static str) {
-    counter!(names::SENSITIVE_HITS_TOTAL, "route" => route.to_string(), "rule" => rule.to_string(), "direction" => direction, "action" => action).increment(1);
+    sensitive_hits(route, rule, direction, action, 1);
+}
+
+/// `n` hits of one rule in one message (those not listed one by one).
+pub fn sensitive_hits(route: &str, rule: &str, direction: &'static str, action: &'static str, n: u64) {
+    counter!(names::SENSITIVE_HITS_TOTAL, "route" => route.to_string(), "rule" => rule.to_string(), "direction" => direction, "action" => action).increment(n);
 }
 
 /// Results of [`names::TICKETS_TOTAL`].

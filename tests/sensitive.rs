@@ -240,3 +240,37 @@ async fn member_names_and_nested_password_values_are_read_and_never_written_down
     let (_, body) = gw.admin_get("/metrics").await;
     assert_no_value_leaked(&body);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hits_past_the_listed_ones_are_counted_in_full() {
+    let gw = spawn_gateway(&Setup::new(&echo_upstream().await).route(&rules("both")));
+    let mut ws = gw.connect().await;
+    // 1100 AWS keys (action log) in one message: 1024 are listed, the rest counted per rule.
+    let keys = vec![AWS_KEY; 1100];
+    let msg = json!({"type": "chat.read", "payload": {"keys": keys}});
+    send_json(&mut ws, &msg).await;
+    assert_eq!(recv_json(&mut ws).await, msg, "log: forwarded unchanged");
+    assert_eq!(metric(&gw, "aws_access_key", "in", "log").await, 1100);
+    assert_eq!(metric(&gw, "aws_access_key", "out", "log").await, 1100);
+    let mut unlisted = Vec::new();
+    for _ in 0..100 {
+        unlisted = gw
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["fields"]["event"] == "sensitive_data_unlisted" || v["event"] == "sensitive_data_unlisted")
+            .collect();
+        if !unlisted.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The client's message is reported first, its unlisted line before its listed hits (the
+    // echo's lines fall in the same second's log budget, which the listed hits have used).
+    assert!(unlisted.iter().any(|e| field(e, "direction") == "in"), "{}", gw.log());
+    for e in &unlisted {
+        assert_eq!(field(e, "rule"), "aws_access_key");
+        assert_eq!(field(e, "count"), 1100 - 1024);
+    }
+    assert_no_value_leaked(&gw.log());
+}

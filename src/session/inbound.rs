@@ -25,7 +25,7 @@ use crate::config::{Envelope, Limits, Route};
 use crate::error::SessionClose;
 use crate::policy::framing::{FrameViolation, Framing, Front, Sender};
 use crate::policy::ratelimit::{optional_bucket, TokenBucket};
-use crate::policy::sensitive::{redact, Direction, Findings, GuardAction, Hit};
+use crate::policy::sensitive::{redact, Direction, Findings, GuardAction, Hit, Unlisted};
 use crate::policy::validate::{self, Refused, Rejection, Verdict};
 use crate::wire::{self, BadClose, Header};
 
@@ -115,6 +115,8 @@ pub enum Action {
     Sensitive {
         /// What was found (never the values).
         hits: Vec<Hit>,
+        /// Per rule, the hits past those listed (counted only).
+        unlisted: Vec<Unlisted>,
         /// What happens to the message.
         then: Box<Action>,
     },
@@ -465,7 +467,7 @@ impl Inbound {
             },
             GuardAction::Block => self.block(payload, now),
         };
-        Action::Sensitive { hits: found.hits, then: Box::new(then) }
+        Action::Sensitive { hits: found.hits, unlisted: found.unlisted, then: Box::new(then) }
     }
 
     /// Refuse a message the guard blocks: `sensitive_data`, a violation like any refusal.
@@ -818,7 +820,7 @@ mod tests {
 
     fn sensitive(a: Action) -> (Vec<String>, Action) {
         match a {
-            Action::Sensitive { hits, then } => (hits.into_iter().map(|h| h.rule).collect(), *then),
+            Action::Sensitive { hits, then, .. } => (hits.into_iter().map(|h| h.rule).collect(), *then),
             other => panic!("expected a guard hit, got {other:?}"),
         }
     }

@@ -14,7 +14,7 @@ use super::inbound::Step;
 use super::FINGERPRINTS;
 use crate::error::SessionClose;
 use crate::policy::framing::{FrameViolation, Framing, Sender};
-use crate::policy::sensitive::{redact, Direction, Guard, GuardAction, Hit};
+use crate::policy::sensitive::{redact, Direction, Guard, GuardAction, Hit, Unlisted};
 use crate::wire::{self, Header, Utf8Stream};
 
 /// What the session does about one upstream frame.
@@ -52,7 +52,7 @@ pub enum Outward {
     Drop,
     /// The sensitive-data guard found these hits (the session logs and counts them), then
     /// the message meets the second.
-    Sensitive(Box<(Vec<Hit>, Outward)>),
+    Sensitive(Box<(Vec<Hit>, Vec<Unlisted>, Outward)>),
 }
 
 /// A fragmented upstream text message held for the guard until it is complete.
@@ -169,7 +169,7 @@ impl Outbound {
             },
             GuardAction::Block => Outward::Drop,
         };
-        Outward::Sensitive(Box::new((found.hits, then)))
+        Outward::Sensitive(Box::new((found.hits, found.unlisted, then)))
     }
 
     #[inline]
@@ -285,7 +285,7 @@ mod tests {
         match act(&mut p, &b) {
             Outward::Sensitive(found) => {
                 assert_eq!(found.0.len(), 1);
-                assert_eq!(found.1, Outward::Drop);
+                assert_eq!(found.2, Outward::Drop);
             }
             other => panic!("{other:?}"),
         }

@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use super::{Builtin, Findings, FingerprintKey, Guard, GuardAction, Hit, Plan, MAX_HITS};
+use super::{Builtin, Findings, FingerprintKey, Guard, GuardAction, Hit, Plan, Unlisted, MAX_HITS};
 
 /// At most this many pointer bytes per message (deep nesting × many hits): hits past it are
 /// dropped like those past [`MAX_HITS`].
@@ -111,6 +111,18 @@ impl<'g> Collector<'g> {
             let min = rules.get(r).map_or(1, |r| r.min_matches.max(1));
             counts.get(r).copied().unwrap_or(0) >= min
         };
+        // per counted rule, its hits that were not listed
+        let mut listed = vec![0u32; rules.len()];
+        self.hits.iter().for_each(|(r, _)| listed.get_mut(*r).into_iter().for_each(|n| *n = n.saturating_add(1)));
+        let unlisted: Vec<Unlisted> = rules
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| counted(*i))
+            .filter_map(|(i, r)| {
+                let count = counts.get(i)?.saturating_sub(*listed.get(i)?);
+                (count > 0).then(|| Unlisted { rule: r.name.clone(), action: r.action, count })
+            })
+            .collect();
         let hits: Vec<Hit> = self.hits.into_iter().filter(|(r, _)| counted(*r)).map(|(_, h)| h).collect();
         let mut action = hits.iter().map(|h| h.action).max();
         // A rule whose hits could not all be listed acts all the same (an attacker must not
@@ -142,7 +154,7 @@ impl<'g> Collector<'g> {
         if action == Some(GuardAction::Redact) && redactions.as_ref().is_some_and(Vec::is_empty) {
             action = Some(GuardAction::Block);
         }
-        Some(Findings { hits, action: action?, redactions })
+        Some(Findings { hits, unlisted, action: action?, redactions })
     }
 }
 

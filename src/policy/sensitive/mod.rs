@@ -178,13 +178,24 @@ impl fmt::Debug for FingerprintKey {
 /// What one message held. Never the values themselves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Findings {
+    /// The hits, at most [`MAX_HITS`] (and at most 256 KiB of pointers) per message.
     pub hits: Vec<Hit>,
+    /// Per rule, the hits past that bound: counted, not listed.
+    pub unlisted: Vec<Unlisted>,
     /// The strongest action among the hits.
     pub action: GuardAction,
     /// What [`redact`] replaces: the byte spans (quotes included) of the strings and numbers
     /// holding a hit of a redact or block rule, in order, with the rule's name; `None` when
     /// the message cannot be redacted (not JSON).
     redactions: Option<Vec<(std::ops::Range<usize>, String)>>,
+}
+
+/// How many hits of one rule a message held beyond those listed in [`Findings::hits`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unlisted {
+    pub rule: String,
+    pub action: GuardAction,
+    pub count: u32,
 }
 
 /// One match.

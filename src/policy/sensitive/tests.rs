@@ -402,6 +402,15 @@ fn a_flood_of_log_hits_cannot_push_a_block_hit_out_of_the_list() {
     let found = g.scan(Direction::ClientToUpstream, &text, &k).expect("hits");
     assert!(found.hits.len() <= MAX_HITS);
     assert_eq!(found.action, GuardAction::Block, "the unlisted card still blocks");
+    // every hit is counted: listed or, per rule, unlisted
+    let total = |rule: &str| {
+        let listed = found.hits.iter().filter(|h| h.rule == rule).count();
+        let unlisted: u32 = found.unlisted.iter().filter(|u| u.rule == rule).map(|u| u.count).sum();
+        listed + unlisted as usize
+    };
+    assert_eq!(total("aws_access_key"), MAX_HITS + 10);
+    assert_eq!(total("card_number"), 1);
+    assert!(found.unlisted.iter().all(|u| u.count > 0));
 }
 
 #[test]
@@ -525,6 +534,8 @@ fn redaction_is_linear_in_the_hits() {
     assert!(!out.contains("4111"));
     assert_eq!(out.matches("[REDACTED:card_number]").count(), 20_000, "every hit redacted, also past the listed ones");
     assert_eq!(f.hits.len(), crate::policy::sensitive::MAX_HITS);
+    assert_eq!(f.unlisted.len(), 1);
+    assert_eq!(f.unlisted[0].count as usize, 20_000 - crate::policy::sensitive::MAX_HITS, "the rest are counted");
 }
 
 #[test]
