@@ -56,6 +56,13 @@ async fn events(gw: &Gateway, n: usize) -> Vec<Value> {
     panic!("fewer than {n} sensitive_data events in: {}", gw.log());
 }
 
+fn text_of(m: Message) -> String {
+    match m {
+        Message::Text(t) => t.to_string(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
 fn field<'a>(event: &'a Value, name: &str) -> &'a Value {
     if event["fields"].is_object() {
         &event["fields"][name]
@@ -272,5 +279,40 @@ async fn hits_past_the_listed_ones_are_counted_in_full() {
         assert_eq!(field(e, "rule"), "aws_access_key");
         assert_eq!(field(e, "count"), 1100 - 1024);
     }
+    assert_no_value_leaked(&gw.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn members_in_text_that_is_not_json_are_read_in_each_direction() {
+    let up = echo_upstream().await;
+    let raw = |path: &str, direction: &str| {
+        format!(
+            "[[routes]]\npath = \"{path}\"\nupstream = \"{up}\"\norigins = [\"{ORIGIN}\"]\nenvelope = \"none\"\n\
+             [[routes.sensitive]]\nrule = \"password_field\"\ndirection = \"{direction}\"\naction = \"block\"\n"
+        )
+    };
+    let setup = Setup::new(&up)
+        .more_routes(&raw("/raw-in", "client_to_upstream"))
+        .more_routes(&raw("/raw-out", "upstream_to_client"));
+    let gw = spawn_gateway(&setup);
+    // cut short, and two JSON values in one message: not JSON, still a password member
+    let cut = format!(r#"{{"user":"alice","password":"{PASSWORD}""#);
+    let two = format!("{{\"a\":1}}\n{{\"Password\": \"{PASSWORD}\"}}");
+    let mut inbound = gw.connect_with("/raw-in", Some(ORIGIN), Some(&token()), &[]).await.expect("connect");
+    for text in [&cut, &two] {
+        inbound.send(Message::text(text.as_str())).await.expect("send");
+        let error = recv_json(&mut inbound).await;
+        assert_eq!(error["payload"]["code"], "sensitive_data", "{text}: {error}");
+    }
+    let clean = r#"{"user":"alice","note":"password reset""#;
+    inbound.send(Message::text(clean)).await.expect("send");
+    assert_eq!(text_of(recv(&mut inbound).await), clean, "a name without a value is no hit");
+    // from the upstream: dropped, the next message arrives
+    let mut outbound = gw.connect_with("/raw-out", Some(ORIGIN), Some(&token()), &[]).await.expect("connect");
+    outbound.send(Message::text(two.as_str())).await.expect("send");
+    outbound.send(Message::text(clean)).await.expect("send");
+    assert_eq!(text_of(recv(&mut outbound).await), clean);
+    let found = events(&gw, 3).await;
+    assert!(found.iter().all(|e| field(e, "rule") == "password_field" && field(e, "pointer") == ""), "{found:?}");
     assert_no_value_leaked(&gw.log());
 }

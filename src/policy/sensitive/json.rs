@@ -344,6 +344,101 @@ pub(super) fn pointer(path: &[Seg<'_>]) -> String {
     out
 }
 
+/// The end of the string opening at `open` (a quote): the index of its closing quote, or the
+/// text's length when it is not closed. A backslash escapes the byte after it.
+fn loose_string_end(b: &[u8], open: usize) -> usize {
+    let mut i = open + 1;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'"' => return i,
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    b.len()
+}
+
+/// The bytes after `i` that are JSON whitespace, skipped.
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while b.get(i).copied().is_some_and(is_ws) {
+        i += 1;
+    }
+    i
+}
+
+/// In a text that is not one JSON value (cut short, several values in a row, JSON inside
+/// prose): `f(name, value)` for each quoted name followed by `:` and each value under it —
+/// a non-empty string (unescaped, to the text's end when not closed), a bare word other than
+/// `true`, `false` and `null` (a number, or what an unquoted value would be), or in an object
+/// or array (to its end or the text's) each such string and word that is not itself a name.
+/// Only names that `wanted` accepts are read; the members inside one of their values are part
+/// of it, those inside another value are read too. Quotes pair up as a JSON lexer reads them
+/// from the start of the text. Linear: each byte is read at most twice.
+pub(super) fn loose_members(text: &str, wanted: impl Fn(&str) -> bool, mut f: impl FnMut(&str, &str)) {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(open) = memchr::memchr(b'"', b.get(i..).unwrap_or_default()).map(|k| i + k) {
+        let close = loose_string_end(b, open);
+        i = close.saturating_add(1);
+        let colon = skip_ws(b, i);
+        if close >= b.len() || b.get(colon) != Some(&b':') {
+            continue;
+        }
+        let name = unescape(text.get(open + 1..close).unwrap_or_default());
+        if wanted(&name) {
+            i = loose_value(text, skip_ws(b, colon + 1), &mut |v| f(&name, v)).max(i);
+        }
+    }
+}
+
+/// The value starting at `at` (see [`loose_members`]): each string and word it reads; returns
+/// where it ends.
+fn loose_value(text: &str, at: usize, f: &mut dyn FnMut(&str)) -> usize {
+    let b = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = at;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'"' => {
+                let close = loose_string_end(b, i);
+                let is_name = close < b.len() && b.get(skip_ws(b, close + 1)) == Some(&b':');
+                if !is_name {
+                    let v = unescape(text.get(i + 1..close).unwrap_or_default());
+                    if !v.is_empty() {
+                        f(&v);
+                    }
+                }
+                i = close.saturating_add(1);
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            b',' | b':' => i += 1,
+            _ if is_ws(c) => i += 1,
+            _ => {
+                let end = b
+                    .get(i..)
+                    .and_then(|r| r.iter().position(|&c| is_ws(c) || matches!(c, b',' | b'}' | b']' | b'"' | b':')))
+                    .map_or(b.len(), |k| i + k);
+                let word = text.get(i..end).unwrap_or_default();
+                if !matches!(word, "" | "true" | "false" | "null") {
+                    f(word);
+                }
+                i = end.max(i + 1);
+            }
+        }
+        if depth == 0 {
+            return i;
+        }
+    }
+    i
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -512,6 +512,18 @@ impl Guard {
                 }
                 ControlFlow::Continue(())
             });
+            // a text that is not JSON (cut short, several values in a row) can still carry
+            // members a `password_field` rule names
+            if !plan.fields.is_empty() {
+                let wanted = |name: &str| plan.fields.iter().any(|&r| self.field_named(r, name));
+                json::loose_members(text, wanted, |name, value| {
+                    for &r in &plan.fields {
+                        if self.field_named(r, name) {
+                            c.hit(r, "", value.len(), value.as_bytes(), None, false);
+                        }
+                    }
+                });
+            }
         }
         for &r in &plan.patterns {
             let Some(Rule { kind: Kind::Pattern { re, keyworded, .. }, .. }) = self.rules.get(r) else { continue };

@@ -424,8 +424,9 @@ pub fn jwt_at(b: &[u8], s: usize) -> Option<usize> {
 
 /// Whether the quoted member name opening with the quote at `open` (no backslash in the text)
 /// is one of `names` and is followed by `:` and a value the rule reads: a non-empty string, a
-/// number, or an array or object (whose strings and numbers it reads). Stage 1's check; the
-/// walk over the text decides.
+/// number, an array or object (whose strings and numbers it reads), or in a text that is not
+/// JSON a bare word other than `true`, `false`, `null`. Stage 1's check; the walk over the
+/// text decides.
 pub fn name_candidate(b: &[u8], open: usize, names: &[Box<[u8]>], longest: usize) -> bool {
     let from = open + 1;
     let Some(window) = b.get(from..b.len().min(from + longest + 1)) else { return false };
@@ -447,7 +448,15 @@ pub fn name_candidate(b: &[u8], open: usize, names: &[Box<[u8]>], longest: usize
     let i = ws(i + 1);
     match b.get(i) {
         Some(b'"') => b.get(i + 1) != Some(&b'"'),
-        Some(c) => matches!(c, b'-' | b'[' | b'{') || c.is_ascii_digit(),
+        // `true`, `false`, `null`: no value to read; any other word is a number, or in a text
+        // that is not JSON an unquoted value
+        Some(b't' | b'f' | b'n') => {
+            let word = b
+                .get(i..)
+                .map_or(&[][..], |r| &r[..r.iter().position(|c| !c.is_ascii_alphabetic()).unwrap_or(r.len())]);
+            !matches!(word, b"true" | b"false" | b"null")
+        }
+        Some(c) => !matches!(c, b',' | b'}' | b']'),
         None => false,
     }
 }

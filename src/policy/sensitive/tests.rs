@@ -168,6 +168,48 @@ fn password_fields_escaped_nested_and_typed() {
 }
 
 #[test]
+fn password_fields_in_text_that_is_not_json() {
+    let g = guard(&default_pack());
+    let values = |text: &str| -> Vec<usize> {
+        g.scan(C2U, text, &key()).map_or_else(Vec::new, |f| {
+            assert!(f.hits.iter().all(|h| h.rule == "password_field" && h.pointer.is_empty()), "{text}: {f:?}");
+            f.hits.iter().map(|h| h.len).collect()
+        })
+    };
+    // cut short, several values in a row, JSON inside prose, escaped names, unquoted values
+    assert_eq!(values(r#"{"password":"hunter2""#), vec![7]);
+    assert_eq!(values(r#"{"password":"hunter2"#), vec![7], "a string cut short");
+    assert_eq!(values("{\"a\":1}\n{\"password\":\"hunter2\"}"), vec![7]);
+    assert_eq!(values(r#"{"pass\u0077ord":"hunter2""#), vec![7]);
+    assert_eq!(values(r#"login with "Password": hunter2, ok"#), vec![7]);
+    assert_eq!(values(r#"{"user":{"token":["ab",{"k":"cde"},12],"x":"no"}"#), vec![2, 3, 2]);
+    assert_eq!(values(r#"{"user":{"token":["ab""#), vec![2], "an array cut short");
+    assert_eq!(values(r#"{"a":"x"} {"pin" : 1234}"#), vec![4]);
+    for miss in [
+        r#"{"password":"""#,
+        r#"{"password":null"#,
+        r#"{"password":true}{"#,
+        r#"{"password":[null,true,""]"#,
+        r#"{"password""#,
+        r#"{"text":"password":"#,
+        r#"say "password" twice"#,
+        r#"{"mypassword":"x""#,
+    ] {
+        assert_eq!(values(miss), Vec::<usize>::new(), "{miss}");
+    }
+    // linear in the text: nested names cut short, named or not (quadratic would not finish)
+    let nested = format!("{}\"x\"", r#"{"password":"#.repeat(200_000));
+    assert_eq!(values(&nested), vec![1], "one value: the members under a named one are part of it");
+    let nested = format!("{}\"x\"", r#"{"a":["#.repeat(200_000));
+    assert_eq!(values(&nested), Vec::<usize>::new());
+    // redaction cannot rewrite a text that is not JSON: the caller blocks it
+    let r = guard(&[def("password_field", RuleKind::PasswordField { names: vec![] }, GuardAction::Redact)]);
+    let f = r.scan(U2C, r#"{"password":"hunter2""#, &key()).expect("found");
+    assert_eq!(f.action, GuardAction::Redact);
+    assert_eq!(redact(r#"{"password":"hunter2""#, &f), None);
+}
+
+#[test]
 fn escapes_cannot_hide_a_value() {
     assert_eq!(found(r#"{"k":"\u0041KIAIOSFODNN7EXAMPLE"}"#), one("aws_access_key", "/k"));
     assert_eq!(found(r#"{"k":"4111\u00201111 1111 1111"}"#), one("card_number", "/k"));
