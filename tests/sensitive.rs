@@ -316,3 +316,50 @@ async fn members_in_text_that_is_not_json_are_read_in_each_direction() {
     assert!(found.iter().all(|e| field(e, "rule") == "password_field" && field(e, "pointer") == ""), "{found:?}");
     assert_no_value_leaked(&gw.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn binary_messages_are_read_when_a_rule_asks() {
+    let up = echo_upstream().await;
+    let route = |path: &str, direction: &str, binary: bool| {
+        format!(
+            "[[routes]]\npath = \"{path}\"\nupstream = \"{up}\"\norigins = [\"{ORIGIN}\"]\nenvelope = \"none\"\n\
+             [[routes.sensitive]]\nrule = \"card_number\"\ndirection = \"{direction}\"\naction = \"block\"\nbinary = {binary}\n"
+        )
+    };
+    let setup = Setup::new(&up)
+        .more_routes(&route("/bin-in", "client_to_upstream", true))
+        .more_routes(&route("/bin-out", "upstream_to_client", true))
+        .more_routes(&route("/text-only", "both", false));
+    let gw = spawn_gateway(&setup);
+    let mut payload = vec![0x82, 0xa4, 0xff, 0x00];
+    payload.extend_from_slice(b"4111111111111111");
+    let clean = vec![0xffu8, 0x00, b'4', b'1'];
+    let t = token();
+    let connect = |path: &'static str| gw.connect_with(path, Some(ORIGIN), Some(&t), &[]);
+    // from the client: refused with the error frame, a clean one still flows
+    let mut ws = connect("/bin-in").await.expect("connect");
+    ws.send(Message::binary(payload.clone())).await.expect("send");
+    assert_eq!(recv_json(&mut ws).await["payload"]["code"], "sensitive_data");
+    ws.send(Message::binary(clean.clone())).await.expect("send");
+    assert_eq!(recv(&mut ws).await, Message::binary(clean.clone()));
+    // fragmented: assembled, then read
+    let (head, tail) = payload.split_at(9);
+    ws.send(raw_frame(head, 2, false)).await.expect("send");
+    ws.send(raw_frame(tail, 0, true)).await.expect("send");
+    assert_eq!(recv_json(&mut ws).await["payload"]["code"], "sensitive_data", "fragments are read whole");
+    // from the upstream: dropped, the next message arrives
+    let mut ws = connect("/bin-out").await.expect("connect");
+    ws.send(raw_frame(head, 2, false)).await.expect("send");
+    ws.send(raw_frame(tail, 0, true)).await.expect("send");
+    ws.send(Message::binary(clean.clone())).await.expect("send");
+    assert_eq!(recv(&mut ws).await, Message::binary(clean.clone()));
+    // a rule without `binary = true` does not read them
+    let mut ws = connect("/text-only").await.expect("connect");
+    ws.send(Message::binary(payload.clone())).await.expect("send");
+    assert_eq!(recv(&mut ws).await, Message::binary(payload.clone()));
+    let found = events(&gw, 3).await;
+    let dirs: Vec<&str> = found.iter().map(|e| field(e, "direction").as_str().unwrap_or("")).collect();
+    assert_eq!(dirs.iter().filter(|d| **d == "in").count(), 2, "{found:?}");
+    assert_eq!(dirs.iter().filter(|d| **d == "out").count(), 1, "{found:?}");
+    assert_no_value_leaked(&gw.log());
+}

@@ -1,6 +1,7 @@
 //! The sensitive-data guard on arbitrary text: the default pack plus a custom pattern, in both
-//! directions, must never panic; a redaction of valid JSON is valid JSON again, and a finding
-//! never carries more than its fingerprint of the value.
+//! directions, must never panic, also on binary messages (every rule reads them); a redaction
+//! of valid JSON is valid JSON again, a binary message's findings are never a redaction, and a
+//! finding never carries more than its fingerprint of the value.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -11,7 +12,7 @@ use wsgate::policy::sensitive::{redact, Direction, FingerprintKey, Guard, GuardA
 fn guard() -> &'static (Guard, FingerprintKey) {
     static G: OnceLock<(Guard, FingerprintKey)> = OnceLock::new();
     G.get_or_init(|| {
-        let rule = |name: &str, kind, action| RuleDef::new(name, kind, Direction::Both, action);
+        let rule = |name: &str, kind, action| RuleDef { binary: true, ..RuleDef::new(name, kind, Direction::Both, action) };
         let defs = vec![
             rule("card_number", RuleKind::CardNumber, GuardAction::Redact),
             rule("iban", RuleKind::Iban, GuardAction::Redact),
@@ -30,8 +31,14 @@ fn guard() -> &'static (Guard, FingerprintKey) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
     let (g, key) = guard();
+    for dir in [Direction::ClientToUpstream, Direction::UpstreamToClient] {
+        if let Some(found) = g.scan_binary(dir, data, key) {
+            assert!(found.hits.iter().all(|h| h.fingerprint.len() == 16));
+            assert_eq!(redact("", &found), None, "a binary message is never rewritten");
+        }
+    }
+    let Ok(text) = std::str::from_utf8(data) else { return };
     for dir in [Direction::ClientToUpstream, Direction::UpstreamToClient] {
         let Some(found) = g.scan(dir, text, key) else { continue };
         assert!(!found.hits.is_empty());

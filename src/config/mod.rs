@@ -729,7 +729,14 @@ fn sensitive_guard(i: usize, rules: &[raw::RawSensitive]) -> Result<Option<Arc<G
             SensitiveAction::Redact => GuardAction::Redact,
             SensitiveAction::Block => GuardAction::Block,
         };
-        defs.push(RuleDef { name: s.rule.clone(), kind, direction, action, min_matches: s.min_matches });
+        defs.push(RuleDef {
+            name: s.rule.clone(),
+            kind,
+            direction,
+            action,
+            min_matches: s.min_matches,
+            binary: s.binary,
+        });
     }
     Guard::compile(&defs)
         .map(|g| Some(Arc::new(g)))

@@ -234,6 +234,9 @@ pub(super) struct RawSensitive {
     /// Hits of this rule needed in one message before it acts (0 or 1: any hit).
     #[serde(default)]
     pub(super) min_matches: u32,
+    /// The rule reads binary messages too (as text; a redact rule's hit blocks them).
+    #[serde(default)]
+    pub(super) binary: bool,
 }
 
 /// Which messages a sensitive-data rule reads.

@@ -435,9 +435,14 @@ impl Inbound {
                 Err(refused) => return Err(self.reject(refused, now)),
             }
         }
-        // The sensitive-data guard: text messages only (one prefilter pass when clean).
-        if let (Some(guard), Some(t)) = (&self.route.sensitive, text) {
-            if let Some(found) = guard.scan(Direction::ClientToUpstream, t, &FINGERPRINTS) {
+        // The sensitive-data guard (one prefilter pass when clean); binary messages only for
+        // the rules that read them.
+        if let Some(guard) = &self.route.sensitive {
+            let found = match text {
+                Some(t) => guard.scan(Direction::ClientToUpstream, t, &FINGERPRINTS),
+                None => guard.scan_binary(Direction::ClientToUpstream, payload, &FINGERPRINTS),
+            };
+            if let Some(found) = found {
                 return Ok(Some(Box::new(found)));
             }
         }

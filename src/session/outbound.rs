@@ -60,6 +60,8 @@ pub enum Outward {
 struct Held {
     payload: Vec<u8>,
     frames: BytesMut,
+    /// A binary message (read by the rules that read binary messages).
+    binary: bool,
 }
 
 /// The upstream direction of one connection.
@@ -70,7 +72,7 @@ pub struct Outbound {
     text: Option<Utf8Stream>,
     /// The route's sensitive-data guard, when it has rules for upstream messages.
     guard: Option<Arc<Guard>>,
-    /// The fragmented text message being held for the guard.
+    /// The fragmented message being held for the guard.
     held: Option<Held>,
 }
 
@@ -118,11 +120,20 @@ impl Outbound {
     }
 
     /// A data frame on a route whose guard reads upstream messages: whole text messages are
-    /// scanned; fragmented ones are held until complete; binary ones pass.
+    /// scanned; fragmented ones are held until complete; binary ones likewise when a rule
+    /// reads them, else they pass.
     /// `whole` is the text of an unfragmented text message, validated by the framing step.
     fn guard_data(&mut self, h: &Header, frame: &[u8], payload: &[u8], whole: Option<&str>) -> Outward {
         let forward = Outward::Forward { payload: payload.len(), fin: h.fin };
+        let binary = self.guard.as_ref().is_some_and(|g| g.reads_binary(Direction::UpstreamToClient));
         match (h.opcode, h.fin) {
+            (wire::OP_BINARY, true) if binary => self.scan_binary(payload, forward),
+            (wire::OP_BINARY, false) if binary => {
+                let mut frames = BytesMut::with_capacity(frame.len());
+                frames.extend_from_slice(frame);
+                self.held = Some(Held { payload: payload.to_vec(), frames, binary: true });
+                Outward::None
+            }
             // `whole` is always given for such a frame; validating here keeps a caller that
             // did not give it from forwarding the message unread
             (wire::OP_TEXT, true) => match whole.map_or_else(|| simdutf8::basic::from_utf8(payload), Ok) {
@@ -132,7 +143,7 @@ impl Outbound {
             (wire::OP_TEXT, false) => {
                 let mut frames = BytesMut::with_capacity(frame.len());
                 frames.extend_from_slice(frame);
-                self.held = Some(Held { payload: payload.to_vec(), frames });
+                self.held = Some(Held { payload: payload.to_vec(), frames, binary: false });
                 Outward::None
             }
             (wire::OP_CONTINUATION, fin) => match self.held.as_mut() {
@@ -145,6 +156,9 @@ impl Outbound {
                     }
                     let Some(held) = self.held.take() else { return Outward::None };
                     let forward = Outward::ForwardAssembled(Box::new((held.frames, held.payload.len())));
+                    if held.binary {
+                        return self.scan_binary(&held.payload, forward);
+                    }
                     // validated piece by piece (`Utf8Stream`); whole here once more for the &str
                     match simdutf8::basic::from_utf8(&held.payload) {
                         Ok(text) => self.scan(text, forward),
@@ -154,6 +168,18 @@ impl Outbound {
             },
             _ => forward,
         }
+    }
+
+    /// Scan a complete binary message; `forward` when nothing is found (a redact rule's hit
+    /// drops it: a binary message is not rewritten).
+    #[cold]
+    fn scan_binary(&self, payload: &[u8], forward: Outward) -> Outward {
+        let Some(guard) = &self.guard else { return forward };
+        let Some(found) = guard.scan_binary(Direction::UpstreamToClient, payload, &FINGERPRINTS) else {
+            return forward;
+        };
+        let then = if found.action == GuardAction::Log { forward } else { Outward::Drop };
+        Outward::Sensitive(Box::new((found.hits, found.unlisted, then)))
     }
 
     /// Scan a complete text message; `forward` when nothing is found.

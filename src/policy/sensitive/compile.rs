@@ -202,13 +202,19 @@ impl Guard {
                 kind: compile_rule(i, d)?,
             });
         }
-        let ids = |keep: &dyn Fn(Direction) -> bool| -> Vec<usize> {
-            defs.iter().enumerate().filter(|(_, d)| keep(d.direction)).map(|(i, _)| i).collect()
+        // per direction (client to upstream, upstream to client, both): the rules reading it
+        let plans_of = |binary_only: bool| -> Result<[Plan; 3], RuleError> {
+            let ids = |keep: &dyn Fn(Direction) -> bool| -> Vec<usize> {
+                let read = |d: &RuleDef| keep(d.direction) && (d.binary || !binary_only);
+                defs.iter().enumerate().filter(|(_, d)| read(d)).map(|(i, _)| i).collect()
+            };
+            Ok([
+                build_plan(&rules, defs, ids(&|d| d != Direction::UpstreamToClient))?,
+                build_plan(&rules, defs, ids(&|d| d != Direction::ClientToUpstream))?,
+                build_plan(&rules, defs, ids(&|_| true))?,
+            ])
         };
-        let c2u = ids(&|d| d != Direction::UpstreamToClient);
-        let u2c = ids(&|d| d != Direction::ClientToUpstream);
-        let all = ids(&|_| true);
-        let plans = [build_plan(&rules, defs, c2u)?, build_plan(&rules, defs, u2c)?, build_plan(&rules, defs, all)?];
-        Ok(Guard { rules, plans })
+        let (plans, binary) = (plans_of(false)?, plans_of(true)?);
+        Ok(Guard { rules, plans, binary })
     }
 }

@@ -109,12 +109,14 @@ pub struct RuleDef {
     pub action: GuardAction,
     /// The rule reports only with at least this many hits in one message (0 or 1: any hit).
     pub min_matches: u32,
+    /// The rule reads binary messages too ([`Guard::scan_binary`]).
+    pub binary: bool,
 }
 
 impl RuleDef {
-    /// A rule that acts on any hit (`min_matches` 0).
+    /// A rule that acts on any hit (`min_matches` 0), text messages only.
     pub fn new(name: &str, kind: RuleKind, direction: Direction, action: GuardAction) -> Self {
-        Self { name: name.to_string(), kind, direction, action, min_matches: 0 }
+        Self { name: name.to_string(), kind, direction, action, min_matches: 0, binary: false }
     }
 }
 
@@ -224,6 +226,8 @@ pub struct Guard {
     rules: Vec<Rule>,
     /// Client to upstream, upstream to client, all rules.
     plans: [Plan; 3],
+    /// The same for the rules that read binary messages too.
+    binary: [Plan; 3],
 }
 
 /// A built-in kind, as the stage-1 checks report it.
@@ -265,6 +269,11 @@ impl Guard {
         !self.plans[plan_index(dir)].rules.is_empty()
     }
 
+    /// Whether any rule reads binary messages of `dir` (`Both`: of either direction).
+    pub fn reads_binary(&self, dir: Direction) -> bool {
+        !self.binary[plan_index(dir)].rules.is_empty()
+    }
+
     /// Each rule's name and action, with the one direction it reads (a rule reading both is
     /// listed once per direction): the label sets of its metric.
     pub fn labels(&self) -> impl Iterator<Item = (&str, Direction, GuardAction)> {
@@ -286,6 +295,24 @@ impl Guard {
             return None;
         }
         self.walk(plan, text, key)
+    }
+
+    /// Search a binary message of direction `dir` with the rules that read binary messages:
+    /// as text (invalid UTF-8 sequences read as U+FFFD), JSON or not. Its findings cannot be
+    /// redacted ([`redact`] answers `None`: a redact rule's hit blocks it), since rewriting
+    /// would change what the message is.
+    pub fn scan_binary(&self, dir: Direction, payload: &[u8], key: &FingerprintKey) -> Option<Findings> {
+        let plan = &self.binary[plan_index(dir)];
+        if plan.rules.is_empty() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(payload);
+        if !self.candidate(plan, &text) {
+            return None;
+        }
+        let mut found = self.walk(plan, &text, key)?;
+        found.redactions = None;
+        Some(found)
     }
 
     /// Stage 1 on the raw text: any confirmed candidate, or a backslash? (`sweep.rs`)

@@ -632,3 +632,40 @@ fn names_are_paired_across_blocks_and_quiet_runs() {
         }
     }
 }
+
+#[test]
+fn binary_messages_are_read_only_by_the_rules_that_ask() {
+    let mut card = def("card_number", RuleKind::CardNumber, GuardAction::Redact);
+    card.binary = true;
+    let g = guard(&[card, def("aws_access_key", RuleKind::AwsAccessKey, GuardAction::Log)]);
+    assert!(g.reads_binary(C2U) && g.reads_binary(U2C));
+    // bytes around the number that are not UTF-8 (a protobuf, a msgpack map…)
+    let mut payload = vec![0x82, 0xa4, b'c', b'a', b'r', b'd', 0xb0, 0xff, 0xfe];
+    payload.extend_from_slice(b"4111111111111111");
+    payload.extend_from_slice(&[0x00, 0xc3, 0x28]);
+    payload.extend_from_slice(b" AKIAIOSFODNN7EXAMPLE");
+    let f = g.scan_binary(U2C, &payload, &key()).expect("the card");
+    assert_eq!(
+        f.hits.iter().map(|h| h.rule.as_str()).collect::<Vec<_>>(),
+        ["card_number"],
+        "the AWS rule reads text only"
+    );
+    assert_eq!(f.hits[0].len, 16);
+    assert_eq!(f.action, GuardAction::Redact);
+    assert_eq!(redact("ignored", &f), None, "a binary message is not rewritten: the caller blocks or drops it");
+    // JSON in a binary frame is read as JSON
+    let f = g.scan_binary(C2U, br#"{"pay":{"card":"4111 1111 1111 1111"}}"#, &key()).expect("found");
+    assert_eq!(f.hits[0].pointer, "/pay/card");
+    assert_eq!(g.scan_binary(C2U, b"\x00\x01 4111 1111 1111 1112", &key()), None, "Luhn still decides");
+    // without `binary`, no rule reads them
+    let text_only = guard(&default_pack());
+    assert!(!text_only.reads_binary(C2U));
+    assert_eq!(text_only.scan_binary(C2U, b"4111111111111111", &key()), None);
+    // one direction only
+    let mut only_in = RuleDef::new("card_number", RuleKind::CardNumber, C2U, GuardAction::Block);
+    only_in.binary = true;
+    let g = guard(&[only_in]);
+    assert!(g.reads_binary(C2U) && !g.reads_binary(U2C));
+    assert_eq!(g.scan_binary(U2C, b"4111111111111111", &key()), None);
+    assert!(g.scan_binary(C2U, b"4111111111111111", &key()).is_some());
+}
