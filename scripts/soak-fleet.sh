@@ -97,6 +97,6 @@ CHECK
 chmod +x "$OUT/check.sh"
 
 token=$(./target/release/wsgate token --config "$OUT/a/gateway.toml" --sub soak --scope chat:write --ttl 2h)
-timeout $(( ${SOAK_SECONDS:-300} + 400 )) "$VENV/bin/python" tests/soak/soak.py "${urls[@]}" --token "$token" \
+timeout $(( 2 * ${SOAK_SECONDS:-300} + 400 )) "$VENV/bin/python" tests/soak/soak.py "${urls[@]}" --token "$token" \
   "${pids[@]}" --connections "${SOAK_CONNECTIONS:-2000}" --duration "${SOAK_SECONDS:-300}" \
   --check "$OUT/check.sh" --json "$OUT/report.json"

@@ -42,5 +42,5 @@ export WSGATE_SOAK_SECRET=$(random_secret)
 start_gateway release "$OUT/gateway.toml" "$OUT" env WSGATE_LOG=warn
 public=$GW_ADDR; gw_pid=$GW_PID
 token=$(./target/release/wsgate token --config "$OUT/gateway.toml" --sub soak --scope chat:write --ttl 2h)
-timeout $(( ${SOAK_SECONDS:-300} + 300 )) "$VENV/bin/python" tests/soak/soak.py --url "ws://$public/ws" --token "$token" \
+timeout $(( 2 * ${SOAK_SECONDS:-300} + 300 )) "$VENV/bin/python" tests/soak/soak.py --url "ws://$public/ws" --token "$token" \
   --pid "$gw_pid" --connections "${SOAK_CONNECTIONS:-2000}" --duration "${SOAK_SECONDS:-300}" --json "$OUT/report.json"

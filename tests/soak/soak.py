@@ -2,19 +2,20 @@
 recording the gateway's RSS and open file descriptors before, during and after.
 
 Usage: soak.py --url ws://HOST:PORT/ws --token JWT --pid GATEWAY_PID [--connections 2000]
-               [--duration 300] [--warmup 20] [--json report.json] [--check CMD]
+               [--duration 300] [--warmup SECONDS] [--json report.json] [--check CMD]
 --url and --pid may be repeated (a fleet: clients go to the URLs round robin; every pid is
 watched). With --check, CMD runs twice at the end and must exit 0: once after the churn and
 abusive clients stopped while the steady ones are still connected, once after every client
 left (fleet mode: the shared counts must equal the nodes' own).
 Passes when, after all clients left, each process's open fds are back at its baseline and its
-RSS (VmRSS) is within 10% of the baseline taken after a warm-up (--warmup, 20 s) of the same
-mix (steady, churn and abusive clients: the allocator keeps what the first wave grew, and the
-error paths' code pages stay resident once faulted in); when its resident anonymous memory
+RSS (VmRSS) is within 10% of the baseline taken after a warm-up of the same mix (steady,
+churn and abusive clients; --warmup seconds, by default as long as the run: the allocator
+keeps what a cycle grew, its high-water after a cycle depends on how long the cycle ran, and
+the error paths' code pages stay resident once faulted in — so the baseline is the same cycle
+once before, and a leak is what the second cycle leaves on top of the first); when its resident anonymous memory
 (RssAnon: the allocator's, without the executable's file-backed pages) did not grow under the
 load (the last two samples of the measured phase within 5% of its first two: a leak per
-connection or message grows it); and every check passed. The allocator's high-water mark
-can sit ~1 MiB above the warm-up's after a longer run, which is not growth.
+connection or message grows it); and every check passed.
 """
 import argparse, asyncio, json, os, random, subprocess, sys, time
 
@@ -156,7 +157,8 @@ async def main():
     ap.add_argument("--check")
     ap.add_argument("--connections", type=int, default=2000)
     ap.add_argument("--duration", type=int, default=300)
-    ap.add_argument("--warmup", type=int, default=20, help="seconds of the warm-up mix (the baseline)")
+    ap.add_argument("--warmup", type=int, default=None,
+                    help="seconds of the warm-up mix, the baseline (default: --duration)")
     ap.add_argument("--json")
     a = ap.parse_args()
     samples = []
@@ -167,8 +169,9 @@ async def main():
     sample("start")
     fd_base = samples[-1]["fds"]
     warm = Stats()
-    await mix(a.url, a.token, a.connections, a.warmup, warm)
-    await asyncio.sleep(3)
+    warmup = a.duration if a.warmup is None else a.warmup
+    await mix(a.url, a.token, a.connections, warmup, warm)
+    await asyncio.sleep(5)  # as after the run
     sample("after-warmup")
     rss_base = samples[-1]["rss_kib"]
     anon_base = samples[-1]["anon_kib"]
