@@ -412,12 +412,7 @@ pub fn register_sensitive(route: &str, guard: Option<&Guard>) {
     }
 }
 
-/// A sensitive-data rule hit on `route` (`direction` "in" or "out").
-pub fn sensitive_hit(route: &str, rule: &str, direction: &'static str, action: &'static str) {
-    sensitive_hits(route, rule, direction, action, 1);
-}
-
-/// `n` hits of one rule in one message (those not listed one by one).
+/// `n` hits of one sensitive-data rule in one message on `route` (`direction` "in" or "out").
 pub fn sensitive_hits(route: &str, rule: &str, direction: &'static str, action: &'static str, n: u64) {
     counter!(names::SENSITIVE_HITS_TOTAL, "route" => route.to_string(), "rule" => rule.to_string(), "direction" => direction, "action" => action).increment(n);
 }

@@ -329,7 +329,11 @@ async fn binary_messages_are_read_when_a_rule_asks() {
     let setup = Setup::new(&up)
         .more_routes(&route("/bin-in", "client_to_upstream", true))
         .more_routes(&route("/bin-out", "upstream_to_client", true))
-        .more_routes(&route("/text-only", "both", false));
+        .more_routes(&route("/text-only", "both", false))
+        .more_routes(&format!(
+            "[[routes]]\npath = \"/bin-redact\"\nupstream = \"{up}\"\norigins = [\"{ORIGIN}\"]\nenvelope = \"none\"\n\
+             [[routes.sensitive]]\nrule = \"password_field\"\naction = \"redact\"\nbinary = true\n"
+        ));
     let gw = spawn_gateway(&setup);
     let mut payload = vec![0x82, 0xa4, 0xff, 0x00];
     payload.extend_from_slice(b"4111111111111111");
@@ -357,7 +361,12 @@ async fn binary_messages_are_read_when_a_rule_asks() {
     let mut ws = connect("/text-only").await.expect("connect");
     ws.send(Message::binary(payload.clone())).await.expect("send");
     assert_eq!(recv(&mut ws).await, Message::binary(payload.clone()));
-    let found = events(&gw, 3).await;
+    // a redact rule never rewrites a binary message: JSON in it is refused instead
+    let mut ws = connect("/bin-redact").await.expect("connect");
+    ws.send(Message::binary(format!(r#"{{"password":"{PASSWORD}"}}"#).into_bytes())).await.expect("send");
+    assert_eq!(recv_json(&mut ws).await["payload"]["code"], "sensitive_data");
+    let found = events(&gw, 4).await;
+    let found: Vec<&Value> = found.iter().filter(|e| field(e, "rule") == "card_number").collect();
     let dirs: Vec<&str> = found.iter().map(|e| field(e, "direction").as_str().unwrap_or("")).collect();
     assert_eq!(dirs.iter().filter(|d| **d == "in").count(), 2, "{found:?}");
     assert_eq!(dirs.iter().filter(|d| **d == "out").count(), 1, "{found:?}");

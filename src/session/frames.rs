@@ -13,7 +13,7 @@ use super::{Session, FORWARD_TIME_SAMPLE};
 use crate::auth::{jwt, unix_now};
 use crate::error::SessionClose;
 use crate::metrics as m;
-use crate::policy::sensitive::{Hit, Unlisted};
+use crate::policy::sensitive::{Hit, RuleCount};
 use crate::policy::validate::{self, Refused, Rejection};
 use crate::wire;
 
@@ -62,8 +62,8 @@ impl Session {
                 wire::encode(&mut self.upstream.out, wire::OP_TEXT, true, text.as_bytes(), key);
                 self.forwarded_in(text.len(), started);
             }
-            Action::Sensitive { hits, unlisted, then } => {
-                self.report_sensitive(&hits, &unlisted, "in");
+            Action::Sensitive { hits, by_rule, then } => {
+                self.report_sensitive(&hits, &by_rule, "in");
                 self.on_client_action(*then, frame, started, now);
             }
             Action::Pong(payload) => wire::encode(&mut self.client.out, wire::OP_PONG, true, &payload, None),
@@ -162,8 +162,8 @@ impl Session {
                 self.forwarded_out(text.len());
             }
             Outward::Sensitive(found) => {
-                let (hits, unlisted, then) = *found;
-                self.report_sensitive(&hits, &unlisted, "out");
+                let (hits, by_rule, then) = *found;
+                self.report_sensitive(&hits, &by_rule, "out");
                 self.on_upstream_action(then, frame);
             }
         }
@@ -172,14 +172,18 @@ impl Session {
     /// Log and count what the sensitive-data guard found in one message (`direction`: "in"
     /// client to upstream, "out" upstream to client). The event names the rule, where in the
     /// message, the length and a keyed fingerprint — never the value. Lines share the
-    /// connection's budget with `message_refused`. Hits past those listed are counted, and
-    /// each rule's number of them is logged as `sensitive_data_unlisted`.
-    fn report_sensitive(&mut self, hits: &[Hit], unlisted: &[Unlisted], direction: &'static str) {
-        // first, so that a flood of listed hits does not take the log budget it needs
-        for u in unlisted {
+    /// connection's budget with `message_refused`. The metric counts each rule's hits at once
+    /// (listed or not); a rule's hits past those listed are one `sensitive_data_unlisted` line.
+    fn report_sensitive(&mut self, hits: &[Hit], by_rule: &[RuleCount], direction: &'static str) {
+        let now = Instant::now();
+        for u in by_rule {
             let action = u.action.label();
             m::sensitive_hits(&self.p.route.path, &u.rule, direction, action, u64::from(u.count));
-            if let Some(suppressed) = self.refused_log.admit(Instant::now()) {
+            // before the listed hits' lines, so that a flood of them does not take its budget
+            if u.unlisted == 0 {
+                continue;
+            }
+            if let Some(suppressed) = self.refused_log.admit(now) {
                 session_event!(
                     warn,
                     self,
@@ -187,7 +191,7 @@ impl Session {
                     "sensitive_data",
                     direction = direction,
                     rule = u.rule.as_str(),
-                    count = u.count,
+                    count = u.unlisted,
                     action = action,
                     suppressed = suppressed,
                 );
@@ -195,8 +199,7 @@ impl Session {
         }
         for hit in hits {
             let action = hit.action.label();
-            m::sensitive_hit(&self.p.route.path, &hit.rule, direction, action);
-            if let Some(suppressed) = self.refused_log.admit(Instant::now()) {
+            if let Some(suppressed) = self.refused_log.admit(now) {
                 session_event!(
                     warn,
                     self,

@@ -25,7 +25,7 @@ use crate::config::{Envelope, Limits, Route};
 use crate::error::SessionClose;
 use crate::policy::framing::{FrameViolation, Framing, Front, Sender};
 use crate::policy::ratelimit::{optional_bucket, TokenBucket};
-use crate::policy::sensitive::{redact, Direction, Findings, GuardAction, Hit, Unlisted};
+use crate::policy::sensitive::{redact, Direction, Findings, GuardAction, Hit, RuleCount};
 use crate::policy::validate::{self, Refused, Rejection, Verdict};
 use crate::wire::{self, BadClose, Header};
 
@@ -115,8 +115,8 @@ pub enum Action {
     Sensitive {
         /// What was found (never the values).
         hits: Vec<Hit>,
-        /// Per rule, the hits past those listed (counted only).
-        unlisted: Vec<Unlisted>,
+        /// Per rule, how many hits (listed or not).
+        by_rule: Vec<RuleCount>,
         /// What happens to the message.
         then: Box<Action>,
     },
@@ -472,7 +472,7 @@ impl Inbound {
             },
             GuardAction::Block => self.block(payload, now),
         };
-        Action::Sensitive { hits: found.hits, unlisted: found.unlisted, then: Box::new(then) }
+        Action::Sensitive { hits: found.hits, by_rule: found.by_rule, then: Box::new(then) }
     }
 
     /// Refuse a message the guard blocks: `sensitive_data`, a violation like any refusal.

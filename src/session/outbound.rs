@@ -14,7 +14,7 @@ use super::inbound::Step;
 use super::FINGERPRINTS;
 use crate::error::SessionClose;
 use crate::policy::framing::{FrameViolation, Framing, Sender};
-use crate::policy::sensitive::{redact, Direction, Guard, GuardAction, Hit, Unlisted};
+use crate::policy::sensitive::{redact, Direction, Guard, GuardAction, Hit, RuleCount};
 use crate::wire::{self, Header, Utf8Stream};
 
 /// What the session does about one upstream frame.
@@ -52,7 +52,7 @@ pub enum Outward {
     Drop,
     /// The sensitive-data guard found these hits (the session logs and counts them), then
     /// the message meets the second.
-    Sensitive(Box<(Vec<Hit>, Vec<Unlisted>, Outward)>),
+    Sensitive(Box<(Vec<Hit>, Vec<RuleCount>, Outward)>),
 }
 
 /// A fragmented upstream text message held for the guard until it is complete.
@@ -125,13 +125,13 @@ impl Outbound {
     /// `whole` is the text of an unfragmented text message, validated by the framing step.
     fn guard_data(&mut self, h: &Header, frame: &[u8], payload: &[u8], whole: Option<&str>) -> Outward {
         let forward = Outward::Forward { payload: payload.len(), fin: h.fin };
-        let binary = self.guard.as_ref().is_some_and(|g| g.reads_binary(Direction::UpstreamToClient));
+        let binary = h.opcode == wire::OP_BINARY;
         match (h.opcode, h.fin) {
-            (wire::OP_BINARY, true) if binary => self.scan_binary(payload, forward),
-            (wire::OP_BINARY, false) if binary => {
+            (wire::OP_BINARY, true) if self.reads_binary() => self.scan_binary(payload, forward),
+            (wire::OP_TEXT | wire::OP_BINARY, false) if !binary || self.reads_binary() => {
                 let mut frames = BytesMut::with_capacity(frame.len());
                 frames.extend_from_slice(frame);
-                self.held = Some(Held { payload: payload.to_vec(), frames, binary: true });
+                self.held = Some(Held { payload: payload.to_vec(), frames, binary });
                 Outward::None
             }
             // `whole` is always given for such a frame; validating here keeps a caller that
@@ -140,12 +140,6 @@ impl Outbound {
                 Ok(text) => self.scan(text, forward),
                 Err(_) => forward,
             },
-            (wire::OP_TEXT, false) => {
-                let mut frames = BytesMut::with_capacity(frame.len());
-                frames.extend_from_slice(frame);
-                self.held = Some(Held { payload: payload.to_vec(), frames, binary: false });
-                Outward::None
-            }
             (wire::OP_CONTINUATION, fin) => match self.held.as_mut() {
                 None => forward,
                 Some(held) => {
@@ -170,6 +164,11 @@ impl Outbound {
         }
     }
 
+    /// Whether a rule of the guard reads the upstream's binary messages.
+    fn reads_binary(&self) -> bool {
+        self.guard.as_ref().is_some_and(|g| g.reads_binary(Direction::UpstreamToClient))
+    }
+
     /// Scan a complete binary message; `forward` when nothing is found (a redact rule's hit
     /// drops it: a binary message is not rewritten).
     #[cold]
@@ -179,7 +178,7 @@ impl Outbound {
             return forward;
         };
         let then = if found.action == GuardAction::Log { forward } else { Outward::Drop };
-        Outward::Sensitive(Box::new((found.hits, found.unlisted, then)))
+        Outward::Sensitive(Box::new((found.hits, found.by_rule, then)))
     }
 
     /// Scan a complete text message; `forward` when nothing is found.
@@ -195,7 +194,7 @@ impl Outbound {
             },
             GuardAction::Block => Outward::Drop,
         };
-        Outward::Sensitive(Box::new((found.hits, found.unlisted, then)))
+        Outward::Sensitive(Box::new((found.hits, found.by_rule, then)))
     }
 
     #[inline]

@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use super::{Builtin, Findings, FingerprintKey, Guard, GuardAction, Hit, Plan, Unlisted, MAX_HITS};
+use super::{Builtin, Findings, FingerprintKey, Guard, GuardAction, Hit, Plan, RuleCount, MAX_HITS};
 
 /// At most this many pointer bytes per message (deep nesting × many hits): hits past it are
 /// dropped like those past [`MAX_HITS`].
@@ -111,16 +111,17 @@ impl<'g> Collector<'g> {
             let min = rules.get(r).map_or(1, |r| r.min_matches.max(1));
             counts.get(r).copied().unwrap_or(0) >= min
         };
-        // per counted rule, its hits that were not listed
+        // per counted rule: its hits, and those that were not listed
         let mut listed = vec![0u32; rules.len()];
         self.hits.iter().for_each(|(r, _)| listed.get_mut(*r).into_iter().for_each(|n| *n = n.saturating_add(1)));
-        let unlisted: Vec<Unlisted> = rules
+        let by_rule: Vec<RuleCount> = rules
             .iter()
             .enumerate()
             .filter(|(i, _)| counted(*i))
             .filter_map(|(i, r)| {
-                let count = counts.get(i)?.saturating_sub(*listed.get(i)?);
-                (count > 0).then(|| Unlisted { rule: r.name.clone(), action: r.action, count })
+                let count = *counts.get(i)?;
+                let unlisted = count.saturating_sub(*listed.get(i)?);
+                Some(RuleCount { rule: r.name.clone(), action: r.action, count, unlisted })
             })
             .collect();
         let hits: Vec<Hit> = self.hits.into_iter().filter(|(r, _)| counted(*r)).map(|(_, h)| h).collect();
@@ -154,7 +155,7 @@ impl<'g> Collector<'g> {
         if action == Some(GuardAction::Redact) && redactions.as_ref().is_some_and(Vec::is_empty) {
             action = Some(GuardAction::Block);
         }
-        Some(Findings { hits, unlisted, action: action?, redactions })
+        Some(Findings { hits, by_rule, action: action?, redactions })
     }
 }
 

@@ -38,15 +38,13 @@ struct Cursor<'t> {
 }
 
 /// JSON whitespace (RFC 8259): space, tab, line feed, carriage return.
-pub(super) fn is_ws(c: u8) -> bool {
+fn is_ws(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r')
 }
 
 impl<'t> Cursor<'t> {
     fn ws(&mut self) {
-        while self.b.get(self.i).copied().is_some_and(is_ws) {
-            self.i += 1;
-        }
+        self.i = skip_ws(self.b, self.i);
     }
 
     fn peek(&self) -> Option<u8> {
@@ -358,8 +356,8 @@ fn loose_string_end(b: &[u8], open: usize) -> usize {
     b.len()
 }
 
-/// The bytes after `i` that are JSON whitespace, skipped.
-fn skip_ws(b: &[u8], mut i: usize) -> usize {
+/// The first byte at or after `i` that is not JSON whitespace.
+pub(super) fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while b.get(i).copied().is_some_and(is_ws) {
         i += 1;
     }

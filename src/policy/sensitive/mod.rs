@@ -182,8 +182,8 @@ impl fmt::Debug for FingerprintKey {
 pub struct Findings {
     /// The hits, at most [`MAX_HITS`] (and at most 256 KiB of pointers) per message.
     pub hits: Vec<Hit>,
-    /// Per rule, the hits past that bound: counted, not listed.
-    pub unlisted: Vec<Unlisted>,
+    /// Per rule that acts, how many hits it had, listed or not.
+    pub by_rule: Vec<RuleCount>,
     /// The strongest action among the hits.
     pub action: GuardAction,
     /// What [`redact`] replaces: the byte spans (quotes included) of the strings and numbers
@@ -192,12 +192,15 @@ pub struct Findings {
     redactions: Option<Vec<(std::ops::Range<usize>, String)>>,
 }
 
-/// How many hits of one rule a message held beyond those listed in [`Findings::hits`].
+/// How many hits of one rule a message held.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unlisted {
+pub struct RuleCount {
     pub rule: String,
     pub action: GuardAction,
+    /// Every hit of the rule in the message.
     pub count: u32,
+    /// Those of them not in [`Findings::hits`] (past its bound).
+    pub unlisted: u32,
 }
 
 /// One match.

@@ -435,17 +435,11 @@ pub fn name_candidate(b: &[u8], open: usize, names: &[Box<[u8]>], longest: usize
     if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
         return false;
     }
-    let ws = |mut i: usize| {
-        while b.get(i).copied().is_some_and(super::json::is_ws) {
-            i += 1;
-        }
-        i
-    };
-    let i = ws(q + 1);
+    let i = super::json::skip_ws(b, q + 1);
     if b.get(i) != Some(&b':') {
         return false;
     }
-    let i = ws(i + 1);
+    let i = super::json::skip_ws(b, i + 1);
     match b.get(i) {
         Some(b'"') => b.get(i + 1) != Some(&b'"'),
         // `true`, `false`, `null`: no value to read; any other word is a number, or in a text
